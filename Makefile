@@ -1,0 +1,43 @@
+# The one entry point for building, testing and running the import worker.
+# `make test` installs what the tests need (redis-server, promtool) when it is
+# missing, so it works on a fresh machine.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X github.com/versori/import-worker/internal/buildinfo.Version=$(VERSION) -X github.com/versori/import-worker/internal/buildinfo.Commit=$(COMMIT)
+BIN       := bin
+
+.PHONY: all build test unit-test vet fuzz bench demo deps clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# deps installs the Debian packages the integration tests drive, when missing.
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing prometheus (promtool)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+# test runs unit and integration tests with the race detector. Integration
+# tests start their own redis-server processes on free ports (internal/redistest)
+# and stop them afterwards; REDISTEST_REQUIRED makes a missing binary a failure.
+test: deps vet
+	REDISTEST_REQUIRED=1 $(GO) test -race -count=1 -timeout 14m ./...
+	@$(GO) test -count=1 -cover ./versori/ | sed 's/^/coverage: /'
+
+fuzz:
+	$(GO) test ./versori/ -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime 10s
+	$(GO) test ./versori/ -run '^$$' -fuzz '^FuzzDecodeError$$' -fuzztime 10s
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,403 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Errors returned by the Ledger. Test for them with errors.Is; the returned
+// errors wrap them with the IDs involved.
+var (
+	// ErrRolloutNotFound means no rollout has the given ID.
+	ErrRolloutNotFound = errors.New("rollout not found")
+	// ErrRolloutMismatch means a rollout with the given ID exists for a
+	// different connector or version.
+	ErrRolloutMismatch = errors.New("rollout exists with a different connector or version")
+	// ErrOrgNotFound means the rollout exists but the organisation was never
+	// added to it.
+	ErrOrgNotFound = errors.New("organisation not in rollout")
+	// ErrInvalidID means a rollout or organisation ID is empty, too long or
+	// holds characters the ledger cannot store safely.
+	ErrInvalidID = errors.New("invalid ID")
+	// ErrInvalidClass means an outcome class is longer than the ledger keeps.
+	ErrInvalidClass = errors.New("invalid outcome class")
+	// ErrInvalidOutcome means an Outcome's state is neither succeeded nor
+	// failed.
+	ErrInvalidOutcome = errors.New("invalid outcome")
+)
+
+// Defaults of Options.
+const (
+	DefaultPrefix    = "versori-import"
+	DefaultBatchSize = 1000
+	DefaultScanCount = 1000
+	// DefaultParallelism is how many batches AddOrgs keeps in flight.
+	DefaultParallelism = 4
+)
+
+// Options configure a Ledger. The zero value is usable.
+type Options struct {
+	// Prefix starts every key. Default DefaultPrefix.
+	Prefix string
+	// Clock tells the time of every write. Default time.Now.
+	Clock func() time.Time
+	// MaxErrorLen bounds, in bytes, the error message kept per record.
+	// Default DefaultMaxErrorLen.
+	MaxErrorLen int
+	// BatchSize is how many organisations one script call of AddOrgs,
+	// Requeue or Cancel handles; it bounds how long Redis is busy with one
+	// call. Default DefaultBatchSize.
+	BatchSize int
+	// Parallelism is how many AddOrgs batches are in flight at once.
+	// Default DefaultParallelism.
+	Parallelism int
+	// ScanCount is the COUNT hint of the HSCAN calls that stream records.
+	// Default DefaultScanCount.
+	ScanCount int
+}
+
+// Ledger reads and writes rollouts in Redis. It is safe for concurrent use;
+// every record-level write is a single atomic script.
+type Ledger struct {
+	rdb  redis.UniversalClient
+	opts Options
+}
+
+// New returns a Ledger on rdb. Options left zero take their defaults.
+func New(rdb redis.UniversalClient, opts Options) *Ledger {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.MaxErrorLen <= 0 {
+		opts.MaxErrorLen = DefaultMaxErrorLen
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultBatchSize
+	}
+	if opts.Parallelism <= 0 {
+		opts.Parallelism = DefaultParallelism
+	}
+	if opts.ScanCount <= 0 {
+		opts.ScanCount = DefaultScanCount
+	}
+	return &Ledger{rdb: rdb, opts: opts}
+}
+
+// Rollout is a rollout's definition.
+type Rollout struct {
+	ID          string
+	ConnectorID string
+	// Version is the version name the rollout asked for, as given
+	// (it may be "latest" or "default").
+	Version   string
+	CreatedAt time.Time
+	// Total is the number of organisations added. CreateRollout ignores it;
+	// reads fill it from the counters.
+	Total int64
+}
+
+// Counts are a rollout's counters. Pending, Succeeded, Failed and Cancelled
+// sum to Total; Retrying is the part of Pending that has had an attempt.
+type Counts struct {
+	Total, Pending, Retrying, Succeeded, Failed, Cancelled int64
+	// ByClass counts succeeded and failed records by outcome class.
+	ByClass map[string]int64
+	// RetryingByClass counts retrying records by the class of their last
+	// attempt.
+	RetryingByClass map[string]int64
+	// ByVersion counts succeeded records by the version name the API
+	// returned; more than one key means the rollout straddled a new
+	// publication of the version it asked for.
+	ByVersion map[string]int64
+}
+
+// Done reports whether nothing is pending (retrying records are pending).
+func (c Counts) Done() bool { return c.Pending == 0 }
+
+// RolloutSummary is a rollout with its counters.
+type RolloutSummary struct {
+	Rollout
+	Counts Counts
+}
+
+type keys struct{ def, orgs, counts string }
+
+func (l *Ledger) keys(rolloutID string) keys {
+	base := l.opts.Prefix + ":rollout:{" + rolloutID + "}:"
+	return keys{def: base + "def", orgs: base + "orgs", counts: base + "counts"}
+}
+
+func (k keys) list() []string { return []string{k.def, k.orgs, k.counts} }
+
+func (l *Ledger) indexKey() string { return l.opts.Prefix + ":rollouts" }
+
+// scriptErr maps a script's negative return code to an error.
+func scriptErr(code int64, rolloutID, orgID string) error {
+	switch code {
+	case -1:
+		return fmt.Errorf("ledger: rollout %q: %w", rolloutID, ErrRolloutNotFound)
+	case -2:
+		return fmt.Errorf("ledger: organisation %q in rollout %q: %w", orgID, rolloutID, ErrOrgNotFound)
+	case -3:
+		return fmt.Errorf("ledger: rollout %q: %w", rolloutID, ErrRolloutMismatch)
+	}
+	return fmt.Errorf("ledger: rollout %q: unexpected script result %d", rolloutID, code)
+}
+
+// CreateRollout records r's definition and lists it among the rollouts. It
+// is idempotent: created is false when the same definition already exists,
+// and the error wraps ErrRolloutMismatch when the ID is taken by a
+// different connector or version. A zero CreatedAt means now; r.Total is
+// ignored.
+func (l *Ledger) CreateRollout(ctx context.Context, r Rollout) (created bool, err error) {
+	if err := checkID("rollout", r.ID, true); err != nil {
+		return false, err
+	}
+	if r.ConnectorID == "" || r.Version == "" {
+		return false, fmt.Errorf("ledger: rollout %q needs a connector ID and a version: %w", r.ID, ErrInvalidID)
+	}
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = l.opts.Clock()
+	}
+	res, err := createScript.Run(ctx, l.rdb, l.keys(r.ID).list(),
+		r.ID, r.ConnectorID, r.Version, r.CreatedAt.UnixMilli()).Slice()
+	if err != nil {
+		return false, fmt.Errorf("ledger: create rollout %q: %w", r.ID, err)
+	}
+	if len(res) != 2 {
+		return false, fmt.Errorf("ledger: create rollout %q: unexpected script result %v", r.ID, res)
+	}
+	code, _ := res[0].(int64)
+	if code < 0 {
+		return false, scriptErr(code, r.ID, "")
+	}
+	createdMS, err := strconv.ParseInt(fmt.Sprint(res[1]), 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("ledger: create rollout %q: created_at_ms %v: %w", r.ID, res[1], err)
+	}
+	// The index lives in another slot, so it cannot join the script. NX and
+	// the stored creation time make a retry after a crash between the two
+	// calls converge on the same entry.
+	if err := l.rdb.ZAddNX(ctx, l.indexKey(), redis.Z{Score: float64(createdMS), Member: r.ID}).Err(); err != nil {
+		return false, fmt.Errorf("ledger: index rollout %q: %w", r.ID, err)
+	}
+	return code == 1, nil
+}
+
+// AddOrgs adds organisations to a rollout as pending records and returns how
+// many were new. Organisations already in the rollout, whatever their state,
+// are left alone, so adding the same list twice adds nothing the second
+// time. Every ID is checked before anything is written. The IDs go to Redis
+// in batches of Options.BatchSize, Options.Parallelism at a time; on error,
+// added counts the batches that did complete, and calling again is safe.
+func (l *Ledger) AddOrgs(ctx context.Context, rolloutID string, orgIDs []string) (added int, err error) {
+	if err := checkID("rollout", rolloutID, true); err != nil {
+		return 0, err
+	}
+	for _, id := range orgIDs {
+		if err := checkID("organisation", id, false); err != nil {
+			return 0, err
+		}
+	}
+	if len(orgIDs) == 0 {
+		if _, _, err := l.Rollout(ctx, rolloutID); err != nil {
+			return 0, err
+		}
+		return 0, nil
+	}
+	k := l.keys(rolloutID).list()
+	rec := pendingRecord(l.opts.Clock())
+
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, l.opts.Parallelism)
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for start := 0; start < len(orgIDs); start += l.opts.BatchSize {
+		batch := orgIDs[start:min(start+l.opts.BatchSize, len(orgIDs))]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			args := make([]any, 0, len(batch)+1)
+			args = append(args, rec)
+			for _, id := range batch {
+				args = append(args, id)
+			}
+			n, err := addScript.Run(ctx, l.rdb, k, args...).Int64()
+			if err == nil && n < 0 {
+				err = scriptErr(n, rolloutID, "")
+			} else if err != nil {
+				err = fmt.Errorf("ledger: add organisations to rollout %q: %w", rolloutID, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+					cancel()
+				}
+				return
+			}
+			added += int(n)
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = fmt.Errorf("ledger: add organisations to rollout %q: %w", rolloutID, ctx.Err())
+	}
+	return added, firstErr
+}
+
+// Rollout returns a rollout's definition and counters. It reads two small
+// hashes, never the records, so it costs the same for any rollout size.
+func (l *Ledger) Rollout(ctx context.Context, id string) (Rollout, Counts, error) {
+	if err := checkID("rollout", id, true); err != nil {
+		return Rollout{}, Counts{}, err
+	}
+	k := l.keys(id)
+	pipe := l.rdb.Pipeline()
+	def := pipe.HGetAll(ctx, k.def)
+	counts := pipe.HGetAll(ctx, k.counts)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return Rollout{}, Counts{}, fmt.Errorf("ledger: read rollout %q: %w", id, err)
+	}
+	return summary(id, def.Val(), counts.Val())
+}
+
+func summary(id string, def, counts map[string]string) (Rollout, Counts, error) {
+	if len(def) == 0 {
+		return Rollout{}, Counts{}, fmt.Errorf("ledger: rollout %q: %w", id, ErrRolloutNotFound)
+	}
+	ms, err := strconv.ParseInt(def["created_at_ms"], 10, 64)
+	if err != nil {
+		return Rollout{}, Counts{}, fmt.Errorf("ledger: rollout %q: created_at_ms %q: %w", id, def["created_at_ms"], err)
+	}
+	c, err := parseCounts(counts)
+	if err != nil {
+		return Rollout{}, Counts{}, fmt.Errorf("ledger: rollout %q: %w", id, err)
+	}
+	r := Rollout{
+		ID:          id,
+		ConnectorID: def["connector_id"],
+		Version:     def["version"],
+		CreatedAt:   time.UnixMilli(ms),
+		Total:       c.Total,
+	}
+	return r, c, nil
+}
+
+func parseCounts(m map[string]string) (Counts, error) {
+	c := Counts{
+		ByClass:         map[string]int64{},
+		RetryingByClass: map[string]int64{},
+		ByVersion:       map[string]int64{},
+	}
+	for k, v := range m {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return Counts{}, fmt.Errorf("counter %q: %w", k, err)
+		}
+		if n == 0 {
+			continue
+		}
+		switch name, sub, _ := strings.Cut(k, ":"); name {
+		case "total":
+			c.Total = n
+		case string(Pending):
+			c.Pending = n
+		case "retrying":
+			c.Retrying = n
+		case string(Succeeded):
+			c.Succeeded = n
+		case string(Failed):
+			c.Failed = n
+		case string(Cancelled):
+			c.Cancelled = n
+		case "class":
+			c.ByClass[sub] = n
+		case "retry":
+			c.RetryingByClass[sub] = n
+		case "version":
+			c.ByVersion[sub] = n
+		}
+	}
+	return c, nil
+}
+
+// Rollouts returns up to limit rollouts with their counters, most recently
+// created first; limit <= 0 means all.
+func (l *Ledger) Rollouts(ctx context.Context, limit int) ([]RolloutSummary, error) {
+	stop := int64(limit) - 1
+	if limit <= 0 {
+		stop = -1
+	}
+	ids, err := l.rdb.ZRevRange(ctx, l.indexKey(), 0, stop).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: list rollouts: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	type reads struct{ def, counts *redis.MapStringStringCmd }
+	rs := make([]reads, len(ids))
+	pipe := l.rdb.Pipeline()
+	for i, id := range ids {
+		k := l.keys(id)
+		rs[i] = reads{pipe.HGetAll(ctx, k.def), pipe.HGetAll(ctx, k.counts)}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("ledger: list rollouts: %w", err)
+	}
+	out := make([]RolloutSummary, 0, len(ids))
+	for i, id := range ids {
+		r, c, err := summary(id, rs[i].def.Val(), rs[i].counts.Val())
+		if errors.Is(err, ErrRolloutNotFound) {
+			// Left in the index by a Delete that stopped half-way.
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, RolloutSummary{Rollout: r, Counts: c})
+	}
+	return out, nil
+}
+
+// Delete removes a rollout and all its records. It reports whether the
+// rollout existed. Redis frees the records in the background (UNLINK).
+func (l *Ledger) Delete(ctx context.Context, id string) (bool, error) {
+	if err := checkID("rollout", id, true); err != nil {
+		return false, err
+	}
+	k := l.keys(id)
+	n, err := l.rdb.Unlink(ctx, k.def, k.orgs, k.counts).Result()
+	if err != nil {
+		return false, fmt.Errorf("ledger: delete rollout %q: %w", id, err)
+	}
+	z, err := l.rdb.ZRem(ctx, l.indexKey(), id).Result()
+	if err != nil {
+		return false, fmt.Errorf("ledger: unindex rollout %q: %w", id, err)
+	}
+	return n > 0 || z > 0, nil
+}

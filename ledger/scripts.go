@@ -1,0 +1,175 @@
+package ledger
+
+import "github.com/redis/go-redis/v9"
+
+// The scripts share one prelude. Keys are always, in this order, the
+// rollout's def, orgs and counts keys (one hash tag, one cluster slot).
+// Clock readings come in ARGV rather than from TIME so that a script's
+// effects are deterministic and the caller's clock is the only clock.
+//
+// Counters are never incremented by hand: every write goes through move,
+// which diffs what the old and the new record contribute (contrib), so the
+// counters stay a pure function of the records whatever the interleaving.
+//
+// Return codes below zero are errors mapped in Go: -1 rollout not found,
+// -2 organisation not found, -3 rollout definition mismatch.
+const prelude = `
+local function str(v)
+  if type(v) == 'string' and v ~= '' then return v end
+  return nil
+end
+
+local function contrib(r)
+  local t = {}
+  if r == nil then return t end
+  local s = str(r.s)
+  if s == nil then return t end
+  t[s] = true
+  local c = str(r.c)
+  if s == 'pending' then
+    if (tonumber(r.a) or 0) > 0 then
+      t['retrying'] = true
+      if c then t['retry:' .. c] = true end
+    end
+  elseif s == 'succeeded' or s == 'failed' then
+    if c then t['class:' .. c] = true end
+    local v = str(r.v)
+    if s == 'succeeded' and v then t['version:' .. v] = true end
+  end
+  return t
+end
+
+local function move(key, old, new)
+  local o, n = contrib(old), contrib(new)
+  for k in pairs(o) do
+    if not n[k] then redis.call('HINCRBY', key, k, -1) end
+  end
+  for k in pairs(n) do
+    if not o[k] then redis.call('HINCRBY', key, k, 1) end
+  end
+end
+
+local function setstr(r, k, v)
+  if v == '' then r[k] = nil else r[k] = v end
+end
+
+local function setnum(r, k, v)
+  local n = tonumber(v)
+  if n == nil or n == 0 then r[k] = nil else r[k] = n end
+end
+`
+
+// createScript stores the definition unless one exists.
+// ARGV: id, connector_id, version, created_at_ms.
+// Returns {1, created} when stored, {0, created} when an identical one
+// existed, {-3, created} when a different one did.
+var createScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'connector_id', 'version', 'created_at_ms')
+if cur[1] then
+  if cur[1] == ARGV[2] and cur[2] == ARGV[3] then return {0, cur[3]} end
+  return {-3, cur[3]}
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'connector_id', ARGV[2], 'version', ARGV[3], 'created_at_ms', ARGV[4])
+redis.call('HSETNX', KEYS[3], 'total', 0)
+return {1, ARGV[4]}
+`)
+
+// addScript adds pending records for organisations not yet in the rollout.
+// ARGV: pending record JSON, organisation IDs...
+// Returns how many were added.
+var addScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[1])
+end
+if n > 0 then
+  redis.call('HINCRBY', KEYS[3], 'total', n)
+  redis.call('HINCRBY', KEYS[3], 'pending', n)
+end
+return n
+`)
+
+// attemptScript records a call that did not finish a pending organisation.
+// ARGV: org, class, http_status, error, duration_us, now_ms.
+// Returns 1 when recorded, 0 when the record is no longer pending.
+var attemptScript = redis.NewScript(prelude + `
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+  return -2
+end
+local old = cjson.decode(raw)
+if old.s ~= 'pending' then return 0 end
+local r = cjson.decode(raw)
+r.a = (tonumber(old.a) or 0) + 1
+setstr(r, 'c', ARGV[2])
+setnum(r, 'h', ARGV[3])
+setstr(r, 'e', ARGV[4])
+setnum(r, 'd', ARGV[5])
+setnum(r, 'u', ARGV[6])
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(r))
+move(KEYS[3], old, r)
+return 1
+`)
+
+// finishScript moves an organisation to succeeded or failed.
+// ARGV: org, state, class, http_status, error, connector_id, version,
+// duration_us, count_attempt (0|1), now_ms.
+// Returns 1 when the record changed, 0 when it did not.
+var finishScript = redis.NewScript(prelude + `
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+  return -2
+end
+local old = cjson.decode(raw)
+local to = ARGV[2]
+local from = old.s
+if from == 'succeeded' then return 0 end
+if from ~= 'pending' and not ((from == 'failed' or from == 'cancelled') and to == 'succeeded') then
+  return 0
+end
+local r = {s = to}
+local a = tonumber(old.a) or 0
+if ARGV[9] == '1' then a = a + 1 end
+setnum(r, 'a', a)
+setstr(r, 'c', ARGV[3])
+setnum(r, 'h', ARGV[4])
+setstr(r, 'e', ARGV[5])
+setstr(r, 'ci', ARGV[6])
+setstr(r, 'v', ARGV[7])
+setnum(r, 'd', ARGV[8])
+setnum(r, 'f', ARGV[10])
+setnum(r, 'u', ARGV[10])
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(r))
+move(KEYS[3], old, r)
+return 1
+`)
+
+// transitionScript moves every listed organisation found in state ARGV[1]
+// to state ARGV[2], keeping the rest of the record. finished_at is set when
+// the target is not pending and cleared when it is.
+// ARGV: from, to, now_ms, organisation IDs...
+// Returns how many moved.
+var transitionScript = redis.NewScript(prelude + `
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local from, to, now = ARGV[1], ARGV[2], ARGV[3]
+local n = 0
+for i = 4, #ARGV do
+  local raw = redis.call('HGET', KEYS[2], ARGV[i])
+  if raw then
+    local old = cjson.decode(raw)
+    if old.s == from then
+      local r = cjson.decode(raw)
+      r.s = to
+      if to == 'pending' then r.f = nil else setnum(r, 'f', now) end
+      setnum(r, 'u', now)
+      redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(r))
+      move(KEYS[3], old, r)
+      n = n + 1
+    end
+  end
+end
+return n
+`)

@@ -1,0 +1,184 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Attempt describes an API call that did not finish an organisation: it
+// will be retried.
+type Attempt struct {
+	Class      string
+	HTTPStatus int
+	Error      string
+	Duration   time.Duration
+}
+
+// Outcome describes how an organisation finished.
+type Outcome struct {
+	// State is Succeeded or Failed.
+	State      State
+	Class      string
+	HTTPStatus int
+	// Error is kept for failures; it is trimmed to Options.MaxErrorLen.
+	Error string
+	// ConnectorID and Version are what the API returned.
+	ConnectorID string
+	Version     string
+	Duration    time.Duration
+	// CountAttempt adds one to the record's attempts: set it when the
+	// outcome comes from an API call not already recorded by Attempt.
+	CountAttempt bool
+}
+
+// Attempt records a call that left the organisation pending (a retry
+// follows): attempts+1, and the call's class, status, error and duration.
+// The record then counts as retrying. A record that is no longer pending
+// (finished or cancelled meanwhile) is left alone.
+func (l *Ledger) Attempt(ctx context.Context, rolloutID, orgID string, a Attempt) error {
+	if err := checkIDs(rolloutID, orgID); err != nil {
+		return err
+	}
+	if err := checkClass(a.Class); err != nil {
+		return err
+	}
+	code, err := attemptScript.Run(ctx, l.rdb, l.keys(rolloutID).list(),
+		orgID, a.Class, a.HTTPStatus, sanitize(a.Error, l.opts.MaxErrorLen),
+		a.Duration.Microseconds(), l.opts.Clock().UnixMilli()).Int64()
+	if err != nil {
+		return fmt.Errorf("ledger: record attempt of organisation %q in rollout %q: %w", orgID, rolloutID, err)
+	}
+	if code < 0 {
+		return scriptErr(code, rolloutID, orgID)
+	}
+	return nil
+}
+
+// Finish records how an organisation finished and reports whether the
+// record changed. A succeeded record never changes; a failed or cancelled
+// one changes only to succeeded (the import did happen); a pending one
+// changes to either. Counters move only when the record changes, so a
+// task delivered twice is counted once.
+func (l *Ledger) Finish(ctx context.Context, rolloutID, orgID string, o Outcome) (changed bool, err error) {
+	if err := checkIDs(rolloutID, orgID); err != nil {
+		return false, err
+	}
+	if o.State != Succeeded && o.State != Failed {
+		return false, fmt.Errorf("ledger: finish organisation %q with state %q: %w", orgID, o.State, ErrInvalidOutcome)
+	}
+	if err := checkClass(o.Class); err != nil {
+		return false, err
+	}
+	count := 0
+	if o.CountAttempt {
+		count = 1
+	}
+	code, err := finishScript.Run(ctx, l.rdb, l.keys(rolloutID).list(),
+		orgID, string(o.State), o.Class, o.HTTPStatus, sanitize(o.Error, l.opts.MaxErrorLen),
+		sanitize(o.ConnectorID, maxAPIFieldLen), sanitize(o.Version, maxAPIFieldLen),
+		o.Duration.Microseconds(), count, l.opts.Clock().UnixMilli()).Int64()
+	if err != nil {
+		return false, fmt.Errorf("ledger: finish organisation %q in rollout %q: %w", orgID, rolloutID, err)
+	}
+	if code < 0 {
+		return false, scriptErr(code, rolloutID, orgID)
+	}
+	return code == 1, nil
+}
+
+// Org returns one organisation's record.
+func (l *Ledger) Org(ctx context.Context, rolloutID, orgID string) (Record, error) {
+	if err := checkIDs(rolloutID, orgID); err != nil {
+		return Record{}, err
+	}
+	k := l.keys(rolloutID)
+	raw, err := l.rdb.HGet(ctx, k.orgs, orgID).Result()
+	if errors.Is(err, redis.Nil) {
+		return Record{}, l.missing(ctx, k, rolloutID, orgID)
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("ledger: read organisation %q in rollout %q: %w", orgID, rolloutID, err)
+	}
+	return decodeRecord(orgID, raw)
+}
+
+// Succeeded reports whether the organisation's record is succeeded: the
+// import handler's check before calling the API. It is one HGET.
+func (l *Ledger) Succeeded(ctx context.Context, rolloutID, orgID string) (bool, error) {
+	r, err := l.Org(ctx, rolloutID, orgID)
+	if err != nil {
+		return false, err
+	}
+	return r.State == Succeeded, nil
+}
+
+// missing tells a missing organisation from a missing rollout.
+func (l *Ledger) missing(ctx context.Context, k keys, rolloutID, orgID string) error {
+	n, err := l.rdb.Exists(ctx, k.def).Result()
+	if err != nil {
+		return fmt.Errorf("ledger: read rollout %q: %w", rolloutID, err)
+	}
+	if n == 0 {
+		return scriptErr(-1, rolloutID, orgID)
+	}
+	return scriptErr(-2, rolloutID, orgID)
+}
+
+// Requeue moves the listed organisations that are failed back to pending,
+// for a retry, and returns how many moved. Others (succeeded, pending,
+// cancelled or unknown) are left alone. The records keep their attempts and
+// last error, so they count as retrying until they finish again.
+func (l *Ledger) Requeue(ctx context.Context, rolloutID string, orgIDs []string) (int, error) {
+	return l.transition(ctx, rolloutID, orgIDs, Failed, Pending)
+}
+
+// Cancel moves the listed organisations that are pending to cancelled and
+// returns how many moved. Others are left alone.
+func (l *Ledger) Cancel(ctx context.Context, rolloutID string, orgIDs []string) (int, error) {
+	return l.transition(ctx, rolloutID, orgIDs, Pending, Cancelled)
+}
+
+func (l *Ledger) transition(ctx context.Context, rolloutID string, orgIDs []string, from, to State) (int, error) {
+	if err := checkID("rollout", rolloutID, true); err != nil {
+		return 0, err
+	}
+	for _, id := range orgIDs {
+		if err := checkID("organisation", id, false); err != nil {
+			return 0, err
+		}
+	}
+	if len(orgIDs) == 0 {
+		_, _, err := l.Rollout(ctx, rolloutID)
+		return 0, err
+	}
+	k := l.keys(rolloutID).list()
+	moved := 0
+	for start := 0; start < len(orgIDs); start += l.opts.BatchSize {
+		batch := orgIDs[start:min(start+l.opts.BatchSize, len(orgIDs))]
+		args := make([]any, 0, len(batch)+3)
+		args = append(args, string(from), string(to), l.opts.Clock().UnixMilli())
+		for _, id := range batch {
+			args = append(args, id)
+		}
+		n, err := transitionScript.Run(ctx, l.rdb, k, args...).Int64()
+		if err != nil {
+			return moved, fmt.Errorf("ledger: move organisations of rollout %q from %s to %s: %w", rolloutID, from, to, err)
+		}
+		if n < 0 {
+			return moved, scriptErr(n, rolloutID, "")
+		}
+		moved += int(n)
+	}
+	return moved, nil
+}
+
+func checkIDs(rolloutID, orgID string) error {
+	if err := checkID("rollout", rolloutID, true); err != nil {
+		return err
+	}
+	return checkID("organisation", orgID, false)
+}

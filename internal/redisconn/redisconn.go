@@ -1,0 +1,161 @@
+// Package redisconn turns the REDIS_URL the binaries accept into a go-redis
+// client that asynq, the ledger and the rate budget share.
+//
+// Accepted forms:
+//
+//	redis://[user:password@]host[:port][/db]          a single server
+//	rediss://[user:password@]host[:port][/db]         the same over TLS
+//	redis-sentinel://[:password@]h1:port,h2:port[/db]?master=NAME   Sentinel failover
+//	redis-cluster://[user:password@]h1:port,h2:port   Redis Cluster
+//
+// asynq's own ParseRedisURI drops the ACL user name and knows no cluster
+// form, and the three components must share one connection pool, so the
+// parsing lives here.
+package redisconn
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Options tune the client beyond what the URL says.
+type Options struct {
+	// PoolSize is the connection pool size per node. Default 10 + 2x
+	// the worker's concurrency is a good choice; 0 keeps go-redis's default.
+	PoolSize int
+	// DialTimeout bounds connecting. Default 2 s, so an unreachable Redis is
+	// reported within seconds rather than hanging.
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound one command. Default 3 s.
+	ReadTimeout, WriteTimeout time.Duration
+}
+
+// Parse validates rawURL and returns the options for redis.NewUniversalClient.
+// Its errors never repeat the password.
+func Parse(rawURL string, o Options) (*redis.UniversalOptions, error) {
+	if rawURL == "" {
+		return nil, errors.New("empty URL")
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, errors.New("not a valid URL (want redis://host:port/db)")
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 2 * time.Second
+	}
+	if o.ReadTimeout <= 0 {
+		o.ReadTimeout = 3 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 3 * time.Second
+	}
+	opts := &redis.UniversalOptions{
+		PoolSize:     o.PoolSize,
+		DialTimeout:  o.DialTimeout,
+		ReadTimeout:  o.ReadTimeout,
+		WriteTimeout: o.WriteTimeout,
+	}
+	if u.User != nil {
+		opts.Username = u.User.Username()
+		opts.Password, _ = u.User.Password()
+		if opts.Password == "" && opts.Username != "" && !strings.Contains(u.User.String(), ":") {
+			// redis://secret@host is the legacy password-only form.
+			opts.Password, opts.Username = opts.Username, ""
+		}
+	}
+	hosts := strings.Split(u.Host, ",")
+	for _, h := range hosts {
+		if h == "" {
+			return nil, fmt.Errorf("%s URL has an empty host", u.Scheme)
+		}
+	}
+	db, err := parseDB(u)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if len(hosts) != 1 {
+			return nil, fmt.Errorf("%s URL names %d hosts; use redis-sentinel:// or redis-cluster:// for several", u.Scheme, len(hosts))
+		}
+		opts.Addrs = []string{withPort(hosts[0])}
+		opts.DB = db
+		if u.Scheme == "rediss" {
+			host := u.Hostname()
+			opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		}
+	case "redis-sentinel":
+		master := u.Query().Get("master")
+		if master == "" {
+			return nil, errors.New("redis-sentinel URL needs ?master=NAME")
+		}
+		for _, h := range hosts {
+			opts.Addrs = append(opts.Addrs, withPort26379(h))
+		}
+		opts.MasterName = master
+		opts.DB = db
+		opts.SentinelPassword = u.Query().Get("sentinel_password")
+	case "redis-cluster":
+		if db != 0 {
+			return nil, errors.New("redis-cluster URL cannot select a database")
+		}
+		for _, h := range hosts {
+			opts.Addrs = append(opts.Addrs, withPort(h))
+		}
+		opts.IsClusterMode = true
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, redis-sentinel or redis-cluster)", u.Scheme)
+	}
+	return opts, nil
+}
+
+// New parses rawURL and returns a client for it.
+func New(rawURL string, o Options) (redis.UniversalClient, error) {
+	opts, err := Parse(rawURL, o)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewUniversalClient(opts), nil
+}
+
+// Redact returns rawURL with any password replaced, for logs and errors.
+func Redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}
+
+func parseDB(u *url.URL) (int, error) {
+	p := strings.Trim(u.Path, "/")
+	if p == "" {
+		return 0, nil
+	}
+	db, err := strconv.Atoi(p)
+	if err != nil || db < 0 {
+		return 0, fmt.Errorf("database %q is not a non-negative number", p)
+	}
+	return db, nil
+}
+
+func withPort(h string) string {
+	if strings.LastIndex(h, ":") > strings.LastIndex(h, "]") {
+		return h
+	}
+	return h + ":6379"
+}
+
+func withPort26379(h string) string {
+	if strings.LastIndex(h, ":") > strings.LastIndex(h, "]") {
+		return h
+	}
+	return h + ":26379"
+}

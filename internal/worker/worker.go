@@ -1,0 +1,362 @@
+// Package worker assembles the import worker service: the asynq server
+// running the import handler, the fleet rate budget, the ledger, and the
+// HTTP listener serving /metrics, /healthz and /readyz.
+//
+// cmd/worker turns environment variables into a Config and calls Run; the
+// demo mode and the end-to-end tests run the same code in-process.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/metrics"
+	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/tasks"
+)
+
+// Config is everything the service needs. Redis, Client and Logger are
+// required; every other field has the default its comment names.
+type Config struct {
+	// Redis is shared by asynq, the ledger and the rate budget.
+	Redis redis.UniversalClient
+	// Client makes the import calls (a *versori.Client).
+	Client tasks.Importer
+	// Logger receives structured logs.
+	Logger *slog.Logger
+
+	// Queue is the asynq queue served. Default tasks.DefaultQueue.
+	Queue string
+	// Concurrency is the number of handlers in this process. Default 20.
+	Concurrency int
+	// RateLimit is the fleet-wide calls per second; 0 means unlimited.
+	RateLimit float64
+	// RateBurst is the fleet-wide burst. Default max(1, RateLimit/20).
+	RateBurst int
+	// RateMaxWait is the longest a handler holds a booked slot before the
+	// task is handed back as rate_limited. Default 5 s.
+	RateMaxWait time.Duration
+	// Backoff spaces retries after 5xx, timeouts and network errors.
+	Backoff tasks.Backoff
+	// CallTimeout is the client's per-call timeout, used to check
+	// ShutdownTimeout. Default 30 s.
+	CallTimeout time.Duration
+	// ShutdownTimeout is how long a stopping worker lets running handlers
+	// finish. It must exceed RateMaxWait + CallTimeout, or a call can be cut
+	// off and, after asynq re-queues the task, made twice. Default
+	// RateMaxWait + CallTimeout + 5 s.
+	ShutdownTimeout time.Duration
+	// MetricsAddr is the listen address of /metrics, /healthz and /readyz;
+	// empty disables the listener.
+	MetricsAddr string
+	// EnablePprof serves net/http/pprof on MetricsAddr. Off by default: the
+	// listener exposes nothing else unless asked.
+	EnablePprof bool
+	// Registry receives the metrics. Default a new registry.
+	Registry *prometheus.Registry
+	// Build labels the build info metric.
+	Build metrics.BuildInfo
+	// Ready, if set, is closed once the service accepts tasks and its
+	// listener is up (tests and the demo wait on it).
+	Ready chan<- net.Addr
+}
+
+func (c *Config) setDefaults() error {
+	if c.Redis == nil {
+		return errors.New("worker: Config.Redis is required")
+	}
+	if c.Client == nil {
+		return errors.New("worker: Config.Client is required")
+	}
+	if c.Logger == nil {
+		return errors.New("worker: Config.Logger is required")
+	}
+	if c.Queue == "" {
+		c.Queue = tasks.DefaultQueue
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 20
+	}
+	if c.RateMaxWait <= 0 {
+		c.RateMaxWait = 5 * time.Second
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 30 * time.Second
+	}
+	min := c.RateMaxWait + c.CallTimeout
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = min + 5*time.Second
+	}
+	if c.ShutdownTimeout <= min {
+		return fmt.Errorf("worker: shutdown timeout %s must exceed the rate budget's max wait plus the call timeout (%s), or a stopping worker abandons calls that then run twice", c.ShutdownTimeout, min)
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	return nil
+}
+
+// Run serves import tasks until ctx is cancelled, then shuts down
+// gracefully: it stops taking tasks, lets running handlers finish within
+// ShutdownTimeout, and returns. It returns an error at once if Redis cannot
+// be reached at start.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.setDefaults(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := cfg.Redis.Ping(pingCtx).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("redis unreachable: %w", err)
+	}
+
+	m := metrics.New(cfg.Registry, cfg.Build)
+	m.HandlersMax.Set(float64(cfg.Concurrency))
+	m.RateLimit.Set(cfg.RateLimit)
+
+	led := ledger.New(cfg.Redis, ledger.Options{})
+	inspector := asynq.NewInspectorFromRedisClient(cfg.Redis)
+	cfg.Registry.MustRegister(
+		metrics.NewRolloutCollector(ledgerFigures{led}, m, 3*time.Second, log),
+		metrics.QueueCollector(inspector),
+	)
+
+	var budget tasks.RateBudget
+	var rb *ratebudget.Budget
+	if cfg.RateLimit > 0 {
+		rb, err = ratebudget.New(cfg.Redis, ratebudget.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, MaxWait: cfg.RateMaxWait})
+		if err != nil {
+			return fmt.Errorf("rate budget: %w", err)
+		}
+		m.RateBurst.Set(float64(rb.Burst()))
+		budget = rb
+	}
+
+	h, err := tasks.NewHandler(tasks.HandlerConfig{
+		Client: cfg.Client, Budget: budget, Ledger: led, Metrics: m, Logger: log,
+		Pauser: inspector, Queue: cfg.Queue,
+	})
+	if err != nil {
+		return err
+	}
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypeImport, h)
+	mux.HandleFunc("", rejectUnknownType(log, m))
+
+	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+		Concurrency:     cfg.Concurrency,
+		Queues:          map[string]int{cfg.Queue: 1},
+		IsFailure:       tasks.IsFailure,
+		RetryDelayFunc:  cfg.Backoff.RetryDelayFunc(),
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		// Rate-limited tasks come back after about a second; asynq's default
+		// of 5 s between checks of the retry set would idle the budget.
+		DelayedTaskCheckInterval: time.Second,
+		TaskCheckInterval:        200 * time.Millisecond,
+		Logger:                   asynqLogger{log.With("component", "asynq")},
+		LogLevel:                 asynq.WarnLevel,
+		HealthCheckFunc: func(err error) {
+			if err != nil {
+				log.Warn("redis health check failed; asynq keeps retrying", "err", err)
+			}
+		},
+	})
+
+	var stopping atomic.Bool
+	var ln net.Listener
+	var httpSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		ln, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("METRICS_ADDR %s: %w", cfg.MetricsAddr, err)
+		}
+		httpSrv = &http.Server{
+			Handler:           newMux(cfg, &stopping),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			MaxHeaderBytes:    8 << 10,
+		}
+		go func() {
+			if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener stopped", "err", err)
+			}
+		}()
+	}
+
+	if err := srv.Start(mux); err != nil {
+		if httpSrv != nil {
+			httpSrv.Close()
+		}
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	log.Info("worker started",
+		"queue", cfg.Queue, "concurrency", cfg.Concurrency, "rate_limit", cfg.RateLimit,
+		"rate_burst", burstOf(rb), "shutdown_timeout", cfg.ShutdownTimeout.String(), "metrics_addr", addrOf(ln))
+	if cfg.Ready != nil {
+		if ln != nil {
+			cfg.Ready <- ln.Addr()
+		}
+		close(cfg.Ready)
+	}
+
+	refreshDone := make(chan struct{})
+	refreshCtx, stopRefresh := context.WithCancel(context.Background())
+	go func() {
+		defer close(refreshDone)
+		refreshGauges(refreshCtx, cfg.Queue, inspector, rb, m)
+	}()
+
+	<-ctx.Done()
+	stopping.Store(true)
+	log.Info("shutting down: waiting for running imports", "timeout", cfg.ShutdownTimeout.String())
+	srv.Shutdown()
+	stopRefresh()
+	<-refreshDone
+	if httpSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = httpSrv.Shutdown(sctx)
+		cancel()
+	}
+	log.Info("worker stopped")
+	return nil
+}
+
+func newMux(cfg Config, stopping *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{
+		Registry:            cfg.Registry,
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if stopping.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := cfg.Redis.Ping(ctx).Err(); err != nil {
+			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	if cfg.EnablePprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	}
+	return http.MaxBytesHandler(mux, 1<<10)
+}
+
+// refreshGauges keeps the gauges that mirror shared state (the cool-down and
+// the queue's pause flag) current, so a pause by an operator or another
+// replica shows on every replica.
+func refreshGauges(ctx context.Context, queue string, inspector *asynq.Inspector, rb *ratebudget.Budget, m *metrics.Metrics) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if rb != nil {
+			if d, err := rb.CoolDownRemaining(ctx); err == nil {
+				m.CoolDownRemaining.Set(d.Seconds())
+				if d > 0 {
+					m.CoolDownActive.Set(1)
+				} else {
+					m.CoolDownActive.Set(0)
+				}
+			}
+		}
+		if qi, err := inspector.GetQueueInfo(queue); err == nil {
+			if qi.Paused {
+				m.Paused.Set(1)
+			} else {
+				m.Paused.Set(0)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func rejectUnknownType(log *slog.Logger, m *metrics.Metrics) asynq.HandlerFunc {
+	return func(ctx context.Context, t *asynq.Task) error {
+		id, _ := asynq.GetTaskID(ctx)
+		m.Skipped.WithLabelValues("poison").Inc()
+		log.Error("archiving task of unknown type", "task_id", id, "type", t.Type())
+		return fmt.Errorf("%w: unknown task type %q", asynq.SkipRetry, t.Type())
+	}
+}
+
+func burstOf(rb *ratebudget.Budget) int {
+	if rb == nil {
+		return 0
+	}
+	return rb.Burst()
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// ledgerFigures adapts the ledger to metrics.RolloutSource.
+type ledgerFigures struct{ l *ledger.Ledger }
+
+// recentRollouts bounds the rollouts read per scrape.
+const recentRollouts = 200
+
+func (f ledgerFigures) RolloutFigures(ctx context.Context) ([]metrics.RolloutState, int64, int64, error) {
+	rs, err := f.l.Rollouts(ctx, recentRollouts)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	var active []metrics.RolloutState
+	var finished int64
+	for _, r := range rs {
+		c := r.Counts
+		if c.Done() {
+			finished++
+			continue
+		}
+		active = append(active, metrics.RolloutState{
+			ID: r.ID, Pending: c.Pending - c.Retrying, Retrying: c.Retrying,
+			Succeeded: c.Succeeded, Failed: c.Failed, Cancelled: c.Cancelled,
+		})
+	}
+	return active, int64(len(rs)), finished, nil
+}
+
+// asynqLogger routes asynq's logs into slog.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }

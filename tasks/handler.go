@@ -1,0 +1,329 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/metrics"
+	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/versori"
+)
+
+// Importer makes the one call the handler exists for; *versori.Client
+// implements it.
+type Importer interface {
+	ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*versori.Connector, error)
+}
+
+// RateBudget hands out slots of the rate budget the whole fleet shares;
+// *ratebudget.Budget implements it. Wait returns a *ratebudget.DelayError
+// when the next slot is too far away to hold a handler for it.
+type RateBudget interface {
+	Wait(ctx context.Context) (time.Duration, error)
+	CoolDown(ctx context.Context, d time.Duration) error
+}
+
+// QueuePauser pauses a queue for every worker sharing the Redis;
+// *asynq.Inspector implements it.
+type QueuePauser interface {
+	PauseQueue(queue string) error
+}
+
+// HandlerConfig wires the import handler. Client, Ledger, Metrics and Logger
+// are required.
+type HandlerConfig struct {
+	// Client calls the Versori API.
+	Client Importer
+	// Budget is the fleet's rate budget. Nil means unlimited.
+	Budget RateBudget
+	// Ledger records every organisation's outcome.
+	Ledger *ledger.Ledger
+	// Metrics receives the handler's figures.
+	Metrics *metrics.Metrics
+	// Logger receives one structured line per event.
+	Logger *slog.Logger
+	// Pauser pauses Queue after a 401. Nil disables pausing (the task still
+	// waits without using an attempt).
+	Pauser QueuePauser
+	// Queue is the queue Pauser pauses. Default DefaultQueue.
+	Queue string
+	// RateLimitedDelay is the wait after a 429 without a usable Retry-After.
+	// Default 1 s.
+	RateLimitedDelay time.Duration
+	// UnauthorizedDelay is how long a task refused with 401 waits before it
+	// is tried again; by then the queue is paused, so it runs only after an
+	// operator resumes it. Default 30 s.
+	UnauthorizedDelay time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Handler imports one organisation per task. It is an asynq.Handler.
+type Handler struct {
+	cfg HandlerConfig
+	log *slog.Logger
+	m   *metrics.Metrics
+}
+
+// NewHandler returns the import handler, or an error naming the missing
+// dependency.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	switch {
+	case cfg.Client == nil:
+		return nil, errors.New("tasks: HandlerConfig.Client is required")
+	case cfg.Ledger == nil:
+		return nil, errors.New("tasks: HandlerConfig.Ledger is required")
+	case cfg.Metrics == nil:
+		return nil, errors.New("tasks: HandlerConfig.Metrics is required")
+	case cfg.Logger == nil:
+		return nil, errors.New("tasks: HandlerConfig.Logger is required")
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = DefaultQueue
+	}
+	if cfg.RateLimitedDelay <= 0 {
+		cfg.RateLimitedDelay = time.Second
+	}
+	if cfg.UnauthorizedDelay <= 0 {
+		cfg.UnauthorizedDelay = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
+}
+
+// ProcessTask implements asynq.Handler.
+//
+// It returns nil when the organisation is done (imported, already present,
+// or already recorded by an earlier delivery); a *RetryLaterError when it
+// must wait without using an attempt; a plain error to retry with backoff;
+// and an error wrapping asynq.SkipRetry to archive a task that can never
+// succeed (a permanent API answer, exhausted attempts, or a poison payload).
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	h.m.HandlersBusy.Inc()
+	defer h.m.HandlersBusy.Dec()
+
+	taskID, _ := asynq.GetTaskID(ctx)
+	p, err := DecodePayload(t.Payload())
+	if err != nil {
+		h.m.Skipped.WithLabelValues("poison").Inc()
+		h.log.Error("archiving task with a bad payload", "task_id", taskID, "type", t.Type(), "err", err)
+		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
+	}
+	log := h.log.With("rollout", p.RolloutID, "org", p.OrgID, "task_id", taskID)
+
+	rec, err := h.record(ctx, p)
+	if err != nil {
+		log.Warn("ledger unavailable", "err", err)
+		return fmt.Errorf("import org %s: %w", p.OrgID, err)
+	}
+	switch rec.State {
+	case ledger.Succeeded, ledger.Cancelled, ledger.Failed:
+		// A re-delivered task, or one an operator cancelled or that already
+		// failed for good: the ledger has its answer, calling again would
+		// only spend the budget.
+		h.m.Skipped.WithLabelValues(string(rec.State)).Inc()
+		log.Info("skipping organisation already recorded", "state", rec.State)
+		return nil
+	}
+
+	h.m.TasksInFlight.Inc()
+	defer h.m.TasksInFlight.Dec()
+	if err := h.waitForSlot(ctx); err != nil {
+		var delay *ratebudget.DelayError
+		if errors.As(err, &delay) {
+			h.m.RateDeferred.WithLabelValues(delay.Reason).Inc()
+			log.Debug("rate budget spent, handing the task back", "retry_in", delay.RetryIn, "reason", delay.Reason)
+			return &RetryLaterError{Class: versori.ClassRateLimited, Delay: delay.RetryIn, Err: err}
+		}
+		return fmt.Errorf("import org %s: rate budget: %w", p.OrgID, err)
+	}
+
+	start := h.cfg.Now()
+	h.m.CallsInFlight.Inc()
+	conn, err := h.cfg.Client.ImportPublicConnectorVersion(ctx, p.OrgID, p.ConnectorID, p.Version)
+	h.m.CallsInFlight.Dec()
+	took := h.cfg.Now().Sub(start)
+	class := versori.Classify(err)
+	status := 0
+	var apiErr *versori.Error
+	if errors.As(err, &apiErr) {
+		status = apiErr.StatusCode
+	} else if err == nil {
+		status = 200
+	}
+	h.m.Imports.WithLabelValues(string(class), versori.StatusClass(status)).Inc()
+	h.m.CallDuration.WithLabelValues(string(class)).Observe(took.Seconds())
+	log = log.With("class", class, "http_status", status, "duration_ms", took.Milliseconds())
+
+	switch {
+	case class == versori.ClassImported || class == versori.ClassAlreadyPresent:
+		out := ledger.Outcome{State: ledger.Succeeded, Class: string(class), HTTPStatus: status, Duration: took, CountAttempt: true}
+		if conn != nil {
+			out.ConnectorID, out.Version = conn.ID, importedVersion(conn, p.Version)
+		}
+		if err := h.finish(ctx, log, p, out); err != nil {
+			return err
+		}
+		log.Info("organisation imported", "imported_version", out.Version)
+		return nil
+
+	case class == versori.ClassRateLimited:
+		delay, ok := versori.RetryAfter(err)
+		if ok && delay > 0 && h.cfg.Budget != nil {
+			// Everyone shares the API's limit, so everyone backs off.
+			if cerr := h.cfg.Budget.CoolDown(ctx, delay); cerr != nil {
+				log.Warn("could not start the shared cool-down", "err", cerr)
+			} else {
+				h.m.CoolDowns.Inc()
+			}
+		}
+		if !ok || delay <= 0 {
+			delay = h.cfg.RateLimitedDelay
+		}
+		h.attempt(ctx, log, p, class, status, took, err)
+		h.m.RateDeferred.WithLabelValues("api_429").Inc()
+		log.Warn("rate limited by the API", "retry_in", delay)
+		return &RetryLaterError{Class: class, Delay: delay, Err: err}
+
+	case class == versori.ClassUnauthorized:
+		h.m.Unauthorized.Inc()
+		if h.cfg.Pauser != nil {
+			if perr := h.cfg.Pauser.PauseQueue(h.cfg.Queue); perr != nil {
+				log.Error("could not pause the queue after a 401", "queue", h.cfg.Queue, "err", perr)
+			} else {
+				h.m.Paused.Set(1)
+			}
+		}
+		h.attempt(ctx, log, p, class, status, took, err)
+		log.Error("API key refused: queue paused until an operator resumes it", "queue", h.cfg.Queue, "err", err)
+		return &RetryLaterError{Class: class, Delay: h.cfg.UnauthorizedDelay, Err: err}
+
+	case class.Retryable():
+		retried, _ := asynq.GetRetryCount(ctx)
+		maxRetry, _ := asynq.GetMaxRetry(ctx)
+		if retried >= maxRetry {
+			out := ledger.Outcome{
+				State: ledger.Failed, Class: string(versori.ClassExhausted), HTTPStatus: status,
+				Error: fmt.Sprintf("%d attempts failed, last %s: %v", retried+1, class, err), Duration: took, CountAttempt: true,
+			}
+			if ferr := h.finish(ctx, log, p, out); ferr != nil {
+				return ferr
+			}
+			log.Error("organisation failed: attempts exhausted", "attempts", retried+1, "err", err)
+			return fmt.Errorf("%w: import org %s: attempts exhausted: %v", asynq.SkipRetry, p.OrgID, err)
+		}
+		h.attempt(ctx, log, p, class, status, took, err)
+		h.m.Retries.WithLabelValues(string(class)).Inc()
+		log.Warn("import failed, will retry", "attempt", retried+1, "max_retry", maxRetry, "err", err)
+		return fmt.Errorf("import org %s: %w", p.OrgID, err)
+
+	default:
+		out := ledger.Outcome{State: ledger.Failed, Class: string(class), HTTPStatus: status, Error: errorMessage(err), Duration: took, CountAttempt: true}
+		if ferr := h.finish(ctx, log, p, out); ferr != nil {
+			return ferr
+		}
+		log.Warn("organisation failed permanently", "err", err)
+		return fmt.Errorf("%w: import org %s: %s: %v", asynq.SkipRetry, p.OrgID, class, err)
+	}
+}
+
+// record returns the organisation's ledger record, registering the rollout
+// and organisation first when another producer enqueued the task straight
+// into the queue without the producer API.
+func (h *Handler) record(ctx context.Context, p Payload) (ledger.Record, error) {
+	rec, err := h.cfg.Ledger.Org(ctx, p.RolloutID, p.OrgID)
+	if err == nil || !(errors.Is(err, ledger.ErrOrgNotFound) || errors.Is(err, ledger.ErrRolloutNotFound)) {
+		return rec, err
+	}
+	if _, err := h.cfg.Ledger.CreateRollout(ctx, ledger.Rollout{ID: p.RolloutID, ConnectorID: p.ConnectorID, Version: p.Version, CreatedAt: h.cfg.Now()}); err != nil && !errors.Is(err, ledger.ErrRolloutMismatch) {
+		return rec, err
+	}
+	if _, err := h.cfg.Ledger.AddOrgs(ctx, p.RolloutID, []string{p.OrgID}); err != nil {
+		return rec, err
+	}
+	return h.cfg.Ledger.Org(ctx, p.RolloutID, p.OrgID)
+}
+
+func (h *Handler) waitForSlot(ctx context.Context) error {
+	if h.cfg.Budget == nil {
+		return nil
+	}
+	waited, err := h.cfg.Budget.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	h.m.RateGranted.Inc()
+	h.m.RateWait.Observe(waited.Seconds())
+	return nil
+}
+
+func (h *Handler) finish(ctx context.Context, log *slog.Logger, p Payload, out ledger.Outcome) error {
+	changed, err := h.cfg.Ledger.Finish(ctx, p.RolloutID, p.OrgID, out)
+	if err != nil {
+		log.Error("could not record the outcome", "err", err)
+		return fmt.Errorf("import org %s: record outcome: %w", p.OrgID, err)
+	}
+	if changed {
+		h.m.OrgsFinished.WithLabelValues(string(out.State), out.Class).Inc()
+		if rec, err := h.cfg.Ledger.Org(ctx, p.RolloutID, p.OrgID); err == nil {
+			h.m.AttemptsPerOrg.Observe(float64(rec.Attempts))
+		}
+	}
+	return nil
+}
+
+// attempt records a call that did not settle the organisation. A ledger
+// failure here is logged, not returned: the task is retried anyway, and the
+// record is completed by the attempt that settles it.
+func (h *Handler) attempt(ctx context.Context, log *slog.Logger, p Payload, class versori.Class, status int, took time.Duration, cause error) {
+	err := h.cfg.Ledger.Attempt(ctx, p.RolloutID, p.OrgID, ledger.Attempt{
+		Class: string(class), HTTPStatus: status, Error: errorMessage(cause), Duration: took,
+	})
+	if err != nil {
+		log.Warn("could not record the attempt", "err", err)
+	}
+}
+
+// errorMessage is what the ledger keeps of an error: the API's own code and
+// message when it sent one, else the error text (which never holds the key).
+func errorMessage(err error) string {
+	var apiErr *versori.Error
+	if errors.As(err, &apiErr) && apiErr.Message != "" {
+		if apiErr.Code != "" {
+			return apiErr.Code + ": " + apiErr.Message
+		}
+		return apiErr.Message
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// importedVersion is the name of the version the API says it imported. The
+// answer lists the connector's versions; the one we asked for is the match,
+// and for "latest" or "default" the one flagged so.
+func importedVersion(c *versori.Connector, requested string) string {
+	if len(c.Versions) == 1 {
+		return c.Versions[0].Name
+	}
+	for _, v := range c.Versions {
+		if v.Name == requested {
+			return v.Name
+		}
+	}
+	for _, v := range c.Versions {
+		if (requested == "latest" && v.IsLatest) || (requested == "default" && v.IsDefault) {
+			return v.Name
+		}
+	}
+	return requested
+}

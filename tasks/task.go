@@ -1,0 +1,160 @@
+// Package tasks defines the import task: its type and payload, the producer
+// API that enqueues one organisation or a whole rollout, and the handler the
+// worker runs for each task.
+//
+// One task imports one public connector version into one organisation. Its
+// asynq task ID is the rollout ID and the organisation ID together, so
+// enqueueing the same organisation twice for the same rollout is harmless:
+// the second attempt meets asynq.ErrTaskIDConflict, which the producer
+// reports as "already enqueued", not as an error.
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/import-worker/versori"
+)
+
+// TypeImport is the asynq task type of an import task.
+const TypeImport = "versori:import"
+
+// DefaultQueue is the asynq queue import tasks go to unless configured
+// otherwise.
+const DefaultQueue = "imports"
+
+// MaxPayloadBytes bounds the payload the handler will decode: a real payload
+// is a few hundred bytes, so anything larger comes from a foreign producer.
+const MaxPayloadBytes = 4 << 10
+
+// rolloutIDPattern keeps rollout IDs safe inside Redis keys, task IDs, file
+// names and URLs.
+var rolloutIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Payload is what an import task carries. It never holds the API key: the
+// worker owns the key, and Redis must not see it.
+type Payload struct {
+	// RolloutID names the rollout the task belongs to.
+	RolloutID string `json:"rollout_id"`
+	// OrgID is the organisation to import into (a ULID).
+	OrgID string `json:"org_id"`
+	// ConnectorID is the public connector (a ULID).
+	ConnectorID string `json:"connector_id"`
+	// Version is the version name, or "latest" or "default".
+	Version string `json:"version"`
+}
+
+// ValidateRolloutID reports whether id can name a rollout: 1 to 64
+// characters of letters, digits, '.', '_' and '-', starting with a letter or
+// digit.
+func ValidateRolloutID(id string) error {
+	if !rolloutIDPattern.MatchString(id) {
+		return fmt.Errorf("invalid rollout ID %q: want 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit", truncate(id, 80))
+	}
+	return nil
+}
+
+// Validate checks every field of the payload.
+func (p Payload) Validate() error {
+	if err := ValidateRolloutID(p.RolloutID); err != nil {
+		return err
+	}
+	if err := versori.ValidateID("organisation", p.OrgID); err != nil {
+		return err
+	}
+	if err := versori.ValidateID("connector", p.ConnectorID); err != nil {
+		return err
+	}
+	return versori.ValidateVersion(p.Version)
+}
+
+// TaskID is the asynq task ID of the task importing into orgID for
+// rolloutID. It is unique per rollout and organisation, which is what makes
+// enqueueing idempotent.
+func TaskID(rolloutID, orgID string) string {
+	return rolloutID + ":" + orgID
+}
+
+// DecodePayload decodes and validates a task payload. It refuses oversized
+// payloads, unknown shapes and invalid IDs with an error naming the problem;
+// the handler archives such tasks instead of retrying them.
+func DecodePayload(data []byte) (Payload, error) {
+	var p Payload
+	if len(data) > MaxPayloadBytes {
+		return p, fmt.Errorf("decode payload: %d bytes, at most %d", len(data), MaxPayloadBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&p); err != nil {
+		return Payload{}, fmt.Errorf("decode payload: %w", err)
+	}
+	if dec.More() {
+		return Payload{}, errors.New("decode payload: trailing data after the JSON object")
+	}
+	for name, v := range map[string]string{"rollout_id": p.RolloutID, "org_id": p.OrgID, "connector_id": p.ConnectorID, "version": p.Version} {
+		if v == "" {
+			return Payload{}, fmt.Errorf("decode payload: missing field %q", name)
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return Payload{}, fmt.Errorf("decode payload: %w", err)
+	}
+	return p, nil
+}
+
+// TaskOptions are the asynq options every import task gets.
+type TaskOptions struct {
+	// Queue is the asynq queue. Default DefaultQueue.
+	Queue string
+	// MaxRetry is the number of failed attempts (5xx, timeouts, network
+	// errors) before an organisation is recorded as exhausted. Rate limiting
+	// and a paused key never use one up. Default 10; must be at least 1,
+	// because asynq archives on the first error of a task with none.
+	MaxRetry int
+	// Timeout bounds one run of the handler: the wait for a budget slot plus
+	// the API call. Default 2 minutes.
+	Timeout time.Duration
+}
+
+func (o TaskOptions) withDefaults() TaskOptions {
+	if o.Queue == "" {
+		o.Queue = DefaultQueue
+	}
+	if o.MaxRetry <= 0 {
+		o.MaxRetry = 10
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Minute
+	}
+	return o
+}
+
+// NewImportTask returns the task importing p, with its ID and options set.
+func NewImportTask(p Payload, opts TaskOptions) (*asynq.Task, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode payload: %w", err)
+	}
+	opts = opts.withDefaults()
+	return asynq.NewTask(TypeImport, data,
+		asynq.TaskID(TaskID(p.RolloutID, p.OrgID)),
+		asynq.Queue(opts.Queue),
+		asynq.MaxRetry(opts.MaxRetry),
+		asynq.Timeout(opts.Timeout),
+	), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -49,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -197,9 +198,28 @@ type Budget struct {
 	maxCool    time.Duration
 	obs        Observer
 
+	// cool records the last cool-down this process started: the other
+	// callers of this process that hold slots inside it drop them. (Other
+	// processes learn of it at their next booking; telling them sooner
+	// would cost a Redis command per call.)
+	coolMu sync.Mutex
+	cool   localCoolDown
+
 	// Replaceable in tests, to stall a caller past its slot.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
+}
+
+// localCoolDown is a cool-down as this process saw it start.
+type localCoolDown struct {
+	gen   uint64    // counts CoolDown calls; a booking made under an older one may predate it
+	until time.Time // end of the cool-down on this process's clock
+}
+
+func (b *Budget) coolDown() localCoolDown {
+	b.coolMu.Lock()
+	defer b.coolMu.Unlock()
+	return b.cool
 }
 
 // New returns a Budget on rdb. It checks cfg and applies defaults; it sends
@@ -270,11 +290,14 @@ func (b *Budget) Burst() int { return b.burst }
 
 func (b *Budget) unlimited() bool { return b.limit == 0 }
 
-// Wait books a slot and sleeps until it, then returns the time it spent. It
-// books again when it reaches its slot more than LateTolerance late. When
-// the next free slot is further away than MaxWait, it books nothing and
-// returns a *DelayError at once. When ctx ends during the sleep the booked
-// slot lapses unused, and Wait returns ctx's error.
+// Wait books a slot and sleeps until it, then returns the time it spent.
+//
+// It books again when it reaches its slot more than LateTolerance late, or
+// when this process started a cool-down after the booking and the slot lies
+// inside it. When the next free slot is further away than MaxWait, or than
+// ctx's deadline, it books nothing and returns a *DelayError at once. When
+// ctx ends during the sleep the booked slot lapses unused, and Wait returns
+// ctx's error.
 func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 	if b.unlimited() {
 		if b.obs.Granted != nil {
@@ -284,6 +307,7 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 	}
 	start := b.now()
 	for {
+		cool := b.coolDown()
 		r, err := b.Reserve(ctx)
 		if err != nil {
 			return b.now().Sub(start), err
@@ -297,6 +321,9 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 		}
 		if err := b.sleep(ctx, r.At.Sub(b.now())); err != nil {
 			return b.now().Sub(start), fmt.Errorf("ratebudget: waiting for slot: %w", err)
+		}
+		if c := b.coolDown(); c.gen != cool.gen && r.At.Before(c.until) {
+			continue
 		}
 		now := b.now()
 		late := now.Sub(r.At)
@@ -314,14 +341,20 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 }
 
 // Reserve makes one booking attempt: one script call to Redis. If the next
-// free slot is within MaxWait it is booked, and the caller owns it: it
-// should make its call at r.At, and never before. Most callers want Wait.
+// free slot is within MaxWait, and before ctx's deadline, it is booked and
+// the caller owns it: it should make its call at r.At, and never before.
+// Most callers want Wait.
 func (b *Budget) Reserve(ctx context.Context) (Reservation, error) {
 	if b.unlimited() {
 		return Reservation{Booked: true, At: b.now(), Reason: ReasonBudget}, nil
 	}
+	// A slot the caller's context will not live to see would only lapse.
+	maxWait := b.maxWait
+	if dl, ok := ctx.Deadline(); ok {
+		maxWait = max(0, min(maxWait, dl.Sub(b.now())))
+	}
 	res, err := reserveScript.Run(ctx, b.rdb, []string{b.key},
-		b.intervalUS, b.burst, b.maxWait.Microseconds()).Int64Slice()
+		b.intervalUS, b.burst, maxWait.Microseconds()).Int64Slice()
 	received := b.now()
 	if err != nil {
 		return Reservation{}, fmt.Errorf("ratebudget: book slot in %s: %w", b.key, err)
@@ -342,19 +375,29 @@ func (b *Budget) Reserve(ctx context.Context) (Reservation, error) {
 }
 
 // CoolDown makes the whole fleet pause for d, typically the Retry-After of
-// a 429: no slot is granted before now+d (on the Redis clock), and the burst
-// is spent. A shorter cool-down never shortens a longer one in force. d is
-// capped at MaxCoolDown; d <= 0, or an unlimited budget, does nothing.
+// a 429: no slot is booked before now+d (on the Redis clock), and the burst
+// is spent. Callers in this process that already hold a slot inside the
+// cool-down drop it when they reach it and book again; callers in other
+// processes use the slots they already hold (at most MaxWait of them). A
+// shorter cool-down never shortens a longer one in force. d is capped at
+// MaxCoolDown; d <= 0, or an unlimited budget, does nothing.
 func (b *Budget) CoolDown(ctx context.Context, d time.Duration) error {
 	if b.unlimited() || d <= 0 {
 		return nil
 	}
 	d = min(d, b.maxCool)
-	err := coolDownScript.Run(ctx, b.rdb, []string{b.key},
-		b.intervalUS, b.burst, d.Microseconds()).Err()
+	us, err := coolDownScript.Run(ctx, b.rdb, []string{b.key},
+		b.intervalUS, b.burst, d.Microseconds()).Int64()
 	if err != nil {
 		return fmt.Errorf("ratebudget: cool down %s for %v: %w", b.key, d, err)
 	}
+	until := b.now().Add(time.Duration(us) * time.Microsecond)
+	b.coolMu.Lock()
+	b.cool.gen++
+	if until.After(b.cool.until) {
+		b.cool.until = until
+	}
+	b.coolMu.Unlock()
 	return nil
 }
 

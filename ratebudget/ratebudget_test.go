@@ -564,3 +564,67 @@ func TestDelayErrorMessage(t *testing.T) {
 		t.Errorf("IsDelay(wrapped) = %v, %v", de, ok)
 	}
 }
+
+// A slot beyond the caller's deadline is not booked: it would only lapse.
+func TestReserveBoundedByDeadline(t *testing.T) {
+	_, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 1, Burst: 1, MaxWait: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if r := reserve(t, b); !r.Booked {
+		t.Fatalf("first booking refused: %+v", r)
+	}
+	_, err := b.Wait(ctx) // the next slot is 1 s away: past the deadline
+	if de, ok := IsDelay(err); !ok || de.RetryIn != time.Second {
+		t.Errorf("Wait with a deadline before the slot = %v, want a DelayError in 1s", err)
+	}
+	long, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if r, err := b.Reserve(long); err != nil || !r.Booked || r.Delay != time.Second {
+		t.Errorf("Reserve with a distant deadline = %+v, %v; want booked in 1s", r, err)
+	}
+}
+
+// A caller holding a slot inside a cool-down its own process started drops
+// the slot and books again, after the cool-down; a cool-down started by
+// another process reaches it only at its next booking.
+func TestWaitDropsSlotInsideLocalCoolDown(t *testing.T) {
+	tests := []struct {
+		name       string
+		otherProc  bool // the cool-down comes from another Budget
+		wantWaited time.Duration
+	}{
+		{"same process", false, ms(100) + time.Second},
+		{"other process", true, ms(100)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, c := frozen(t)
+			b := mustNew(t, c, Config{Limit: 10, Burst: 1})
+			coolBy := b
+			if tc.otherProc {
+				coolBy = mustNew(t, client(t, m.Addr()), Config{Limit: 10, Burst: 1})
+			}
+			reserve(t, b) // slot 0 goes to someone else
+			clk := &fakeClock{now: time.Unix(0, 0)}
+			b.now = clk.Now
+			coolBy.now = clk.Now
+			sleeps := 0
+			b.sleep = func(ctx context.Context, d time.Duration) error {
+				if sleeps++; sleeps == 1 { // a 429 arrives while we sleep
+					if err := coolBy.CoolDown(ctx, time.Second); err != nil {
+						return err
+					}
+				}
+				return clk.Sleep(ctx, d)
+			}
+			waited, err := b.Wait(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if waited != tc.wantWaited {
+				t.Errorf("waited %v, want %v", waited, tc.wantWaited)
+			}
+		})
+	}
+}

@@ -207,8 +207,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return &RetryLaterError{Class: class, Delay: h.cfg.UnauthorizedDelay, Err: err}
 
 	case class.Retryable():
-		retried, _ := asynq.GetRetryCount(ctx)
-		maxRetry, _ := asynq.GetMaxRetry(ctx)
+		retried, maxRetry := retryCounts(ctx)
 		if retried >= maxRetry {
 			out := ledger.Outcome{
 				State: ledger.Failed, Class: string(versori.ClassExhausted), HTTPStatus: status,
@@ -326,4 +325,16 @@ func importedVersion(c *versori.Connector, requested string) string {
 		}
 	}
 	return requested
+}
+
+// retryCounts returns how many attempts of the task failed so far and how
+// many may. Outside an asynq server (a handler called directly) it assumes a
+// first attempt with the default budget of attempts.
+func retryCounts(ctx context.Context) (retried, maxRetry int) {
+	retried, ok1 := asynq.GetRetryCount(ctx)
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	if !ok1 || !ok2 {
+		return 0, TaskOptions{}.withDefaults().MaxRetry
+	}
+	return retried, maxRetry
 }

@@ -1,0 +1,387 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/metrics"
+	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/versori"
+)
+
+// stubAPI answers import calls from a script per organisation: each call
+// takes the next answer, and the last one repeats.
+type stubAPI struct {
+	mu      sync.Mutex
+	answers map[string][]error
+	calls   map[string]int
+}
+
+func newStubAPI() *stubAPI {
+	return &stubAPI{answers: map[string][]error{}, calls: map[string]int{}}
+}
+
+func (s *stubAPI) script(org string, answers ...error) { s.answers[org] = answers }
+
+func (s *stubAPI) ImportPublicConnectorVersion(_ context.Context, org, connector, version string) (*versori.Connector, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.calls[org]
+	s.calls[org]++
+	a := s.answers[org]
+	var err error
+	if len(a) > 0 {
+		err = a[min(n, len(a)-1)]
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &versori.Connector{ID: connector, Versions: []versori.ConnectorVersion{{Name: "1.2.0"}}}, nil
+}
+
+func (s *stubAPI) callsOf(org string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[org]
+}
+
+func apiError(status int, retryAfter time.Duration) error {
+	return &versori.Error{
+		Op: "import", StatusCode: status, Code: "E", Message: http.StatusText(status),
+		Class: versori.ClassForStatus(status), RetryAfter: retryAfter, HasRetryAfter: retryAfter > 0,
+	}
+}
+
+// fakeBudget records cool-downs and can refuse slots.
+type fakeBudget struct {
+	mu        sync.Mutex
+	coolDowns []time.Duration
+	refuse    int
+}
+
+func (b *fakeBudget) Wait(context.Context) (time.Duration, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.refuse > 0 {
+		b.refuse--
+		return 0, &ratebudget.DelayError{RetryIn: 20 * time.Millisecond, Reason: "budget"}
+	}
+	return time.Millisecond, nil
+}
+
+func (b *fakeBudget) CoolDown(_ context.Context, d time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.coolDowns = append(b.coolDowns, d)
+	return nil
+}
+
+type harness struct {
+	t         *testing.T
+	api       *stubAPI
+	budget    *fakeBudget
+	rdb       *redis.Client
+	producer  *Producer
+	ledger    *ledger.Ledger
+	inspector *asynq.Inspector
+	metrics   *metrics.Metrics
+	rollout   Rollout
+}
+
+// newHarness runs the handler in a real asynq server on miniredis, with
+// retries a few milliseconds apart.
+func newHarness(t *testing.T, maxRetry int) *harness {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	h := &harness{
+		t: t, api: newStubAPI(), budget: &fakeBudget{}, rdb: rdb,
+		producer:  NewProducer(rdb, ProducerConfig{Task: TaskOptions{MaxRetry: maxRetry}}),
+		inspector: asynq.NewInspectorFromRedisClient(rdb),
+		metrics:   metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		rollout:   Rollout{ID: "r1", ConnectorID: testConnector, Version: "1.2.0"},
+	}
+	h.ledger = h.producer.Ledger()
+	handler, err := NewHandler(HandlerConfig{
+		Client: h.api, Budget: h.budget, Ledger: h.ledger, Metrics: h.metrics,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pauser: h.inspector,
+		RateLimitedDelay: 20 * time.Millisecond, UnauthorizedDelay: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+		Concurrency:              4,
+		Queues:                   map[string]int{DefaultQueue: 1},
+		IsFailure:                IsFailure,
+		RetryDelayFunc:           Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond, Jitter: 5 * time.Millisecond}.RetryDelayFunc(),
+		DelayedTaskCheckInterval: 20 * time.Millisecond,
+		TaskCheckInterval:        20 * time.Millisecond,
+		LogLevel:                 asynq.FatalLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(TypeImport, handler)
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return h
+}
+
+func (h *harness) enqueue(orgs ...string) {
+	h.t.Helper()
+	if _, err := h.producer.EnqueueAll(context.Background(), h.rollout, slices.Values(orgs), nil); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds or 15 s pass.
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) record(org string) ledger.Record {
+	h.t.Helper()
+	r, err := h.ledger.Org(context.Background(), h.rollout.ID, org)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+func (h *harness) waitSettled(org string) ledger.Record {
+	h.t.Helper()
+	h.waitFor("org "+org+" to settle", func() bool { return h.record(org).State != ledger.Pending })
+	return h.record(org)
+}
+
+func (h *harness) archived() int {
+	qi, err := h.inspector.GetQueueInfo(DefaultQueue)
+	if err != nil {
+		return 0
+	}
+	return qi.Archived
+}
+
+func org(n int) string { return fmt.Sprintf("01HZY%021d", n) }
+
+// TestHandlerOutcomeClasses drives every row of design.md's outcome-class
+// table through a real asynq server and checks the ledger, the calls made
+// and the task's fate.
+func TestHandlerOutcomeClasses(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		answers   []error
+		state     ledger.State
+		class     string
+		status    int
+		calls     int
+		archived  bool
+		retryKind string
+	}{
+		{name: "imported", answers: nil, state: ledger.Succeeded, class: "imported", status: 200, calls: 1},
+		{name: "already_present", answers: []error{apiError(409, 0)}, state: ledger.Succeeded, class: "already_present", status: 409, calls: 1},
+		{name: "server_error then imported", answers: []error{apiError(503, 0), apiError(500, 0), nil}, state: ledger.Succeeded, class: "imported", status: 200, calls: 3, retryKind: "server_error"},
+		{name: "timeout then imported", answers: []error{context.DeadlineExceeded, nil}, state: ledger.Succeeded, class: "imported", status: 200, calls: 2, retryKind: "timeout"},
+		{name: "network then imported", answers: []error{errors.New("read: connection reset by peer"), nil}, state: ledger.Succeeded, class: "imported", status: 200, calls: 2, retryKind: "network"},
+		{name: "exhausted", answers: []error{apiError(502, 0)}, state: ledger.Failed, class: "exhausted", status: 502, calls: 3, archived: true},
+		{name: "forbidden", answers: []error{apiError(403, 0)}, state: ledger.Failed, class: "forbidden", status: 403, calls: 1, archived: true},
+		{name: "not_found", answers: []error{apiError(404, 0)}, state: ledger.Failed, class: "not_found", status: 404, calls: 1, archived: true},
+		{name: "invalid 400", answers: []error{apiError(400, 0)}, state: ledger.Failed, class: "invalid", status: 400, calls: 1, archived: true},
+		{name: "invalid 422", answers: []error{apiError(422, 0)}, state: ledger.Failed, class: "invalid", status: 422, calls: 1, archived: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 2)
+			h.api.script(org(1), tc.answers...)
+			h.enqueue(org(1))
+			rec := h.waitSettled(org(1))
+			if rec.State != tc.state || rec.Class != tc.class || rec.HTTPStatus != tc.status {
+				t.Fatalf("record = %+v, want state %s class %s status %d", rec, tc.state, tc.class, tc.status)
+			}
+			if rec.Attempts != tc.calls || h.api.callsOf(org(1)) != tc.calls {
+				t.Fatalf("attempts %d, calls %d, want %d", rec.Attempts, h.api.callsOf(org(1)), tc.calls)
+			}
+			if tc.state == ledger.Failed && rec.Error == "" {
+				t.Fatal("a failed record must keep the error message")
+			}
+			if tc.archived {
+				h.waitFor("task archived", func() bool { return h.archived() == 1 })
+			}
+			if tc.retryKind != "" {
+				if got := testutil.ToFloat64(h.metrics.Retries.WithLabelValues(tc.retryKind)); got != float64(tc.calls-1) {
+					t.Fatalf("retries{%s} = %v, want %d", tc.retryKind, got, tc.calls-1)
+				}
+			}
+			if got := testutil.ToFloat64(h.metrics.OrgsFinished.WithLabelValues(string(tc.state), tc.class)); got != 1 {
+				t.Fatalf("orgs_finished{%s,%s} = %v, want 1", tc.state, tc.class, got)
+			}
+		})
+	}
+}
+
+// TestRateLimitedUsesNoAttempt: five 429s in a row on a task allowed one
+// retry still end in an import, and each Retry-After starts a fleet cool-down.
+func TestRateLimitedUsesNoAttempt(t *testing.T) {
+	h := newHarness(t, 1)
+	r429 := apiError(429, 30*time.Millisecond)
+	h.api.script(org(1), r429, r429, r429, apiError(429, 0), r429, nil)
+	h.budget.refuse = 3
+	h.enqueue(org(1))
+	rec := h.waitSettled(org(1))
+	if rec.State != ledger.Succeeded || rec.Class != "imported" {
+		t.Fatalf("record = %+v", rec)
+	}
+	if got := h.api.callsOf(org(1)); got != 6 {
+		t.Fatalf("calls = %d, want 6", got)
+	}
+	h.budget.mu.Lock()
+	cool := slices.Clone(h.budget.coolDowns)
+	h.budget.mu.Unlock()
+	if len(cool) != 4 || cool[0] != 30*time.Millisecond {
+		t.Fatalf("cool-downs = %v, want four of 30ms (not for the 429 without Retry-After)", cool)
+	}
+	if got := testutil.ToFloat64(h.metrics.RateDeferred.WithLabelValues("budget")); got != 3 {
+		t.Fatalf("deferred{budget} = %v, want 3", got)
+	}
+}
+
+// TestUnauthorizedPausesQueue: a 401 pauses the queue and fails nobody; an
+// operator's resume after the key is fixed completes the organisations.
+func TestUnauthorizedPausesQueue(t *testing.T) {
+	h := newHarness(t, 1)
+	for i := 1; i <= 5; i++ {
+		h.api.script(org(i), apiError(401, 0))
+	}
+	h.enqueue(org(1), org(2), org(3), org(4), org(5))
+	h.waitFor("queue paused", func() bool {
+		qi, err := h.inspector.GetQueueInfo(DefaultQueue)
+		return err == nil && qi.Paused
+	})
+	time.Sleep(200 * time.Millisecond)
+	_, counts, err := h.ledger.Rollout(context.Background(), h.rollout.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts.Failed != 0 || counts.Pending != 5 {
+		t.Fatalf("after 401: counts = %+v, want all 5 pending and none failed", counts)
+	}
+	if h.archived() != 0 {
+		t.Fatal("a 401 must not archive tasks")
+	}
+	for i := 1; i <= 5; i++ {
+		h.api.mu.Lock()
+		h.api.answers[org(i)] = nil
+		h.api.mu.Unlock()
+	}
+	if err := h.inspector.UnpauseQueue(DefaultQueue); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("rollout done after resume", func() bool {
+		_, c, err := h.ledger.Rollout(context.Background(), h.rollout.ID)
+		return err == nil && c.Succeeded == 5
+	})
+}
+
+// TestPoisonTasksAreArchived: payloads other producers got wrong are
+// archived with a reason, never retried, and the worker carries on.
+func TestPoisonTasksAreArchived(t *testing.T) {
+	h := newHarness(t, 3)
+	client := asynq.NewClientFromRedisClient(h.rdb)
+	for _, payload := range []string{
+		"not json",
+		`{"rollout_id":"r1","connector_id":"` + testConnector + `","version":"1"}`,
+		`{"rollout_id":"r1","org_id":"../../etc/passwd","connector_id":"` + testConnector + `","version":"1"}`,
+	} {
+		if _, err := client.Enqueue(asynq.NewTask(TypeImport, []byte(payload)), asynq.Queue(DefaultQueue), asynq.MaxRetry(5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.enqueue(org(1))
+	h.waitSettled(org(1))
+	h.waitFor("poison archived", func() bool { return h.archived() == 3 })
+	tasks, err := h.inspector.ListArchivedTasks(DefaultQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range tasks {
+		if ti.Retried != 0 || ti.LastErr == "" {
+			t.Fatalf("archived task retried %d times, last error %q", ti.Retried, ti.LastErr)
+		}
+	}
+	if got := testutil.ToFloat64(h.metrics.Skipped.WithLabelValues("poison")); got != 3 {
+		t.Fatalf("skipped{poison} = %v", got)
+	}
+}
+
+// TestRedeliveryIsSkipped: a task delivered again after its organisation
+// succeeded makes no call and counts nothing twice.
+func TestRedeliveryIsSkipped(t *testing.T) {
+	h := newHarness(t, 3)
+	h.enqueue(org(1))
+	h.waitSettled(org(1))
+	task, err := NewImportTask(Payload{RolloutID: h.rollout.ID, OrgID: org(1), ConnectorID: testConnector, Version: "1.2.0"}, TaskOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first task completed and left no trace in asynq, so the same ID
+	// can be enqueued again: the handler must notice from the ledger.
+	h.waitFor("redelivery enqueued", func() bool {
+		_, err := asynq.NewClientFromRedisClient(h.rdb).Enqueue(task)
+		return err == nil
+	})
+	h.waitFor("redelivery skipped", func() bool {
+		return testutil.ToFloat64(h.metrics.Skipped.WithLabelValues("succeeded")) == 1
+	})
+	if h.api.callsOf(org(1)) != 1 {
+		t.Fatalf("calls = %d, want 1", h.api.callsOf(org(1)))
+	}
+	if got := testutil.ToFloat64(h.metrics.OrgsFinished.WithLabelValues("succeeded", "imported")); got != 1 {
+		t.Fatalf("orgs finished = %v, want 1", got)
+	}
+}
+
+// TestForeignProducerTaskIsRecorded: a valid task enqueued without the
+// producer API still lands in the ledger.
+func TestForeignProducerTaskIsRecorded(t *testing.T) {
+	h := newHarness(t, 3)
+	task, err := NewImportTask(Payload{RolloutID: "foreign", OrgID: org(7), ConnectorID: testConnector, Version: "2.0"}, TaskOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asynq.NewClientFromRedisClient(h.rdb).Enqueue(task); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("foreign org recorded", func() bool {
+		r, err := h.ledger.Org(context.Background(), "foreign", org(7))
+		return err == nil && r.State == ledger.Succeeded
+	})
+}
+
+func TestNewHandlerRequiresDependencies(t *testing.T) {
+	if _, err := NewHandler(HandlerConfig{}); err == nil {
+		t.Fatal("NewHandler accepted an empty config")
+	}
+}

@@ -1,0 +1,310 @@
+package versori
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client calls the Connect API. It is safe for concurrent use; create one
+// per process and share it, so its connection pool is shared too.
+type Client struct {
+	base      string
+	auth      string // "<scheme> <key>": never printed, see Format
+	userAgent string
+	timeout   time.Duration
+	maxBody   int64
+	hc        *http.Client
+	scrubber  *strings.Replacer
+	now       func() time.Time
+}
+
+// New validates cfg and returns a Client. The error names the offending
+// setting and never contains the key.
+func New(cfg Config) (*Client, error) {
+	r, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("versori: %w", err)
+	}
+	var hc http.Client
+	if cfg.HTTPClient != nil {
+		hc = *cfg.HTTPClient
+	} else {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = r.conns
+		if t.MaxIdleConns < r.conns {
+			t.MaxIdleConns = r.conns
+		}
+		hc.Transport = t
+	}
+	hc.CheckRedirect = checkRedirect
+	return &Client{
+		base:      r.base,
+		auth:      r.scheme + " " + r.key,
+		userAgent: r.userAgent,
+		timeout:   r.timeout,
+		maxBody:   r.maxBody,
+		hc:        &hc,
+		scrubber:  newScrubber(r.key),
+		now:       time.Now,
+	}, nil
+}
+
+// newScrubber replaces the key in the forms a server could echo it back in:
+// as sent, JSON-, HTML- and URL-escaped.
+func newScrubber(key string) *strings.Replacer {
+	forms := map[string]bool{key: true, html.EscapeString(key): true, url.QueryEscape(key): true, url.PathEscape(key): true}
+	if b, err := json.Marshal(key); err == nil {
+		forms[string(b[1:len(b)-1])] = true
+	}
+	var pairs []string
+	for f := range forms {
+		pairs = append(pairs, f, redacted)
+	}
+	return strings.NewReplacer(pairs...)
+}
+
+func (c *Client) scrub(s string) string { return c.scrubber.Replace(s) }
+
+// String describes the client without its key.
+func (c *Client) String() string {
+	if c == nil {
+		return "versori.Client(nil)"
+	}
+	scheme, _, _ := strings.Cut(c.auth, " ")
+	return fmt.Sprintf("versori.Client{BaseURL: %q, AuthScheme: %q, APIKey: %q, Timeout: %s}", c.base, scheme, redacted, c.timeout)
+}
+
+// GoString is String: %#v must not print the key either.
+func (c *Client) GoString() string { return c.String() }
+
+// Format prints String for every verb, so fmt never walks the client's
+// fields by reflection and cannot reach the key.
+func (c *Client) Format(f fmt.State, verb rune) { formatRedacted(f, verb, c.String()) }
+
+// BaseURL returns the base URL in use, without a trailing slash.
+func (c *Client) BaseURL() string { return c.base }
+
+// CloseIdleConnections closes pooled connections, for a clean shutdown.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
+// maxRedirects bounds the redirects followed within one call.
+const maxRedirects = 3
+
+// checkRedirect follows only 307 and 308 redirects to the same scheme and
+// host (which keep the method, and may keep the key). Anything else (another
+// host, a downgrade to http, a 301/302/303 that would turn the POST into a
+// GET) is not followed: the redirect response itself becomes the result and
+// is reported as an *Error, and the key is never sent elsewhere.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	first := via[0]
+	switch {
+	case len(via) > maxRedirects,
+		req.Response == nil,
+		req.Response.StatusCode != http.StatusTemporaryRedirect && req.Response.StatusCode != http.StatusPermanentRedirect,
+		req.URL.Scheme != first.URL.Scheme,
+		!strings.EqualFold(req.URL.Host, first.URL.Host):
+		return http.ErrUseLastResponse
+	}
+	return nil
+}
+
+// ImportPublicConnectorVersion copies version of the public connector
+// connectorID into organisation orgID, and returns the organisation's new
+// (draft) connector.
+//
+// version is a version name, or "latest" or "default", which the API
+// resolves when the call is made. IDs are validated before any request is
+// sent (an *InvalidIDError, class invalid).
+//
+// A 409 is returned as an *Error of class already_present: the organisation
+// already holds the version, which callers count as success. Every other
+// failure is an *Error (the server answered) or a transport error; use
+// Classify to get its class.
+func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*Connector, error) {
+	const op = "import connector version"
+	path, err := versionPath(op, orgID, connectorID, version)
+	if err != nil {
+		return nil, err
+	}
+	var out Connector
+	if err := c.do(ctx, op, http.MethodPost, path+"/library/import", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetConnectorVersion returns a version of a connector that organisation
+// orgID holds; an *Error of class not_found when it holds none by that name.
+func (c *Client) GetConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*ConnectorVersion, error) {
+	const op = "get connector version"
+	path, err := versionPath(op, orgID, connectorID, version)
+	if err != nil {
+		return nil, err
+	}
+	var out ConnectorVersion
+	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListConnectorVersions returns a page of the versions of connectorID that
+// organisation orgID holds.
+func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID string, page PageOptions) (*ConnectorVersionPage, error) {
+	const op = "list connector versions"
+	if err := validateIDs(op, orgID, connectorID); err != nil {
+		return nil, err
+	}
+	var out ConnectorVersionPage
+	if err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListPublicConnectors returns a page of Versori's public connector
+// catalogue.
+func (c *Client) ListPublicConnectors(ctx context.Context, page PageOptions) (*ConnectorPage, error) {
+	const op = "list public connectors"
+	var out ConnectorPage
+	if err := c.do(ctx, op, http.MethodGet, "/connectors", page.query(), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (p PageOptions) query() url.Values {
+	q := url.Values{}
+	if p.First > 0 {
+		q.Set("first", strconv.Itoa(p.First))
+	}
+	if p.After != "" {
+		q.Set("after", p.After)
+	}
+	if p.Before != "" {
+		q.Set("before", p.Before)
+	}
+	return q
+}
+
+func validateIDs(op, orgID, connectorID string) error {
+	if err := ValidateID("organisation ID", orgID); err != nil {
+		return fmt.Errorf("versori: %s: %w", op, err)
+	}
+	if err := ValidateID("connector ID", connectorID); err != nil {
+		return fmt.Errorf("versori: %s: %w", op, err)
+	}
+	return nil
+}
+
+func versionPath(op, orgID, connectorID, version string) (string, error) {
+	if err := validateIDs(op, orgID, connectorID); err != nil {
+		return "", err
+	}
+	if err := ValidateVersion(version); err != nil {
+		return "", fmt.Errorf("versori: %s: %w", op, err)
+	}
+	return "/o/" + orgID + "/connectors/" + connectorID + "/versions/" + url.PathEscape(version), nil
+}
+
+// errBodyTooLarge marks a body cut at the size limit.
+var errBodyTooLarge = errors.New("response body too large")
+
+// drainBytes is how much of an unread body is drained before closing it so
+// the connection can be reused; larger remainders cost a new connection,
+// which is cheaper than reading them.
+const drainBytes = 4 << 10
+
+// do sends one request and decodes a 2xx JSON body into out. Non-2xx
+// responses become *Error; transport failures are returned wrapped with op.
+func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return fmt.Errorf("versori: %s: %w", op, err)
+	}
+	req.Header.Set("Authorization", c.auth)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		// *url.Error names the method and URL (IDs only, never the key)
+		// and keeps the cause for Classify.
+		return fmt.Errorf("versori: %s: %w", op, err)
+	}
+	defer func() {
+		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
+		_ = resp.Body.Close()
+	}()
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		limit := min(c.maxBody, maxErrorBodyBytes)
+		// A body cut at the limit or by a dropped connection still yields
+		// an error: the status alone decides the class.
+		body, _ := readLimited(resp.Body, limit)
+		e := decodeError(op, resp.StatusCode, resp.Header, body, c.now(), c.scrub)
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 && e.Message == "" {
+			e.Message = "redirect not followed"
+			if loc, err := resp.Location(); err == nil {
+				e.Message += " (to " + c.scrub(cleanText(loc.Scheme+"://"+loc.Host)) + ")"
+			}
+		}
+		return e
+	}
+
+	var body []byte
+	if resp.ContentLength > c.maxBody {
+		// Refused on the declared length alone, without reading any of it.
+		err = errBodyTooLarge
+	} else {
+		body, err = readLimited(resp.Body, c.maxBody)
+	}
+	if errors.Is(err, errBodyTooLarge) {
+		return &Error{
+			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
+			RequestID: keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
+			Message:   fmt.Sprintf("response body larger than %d bytes", c.maxBody),
+		}
+	}
+	if err != nil {
+		// The connection failed while the body was read: the call's
+		// outcome is unknown, like any transport failure.
+		return fmt.Errorf("versori: %s: reading response: %w", op, err)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		// The call may have been carried out: a server_error is retried,
+		// and a retry of an import that did happen meets a 409.
+		return &Error{
+			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
+			RequestID:   keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
+			Message:     keep("decoding response: "+err.Error(), maxFieldLen, c.scrub),
+			BodyExcerpt: excerpt(body, c.scrub),
+		}
+	}
+	return nil
+}
+
+// readLimited reads at most limit bytes of r, and reports errBodyTooLarge
+// (with the first limit bytes) when the body is longer.
+func readLimited(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if int64(len(b)) > limit {
+		return b[:limit], errBodyTooLarge
+	}
+	return b, err
+}

@@ -156,7 +156,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeImport, h)
-	mux.HandleFunc("", rejectUnknownType(log, m))
 
 	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:     cfg.Concurrency,
@@ -199,7 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 	}
 
-	if err := srv.Start(mux); err != nil {
+	if err := srv.Start(onlyImports(mux, log, m)); err != nil {
 		if httpSrv != nil {
 			httpSrv.Close()
 		}
@@ -302,8 +301,13 @@ func refreshGauges(ctx context.Context, queue string, inspector *asynq.Inspector
 	}
 }
 
-func rejectUnknownType(log *slog.Logger, m *metrics.Metrics) asynq.HandlerFunc {
+// onlyImports archives tasks of any type but the import task with a reason,
+// where asynq's ServeMux would retry them as "handler not found" failures.
+func onlyImports(mux *asynq.ServeMux, log *slog.Logger, m *metrics.Metrics) asynq.HandlerFunc {
 	return func(ctx context.Context, t *asynq.Task) error {
+		if t.Type() == tasks.TypeImport {
+			return mux.ProcessTask(ctx, t)
+		}
 		id, _ := asynq.GetTaskID(ctx)
 		m.Skipped.WithLabelValues("poison").Inc()
 		log.Error("archiving task of unknown type", "task_id", id, "type", t.Type())

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/versori/import-worker/internal/redisconn"
+	"github.com/versori/import-worker/versori"
+)
+
+// config is the worker's configuration, read from the environment. Every
+// field's variable is named in the documentation table in README.md.
+type config struct {
+	RedisURL        string        // REDIS_URL
+	BaseURL         string        // VERSORI_BASE_URL
+	APIKey          string        // VERSORI_API_KEY, or the content of VERSORI_API_KEY_FILE
+	APIKeyFile      string        // VERSORI_API_KEY_FILE
+	AuthScheme      string        // VERSORI_AUTH_SCHEME
+	CallTimeout     time.Duration // VERSORI_TIMEOUT
+	RateLimit       float64       // IMPORT_RATE_LIMIT
+	RateBurst       int           // IMPORT_RATE_BURST
+	RateMaxWait     time.Duration // IMPORT_RATE_MAX_WAIT
+	Concurrency     int           // WORKER_CONCURRENCY
+	Queue           string        // WORKER_QUEUE
+	ShutdownTimeout time.Duration // WORKER_SHUTDOWN_TIMEOUT
+	BackoffBase     time.Duration // RETRY_BACKOFF_BASE
+	BackoffCap      time.Duration // RETRY_BACKOFF_CAP
+	MetricsAddr     string        // METRICS_ADDR
+	LogLevel        string        // LOG_LEVEL
+	EnablePprof     bool          // ENABLE_PPROF
+}
+
+// configError lists every problem found, one line each, so an operator fixes
+// them all in one go.
+type configError []string
+
+func (e configError) Error() string { return strings.Join(e, "\n") }
+
+// loadConfig reads the configuration through getenv. In demo mode Redis and
+// the API are in-process, so REDIS_URL, VERSORI_BASE_URL and the key must not
+// be set: demo mode keeps nothing and must never be mistaken for a real run.
+func loadConfig(getenv func(string) string, demo bool) (config, error) {
+	var errs configError
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, name+": "+fmt.Sprintf(format, args...))
+	}
+	str := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	dur := func(name string, def time.Duration) time.Duration {
+		v := str(name, "")
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			if n, nerr := strconv.ParseFloat(v, 64); nerr == nil {
+				d, err = time.Duration(n*float64(time.Second)), nil
+			}
+		}
+		if err != nil || d <= 0 {
+			bad(name, "%q is not a positive duration (e.g. 30s)", v)
+			return def
+		}
+		return d
+	}
+	integer := func(name string, def, min, max int) int {
+		v := str(name, "")
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < min || n > max {
+			bad(name, "%q is not a whole number from %d to %d", v, min, max)
+			return def
+		}
+		return n
+	}
+
+	c := config{
+		RedisURL:    str("REDIS_URL", ""),
+		BaseURL:     str("VERSORI_BASE_URL", versori.DefaultBaseURL),
+		APIKey:      getenv("VERSORI_API_KEY"),
+		APIKeyFile:  str("VERSORI_API_KEY_FILE", ""),
+		AuthScheme:  str("VERSORI_AUTH_SCHEME", "Bearer"),
+		CallTimeout: dur("VERSORI_TIMEOUT", 30*time.Second),
+		Concurrency: integer("WORKER_CONCURRENCY", 20, 1, 10000),
+		Queue:       str("WORKER_QUEUE", "imports"),
+		MetricsAddr: str("METRICS_ADDR", ":9090"),
+		LogLevel:    strings.ToLower(str("LOG_LEVEL", "info")),
+		RateMaxWait: dur("IMPORT_RATE_MAX_WAIT", 5*time.Second),
+		BackoffBase: dur("RETRY_BACKOFF_BASE", time.Second),
+		BackoffCap:  dur("RETRY_BACKOFF_CAP", time.Minute),
+	}
+
+	c.RateLimit = 10
+	if v := str("IMPORT_RATE_LIMIT", ""); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e6 {
+			bad("IMPORT_RATE_LIMIT", "%q is not a number of calls per second from 0 (unlimited) to 1000000", v)
+		} else {
+			c.RateLimit = f
+		}
+	}
+	c.RateBurst = int(math.Max(1, math.Round(c.RateLimit/20)))
+	if v := str("IMPORT_RATE_BURST", ""); v != "" {
+		c.RateBurst = integer("IMPORT_RATE_BURST", c.RateBurst, 1, 100000)
+	}
+
+	switch strings.ToLower(c.AuthScheme) {
+	case "bearer":
+		c.AuthScheme = "Bearer"
+	case "jwt":
+		c.AuthScheme = "JWT"
+	default:
+		bad("VERSORI_AUTH_SCHEME", "%q is not Bearer or JWT", c.AuthScheme)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if v := str("ENABLE_PPROF", ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("ENABLE_PPROF", "%q is not true or false", v)
+		}
+		c.EnablePprof = b
+	}
+	if c.Queue != "" && !validQueue(c.Queue) {
+		bad("WORKER_QUEUE", "%q holds characters other than letters, digits, '-', '_' and '.'", c.Queue)
+	}
+
+	if demo {
+		for _, name := range []string{"REDIS_URL", "VERSORI_BASE_URL", "VERSORI_API_KEY", "VERSORI_API_KEY_FILE"} {
+			if getenv(name) != "" {
+				bad(name, "is set, but --demo runs on an in-memory Redis and a fake API and keeps nothing; unset it or drop --demo")
+			}
+		}
+	} else {
+		if c.RedisURL == "" {
+			bad("REDIS_URL", "is required (redis://host:6379/0; or run with --demo to try the worker on embedded defaults)")
+		} else if _, err := redisconn.Parse(c.RedisURL, redisconn.Options{}); err != nil {
+			bad("REDIS_URL", "%v", err)
+		}
+		if c.APIKey != "" && c.APIKeyFile != "" {
+			bad("VERSORI_API_KEY_FILE", "is set together with VERSORI_API_KEY; set only one")
+		} else if c.APIKeyFile != "" {
+			key, err := readKeyFile(c.APIKeyFile)
+			if err != nil {
+				bad("VERSORI_API_KEY_FILE", "%v", err)
+			}
+			c.APIKey = key
+		} else if strings.TrimSpace(c.APIKey) == "" {
+			bad("VERSORI_API_KEY", "is required (or VERSORI_API_KEY_FILE naming a file that holds it)")
+		}
+		c.APIKey = strings.TrimSpace(c.APIKey)
+		if c.APIKey != "" {
+			if _, err := versori.New(c.versoriConfig()); err != nil {
+				name := "VERSORI_BASE_URL"
+				if strings.HasPrefix(err.Error(), "API key") {
+					name = "VERSORI_API_KEY"
+				}
+				bad(name, "%v", err)
+			}
+		}
+	}
+
+	// A stopping worker must outwait the longest handler, or asynq re-queues
+	// a call still in flight and it runs twice.
+	min := c.RateMaxWait + c.CallTimeout
+	c.ShutdownTimeout = dur("WORKER_SHUTDOWN_TIMEOUT", min+5*time.Second)
+	if c.ShutdownTimeout <= min {
+		bad("WORKER_SHUTDOWN_TIMEOUT", "%s must exceed IMPORT_RATE_MAX_WAIT + VERSORI_TIMEOUT (%s), or calls cut off at shutdown run twice", c.ShutdownTimeout, min)
+	}
+	if c.BackoffCap < c.BackoffBase {
+		bad("RETRY_BACKOFF_CAP", "%s is shorter than RETRY_BACKOFF_BASE %s", c.BackoffCap, c.BackoffBase)
+	}
+	if len(errs) > 0 {
+		return c, errs
+	}
+	return c, nil
+}
+
+// readKeyFile reads the API key from a mounted secret. The content is never
+// echoed, not even in an error.
+func readKeyFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s: %w", path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	buf := make([]byte, 16<<10+1)
+	n, _ := f.Read(buf)
+	if n > 16<<10 {
+		return "", fmt.Errorf("%s is larger than 16 KiB; is it the key?", path)
+	}
+	key := strings.TrimSpace(string(buf[:n]))
+	if key == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	if strings.ContainsAny(key, "\r\n") {
+		return "", fmt.Errorf("%s holds more than one line", path)
+	}
+	return key, nil
+}
+
+func validQueue(q string) bool {
+	if len(q) > 64 {
+		return false
+	}
+	for _, r := range q {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// versoriConfig is the API client's configuration.
+func (c config) versoriConfig() versori.Config {
+	return versori.Config{
+		BaseURL:         c.BaseURL,
+		APIKey:          c.APIKey,
+		AuthScheme:      c.AuthScheme,
+		Timeout:         c.CallTimeout,
+		MaxConnsPerHost: c.Concurrency,
+	}
+}

@@ -196,6 +196,7 @@ func BenchmarkReserve(b *testing.B) {
 	}
 	ctx := context.Background()
 	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := budget.Reserve(ctx); err != nil {
 				b.Fatal(err)
@@ -203,6 +204,8 @@ func BenchmarkReserve(b *testing.B) {
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(8) // many handlers per process share one client
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if _, err := budget.Reserve(ctx); err != nil {

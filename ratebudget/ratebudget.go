@@ -4,14 +4,17 @@
 // # Design
 //
 // A caller does not poll for permission; it books a slot. One Lua script call
-// (EVALSHA, falling back to EVAL once per connection after a script flush)
-// reads the budget's theoretical arrival time (TAT, as in GCRA), books the
+// (EVALSHA; EVAL only when Redis has not cached the script yet) reads the budget's theoretical arrival time (TAT, as in GCRA), books the
 // next free slot, and returns how long until that slot. The caller sleeps
 // until then and makes its call. Every slot is booked exactly once, so the
 // schedule the fleet follows is the GCRA schedule itself: at most Burst
 // calls at once, then one every 1/Limit seconds, however many processes and
 // goroutines share the budget. Times are taken from Redis (TIME inside the
-// script), so the clocks of the worker hosts do not matter.
+// script), so the clocks of the worker hosts do not matter. The state is one
+// small hash that expires when idle; losing it (a Redis restart without
+// persistence, a failover) costs at most one burst. It needs Redis 6.2 or
+// newer (scripts replicated by effect), and works on Redis Cluster: each
+// script touches one key.
 //
 // Polling was measured and rejected (shared/design.md, "The rate budget:
 // what was measured on this machine": three processes of 20 goroutines,
@@ -30,8 +33,8 @@
 // took the worst second to 1.28 of the rate without this guard and 1.01 with
 // it. See Config.LateTolerance.
 //
-// A booking is bounded by Config.MaxWait. When the next free slot is further
-// away than that, nothing is booked and Wait returns a *DelayError carrying
+// A booking is bounded by Config.MaxWait and by the caller's context
+// deadline. When the next free slot is further away, nothing is booked and Wait returns a *DelayError carrying
 // the delay, so the caller can hand its task back to the queue (as
 // rate_limited, to run after the delay) instead of holding a handler while a
 // long queue drains.
@@ -39,9 +42,11 @@
 // # Cool-down
 //
 // After the API answers 429 with Retry-After, CoolDown moves the booking
-// clock forward for the whole fleet: no slot is granted before the cool-down
-// ends, and the burst is spent so the API is not met with a burst when it
-// opens again.
+// clock forward for the whole fleet: no slot is booked inside the cool-down,
+// and the burst is spent so the API is not met with a burst when it opens
+// again. Slots booked before the cool-down began are still used by other
+// processes (they learn of it at their next booking, which keeps the cost at
+// one command per call); this process's own callers drop theirs.
 package ratebudget
 
 import (
@@ -107,13 +112,15 @@ type Config struct {
 
 	// LateTolerance is how late a caller may reach its slot and still use
 	// it; later than that the slot is dropped (it lapses, unused) and a new
-	// one is booked. Zero means DefaultLateTolerance (20 ms), independent of
-	// the rate, because the harm is measured in time: callers firing up to L
+	// one is booked. Zero means DefaultLateTolerance (20 ms), whatever the
+	// rate, because the harm is measured in time: callers firing up to L
 	// late put at most the calls of 1 s + L of the schedule into one second,
-	// i.e. Limit*L extra; 20 ms costs at most 2% of the 5% headroom the API
-	// allows. And it is far above ordinary timer and scheduler slack (well
-	// under a millisecond to a few on a loaded host) and Go GC pauses, so
-	// slots are not wasted in normal running.
+	// Limit*L extra, so 20 ms spends at most 2% of the 5% over the limit that
+	// design.md allows in any second. It is well above Go's GC pauses and
+	// timer slack on a healthy host, so slots are not wasted in normal
+	// running; on a host overloaded enough to wake sleepers 20 ms late, some
+	// are (a few in a thousand at a load of 3 per core here), which is the
+	// price of keeping the window.
 	LateTolerance time.Duration
 
 	// MaxCoolDown caps one cool-down, so a Retry-After of a day from a
@@ -122,7 +129,8 @@ type Config struct {
 	MaxCoolDown time.Duration
 
 	// Key is the Redis key holding the budget's state (one hash). Zero
-	// means DefaultKey. Budgets with different keys are independent.
+	// means DefaultKey. Budgets with different keys are independent; on
+	// Redis Cluster each lives in the slot of its key.
 	Key string
 
 	// Observer is told what Wait does, for metrics. Nil fields are skipped.
@@ -145,8 +153,8 @@ type Observer struct {
 }
 
 // DelayError is returned by Wait when the next free slot is further away
-// than MaxWait. Nothing was booked: the caller should come back after
-// RetryIn, without counting it as a failure.
+// than MaxWait or the context deadline. Nothing was booked: the caller
+// should come back after RetryIn, without counting it as a failure.
 type DelayError struct {
 	// RetryIn is how far away the next free slot was.
 	RetryIn time.Duration
@@ -170,11 +178,10 @@ func IsDelay(err error) (*DelayError, bool) {
 // Reservation is the result of one booking attempt.
 type Reservation struct {
 	// Booked reports whether a slot was booked. It is false only when the
-	// next free slot is further away than MaxWait.
+	// next free slot is further away than MaxWait or the context deadline.
 	Booked bool
-	// Delay is how long after the booking the slot is (if Booked), or how
-	// long until a slot could be booked within MaxWait again, at the
-	// earliest (if not).
+	// Delay is how far away the slot is: the booked one, or the next free
+	// one that was not booked.
 	Delay time.Duration
 	// At is Delay after the reply arrived, on this process's monotonic
 	// clock. Measuring from the reply, not the request, means a caller

@@ -27,14 +27,14 @@ func frozen(t *testing.T) (*miniredis.Miniredis, *redis.Client) {
 	return m, client(t, m.Addr())
 }
 
-func client(t *testing.T, addr string) *redis.Client {
+func client(t testing.TB, addr string) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
 
-func mustNew(t *testing.T, rdb redis.UniversalClient, cfg Config) *Budget {
+func mustNew(t testing.TB, rdb redis.UniversalClient, cfg Config) *Budget {
 	t.Helper()
 	b, err := New(rdb, cfg)
 	if err != nil {

@@ -2,7 +2,13 @@ package ledger_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -49,11 +55,117 @@ func backends(t *testing.T) []backend {
 	mc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
 	t.Cleanup(func() { mc.Close() })
 	bs := []backend{{"miniredis", mc}}
-	if testing.Short() {
+	if testing.Short() || !haveRedisServer(t) {
 		return bs
 	}
 	s := redistest.Start(t, redistest.Options{})
-	return append(bs, backend{"redis", s.Client()})
+	bs = append(bs, backend{"redis", s.Client()})
+	if cluster != nil {
+		bs = append(bs, backend{"cluster", cluster})
+	}
+	return bs
+}
+
+// haveRedisServer reports whether redis-server is installed, failing the
+// test when it is required (as redistest does) but missing. Without it the
+// tests still run on miniredis.
+func haveRedisServer(t *testing.T) bool {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("REDISTEST_REQUIRED") == "1" {
+			t.Fatal("redis-server not found on PATH and REDISTEST_REQUIRED=1")
+		}
+		return false
+	}
+	return true
+}
+
+// cluster is a one-node Redis Cluster shared by the tests of this package
+// (it takes seconds to become ready), started by TestMain; nil without
+// redis-server or with -short.
+var cluster *redis.ClusterClient
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	var stop func()
+	if !testing.Short() {
+		if _, err := exec.LookPath("redis-server"); err == nil {
+			var err error
+			cluster, stop, err = startCluster()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "ledger tests:", err)
+				os.Exit(1)
+			}
+		}
+	}
+	code := m.Run()
+	if stop != nil {
+		stop()
+	}
+	os.Exit(code)
+}
+
+// startCluster starts a one-node Redis Cluster owning every slot. One node
+// is enough to prove the key layout: a cluster node refuses multi-key
+// commands and scripts whose keys hash to different slots.
+func startCluster() (c *redis.ClusterClient, stop func(), err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir, err := os.MkdirTemp("", "ledger-cluster-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command("redis-server",
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "",
+		"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+		"--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}})
+	stop = func() {
+		c.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		os.RemoveAll(dir)
+	}
+	if err := waitCluster(addr); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return c, stop, nil
+}
+
+func waitCluster(addr string) error {
+	node := redis.NewClient(&redis.Options{Addr: addr})
+	defer node.Close()
+	ctx := context.Background()
+	deadline := time.Now().Add(20 * time.Second)
+	for node.Ping(ctx).Err() != nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster node %s did not start", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := node.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		return fmt.Errorf("cluster addslotsrange: %w", err)
+	}
+	for {
+		info, _ := node.ClusterInfo(ctx).Result()
+		if strings.Contains(info, "cluster_state:ok") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster %s not ready: %s", addr, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // forEach runs fn once per backend, each with its own key prefix.

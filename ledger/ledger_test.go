@@ -639,3 +639,20 @@ func TestCorruptRecord(t *testing.T) {
 		}
 	})
 }
+
+// The cluster backend only proves the key layout if it refuses what a real
+// cluster refuses: keys of different slots in one script or command.
+func TestClusterBackendRefusesCrossSlot(t *testing.T) {
+	if cluster == nil {
+		t.Skip("no cluster backend (needs redis-server, not -short)")
+	}
+	ctx := context.Background()
+	err := cluster.Eval(ctx, "return redis.call('MGET', KEYS[1], KEYS[2])", []string{"x:{a}", "x:{b}"}).Err()
+	if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Errorf("cross-slot script: %v; want CROSSSLOT", err)
+	}
+	err = cluster.Eval(ctx, "return redis.call('GET', 'x:{b}')", []string{"x:{a}"}).Err()
+	if err == nil {
+		t.Error("script touching an undeclared key of another slot succeeded")
+	}
+}

@@ -251,7 +251,7 @@ func New() *Dashboard {
 		},
 	}
 	l.add(6, 9, completion)
-	l.add(6, 9, stat("Rollouts",
+	l.add(6, 9, stat("Rollouts started and finished",
 		"Rollouts recorded in the ledger (max across replicas).",
 		"short",
 		q("max("+sel(metrics.NameRolloutsStarted)+") - max("+sel(metrics.NameRolloutsFinished)+")", "active"),

@@ -151,7 +151,8 @@ func ClassForStatus(status int) Class {
 // Classify maps the result of a call to its class.
 //
 //   - nil is imported.
-//   - An [*Error] carries its class. An [*InvalidIDError] is invalid.
+//   - An [*Error] carries its class (one built without a class is
+//     classified by its status). An [*InvalidIDError] is invalid.
 //   - context.DeadlineExceeded and any net.Error that reports a timeout are
 //     timeout.
 //   - context.Canceled is network: the caller gave up (typically the worker is
@@ -166,8 +167,13 @@ func Classify(err error) Class {
 		return ClassImported
 	}
 	var apiErr *Error
-	if errors.As(err, &apiErr) && apiErr.Class != "" {
-		return apiErr.Class
+	if errors.As(err, &apiErr) {
+		if apiErr.Class != "" {
+			return apiErr.Class
+		}
+		if apiErr.StatusCode != 0 {
+			return ClassForStatus(apiErr.StatusCode)
+		}
 	}
 	var idErr *InvalidIDError
 	if errors.As(err, &idErr) {

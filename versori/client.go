@@ -74,21 +74,19 @@ func newScrubber(key string) *strings.Replacer {
 
 func (c *Client) scrub(s string) string { return c.scrubber.Replace(s) }
 
-// String describes the client without its key.
-func (c *Client) String() string {
-	if c == nil {
-		return "versori.Client(nil)"
-	}
+// String describes the client without its key. String, GoString and
+// Format have value receivers so a copied Client value is covered too.
+func (c Client) String() string {
 	scheme, _, _ := strings.Cut(c.auth, " ")
 	return fmt.Sprintf("versori.Client{BaseURL: %q, AuthScheme: %q, APIKey: %q, Timeout: %s}", c.base, scheme, redacted, c.timeout)
 }
 
 // GoString is String: %#v must not print the key either.
-func (c *Client) GoString() string { return c.String() }
+func (c Client) GoString() string { return c.String() }
 
 // Format prints String for every verb, so fmt never walks the client's
 // fields by reflection and cannot reach the key.
-func (c *Client) Format(f fmt.State, verb rune) { formatRedacted(f, verb, c.String()) }
+func (c Client) Format(f fmt.State, verb rune) { formatRedacted(f, verb, c.String()) }
 
 // BaseURL returns the base URL in use, without a trailing slash.
 func (c *Client) BaseURL() string { return c.base }
@@ -216,6 +214,24 @@ func versionPath(op, orgID, connectorID, version string) (string, error) {
 	return "/o/" + orgID + "/connectors/" + connectorID + "/versions/" + url.PathEscape(version), nil
 }
 
+// scrubbedError is a transport error whose text has been scrubbed of the
+// key. Unwrap gives the cause, for errors.Is and errors.As; its own text is
+// not scrubbed, so print the scrubbedError, not what it wraps.
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+// Timeout lets callers that only test for net.Error-style timeouts see
+// through the wrapper.
+func (e *scrubbedError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.err, &t) && t.Timeout()
+}
+
 // errBodyTooLarge marks a body cut at the size limit.
 var errBodyTooLarge = errors.New("response body too large")
 
@@ -243,9 +259,10 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		// *url.Error names the method and URL (IDs only, never the key)
-		// and keeps the cause for Classify.
-		return fmt.Errorf("versori: %s: %w", op, err)
+		// *url.Error names the method and URL (IDs only), but its cause
+		// can quote the server (an unparseable Location header, say), so
+		// the text is scrubbed; the cause stays reachable for Classify.
+		return &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: %v", op, err)), err: err}
 	}
 	defer func() {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
@@ -284,7 +301,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 	if err != nil {
 		// The connection failed while the body was read: the call's
 		// outcome is unknown, like any transport failure.
-		return fmt.Errorf("versori: %s: reading response: %w", op, err)
+		return &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: reading response: %v", op, err)), err: err}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		// The call may have been carried out: a server_error is retried,

@@ -245,7 +245,9 @@ func excerpt(body []byte, scrub func(string) string) string {
 	if len(body) > maxErrorBodyBytes {
 		body = body[:maxErrorBodyBytes]
 	}
-	return keep(stripTags(string(body)), maxExcerptRunes, scrub)
+	// Scrub before stripping tags too: a key containing "<" would
+	// otherwise be cut apart by the stripping and escape the scrubber.
+	return keep(stripTags(scrub(string(body))), maxExcerptRunes, scrub)
 }
 
 // keep prepares text from a response for an Error: secrets scrubbed both

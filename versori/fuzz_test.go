@@ -32,7 +32,7 @@ func FuzzParseRetryAfter(f *testing.F) {
 func FuzzDecodeError(f *testing.F) {
 	const key = "sk_fuzz_KEY_0123456789"
 	seeds := []struct {
-		status            int
+		status             int
 		body, retry, reqID string
 	}{
 		{400, `{"code":"validation_error","message":"bad","fields":[{"field":"version","message":"unknown"}],"details":"d"}`, "", "r1"},

@@ -53,6 +53,9 @@
 //	retry:<class>         retrying records by the class of their last attempt
 //	class:<class>         succeeded and failed records by class
 //	version:<name>        succeeded records by the version name the API returned
+//	first_finish_ms       when Finish first changed a record, Unix milliseconds
+//	last_finish_ms        the latest time Finish changed a record, Unix milliseconds
 //
-// A counter may be absent (zero) or hold zero.
+// A counter may be absent (zero) or hold zero; the two times are absent
+// until the first Finish.
 package ledger

@@ -76,7 +76,8 @@ func TestStoredLayout(t *testing.T) {
 			}
 		}
 		wantCnt := map[string]string{"total": "3", "pending": "1", "retrying": "1", "retry:server_error": "1",
-			"succeeded": "1", "failed": "1", "class:imported": "1", "class:not_found": "1", "version:1.2.0 </b>": "1"}
+			"succeeded": "1", "failed": "1", "class:imported": "1", "class:not_found": "1", "version:1.2.0 </b>": "1",
+			"first_finish_ms": "1700000001500", "last_finish_ms": "1700000001500"}
 		if !maps.Equal(nonzero, wantCnt) {
 			t.Errorf("counts = %v; want %v", nonzero, wantCnt)
 		}

@@ -119,6 +119,10 @@ type Counts struct {
 	// returned; more than one key means the rollout straddled a new
 	// publication of the version it asked for.
 	ByVersion map[string]int64
+	// FirstFinish and LastFinish are the earliest and latest times Finish
+	// changed a record (zero before the first): with Succeeded+Failed they
+	// give the rollout's rate, and with Pending an ETA.
+	FirstFinish, LastFinish time.Time
 }
 
 // Done reports whether nothing is pending (retrying records are pending).
@@ -324,6 +328,10 @@ func parseCounts(m map[string]string) (Counts, error) {
 		switch name, sub, _ := strings.Cut(k, ":"); name {
 		case "total":
 			c.Total = n
+		case "first_finish_ms":
+			c.FirstFinish = time.UnixMilli(n)
+		case "last_finish_ms":
+			c.LastFinish = time.UnixMilli(n)
 		case string(Pending):
 			c.Pending = n
 		case "retrying":

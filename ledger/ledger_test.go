@@ -656,3 +656,33 @@ func TestClusterBackendRefusesCrossSlot(t *testing.T) {
 		t.Error("script touching an undeclared key of another slot succeeded")
 	}
 }
+
+func TestFinishTimes(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		l, clk := newLedger(t, rdb, prefix, "a", "b", "c", "d")
+		if c := counts(t, l, "r1"); !c.FirstFinish.IsZero() || !c.LastFinish.IsZero() {
+			t.Fatalf("times before any Finish: %v, %v; want zero", c.FirstFinish, c.LastFinish)
+		}
+		t0 := clk.Now()
+		finish := func(org string, at time.Time) {
+			t.Helper()
+			clk.Advance(at.Sub(clk.Now()))
+			if _, err := l.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Succeeded}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		finish("a", t0.Add(10*time.Second))
+		finish("b", t0.Add(30*time.Second))
+		finish("c", t0.Add(5*time.Second)) // a worker whose clock runs late
+		finish("a", t0.Add(time.Hour))     // no change: times stay
+		finish("b", t0.Add(-time.Hour))    // likewise
+		if err := l.Attempt(ctx, "r1", "d", ledger.Attempt{Class: "timeout"}); err != nil {
+			t.Fatal(err)
+		}
+		c := counts(t, l, "r1")
+		if !c.FirstFinish.Equal(t0.Add(5*time.Second)) || !c.LastFinish.Equal(t0.Add(30*time.Second)) {
+			t.Errorf("FirstFinish, LastFinish = %v, %v; want %v, %v", c.FirstFinish, c.LastFinish, t0.Add(5*time.Second), t0.Add(30*time.Second))
+		}
+	})
+}

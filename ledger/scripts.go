@@ -144,6 +144,11 @@ setnum(r, 'f', ARGV[10])
 setnum(r, 'u', ARGV[10])
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(r))
 move(KEYS[3], old, r)
+-- Workers' clocks differ: keep the extremes, not the latest writes.
+local now = tonumber(ARGV[10])
+local t = redis.call('HMGET', KEYS[3], 'first_finish_ms', 'last_finish_ms')
+if not tonumber(t[1]) or now < tonumber(t[1]) then redis.call('HSET', KEYS[3], 'first_finish_ms', ARGV[10]) end
+if not tonumber(t[2]) or now > tonumber(t[2]) then redis.call('HSET', KEYS[3], 'last_finish_ms', ARGV[10]) end
 return 1
 `)
 

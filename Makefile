@@ -31,13 +31,24 @@ vet:
 # test runs unit and integration tests with the race detector. Integration
 # tests start their own redis-server processes on free ports (internal/redistest)
 # and stop them afterwards; REDISTEST_REQUIRED makes a missing binary a failure.
+# The FIGURE lines are the measured figures the end-to-end tests log.
+test: SHELL := /bin/bash
 test: deps vet
-	REDISTEST_REQUIRED=1 $(GO) test -race -count=1 -timeout 14m ./...
+	set -o pipefail; REDISTEST_REQUIRED=1 $(GO) test -race -count=1 -timeout 14m -v ./... \
+		| grep -E '^(ok|FAIL|---|panic|\s+FIGURE|\s+\S+_test\.go:[0-9]+:)' | grep -vE '^--- (PASS|SKIP)'
 	@$(GO) test -count=1 -cover ./versori/ | sed 's/^/coverage: /'
 
+# fuzz runs every fuzz target for FUZZTIME each; the seed corpora in
+# testdata/fuzz run with the unit tests anyway.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./versori/:FuzzParseRetryAfter ./versori/:FuzzDecodeError ./tasks/:FuzzDecodePayload \
+	./ratebudget/:FuzzSchedule ./ledger/:FuzzSanitize ./orglist/:FuzzParse
 fuzz:
-	$(GO) test ./versori/ -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime 10s
-	$(GO) test ./versori/ -run '^$$' -fuzz '^FuzzDecodeError$$' -fuzztime 10s
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -205,33 +205,106 @@ func (l *Ledger) CreateRollout(ctx context.Context, r Rollout) (created bool, er
 // in batches of Options.BatchSize, Options.Parallelism at a time; on error,
 // added counts the batches that did complete, and calling again is safe.
 func (l *Ledger) AddOrgs(ctx context.Context, rolloutID string, orgIDs []string) (added int, err error) {
-	if err := checkID("rollout", rolloutID, true); err != nil {
+	if err := l.checkBatch(ctx, rolloutID, orgIDs); err != nil || len(orgIDs) == 0 {
 		return 0, err
-	}
-	for _, id := range orgIDs {
-		if err := checkID("organisation", id, false); err != nil {
-			return 0, err
-		}
-	}
-	if len(orgIDs) == 0 {
-		if _, _, err := l.Rollout(ctx, rolloutID); err != nil {
-			return 0, err
-		}
-		return 0, nil
 	}
 	k := l.keys(rolloutID).list()
 	rec := pendingRecord(l.opts.Clock())
+	var mu sync.Mutex
+	err = l.inBatches(ctx, len(orgIDs), func(ctx context.Context, lo, hi int) error {
+		n, err := addScript.Run(ctx, l.rdb, k, batchArgs(orgIDs[lo:hi], rec)...).Int64()
+		if err != nil {
+			return fmt.Errorf("ledger: add organisations to rollout %q: %w", rolloutID, err)
+		}
+		if n < 0 {
+			return scriptErr(n, rolloutID, "")
+		}
+		mu.Lock()
+		added += int(n)
+		mu.Unlock()
+		return nil
+	})
+	return added, err
+}
 
-	var (
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, l.opts.Parallelism)
-	)
+// Register is AddOrgs that also reports, for each organisation in order,
+// its state before the call: "" for one new to the rollout (an
+// organisation listed twice is reported new once). A producer
+// enqueueing a rollout again uses it to enqueue only what is missing. It
+// reads every existing record, so it costs more than AddOrgs.
+func (l *Ledger) Register(ctx context.Context, rolloutID string, orgIDs []string) ([]State, error) {
+	if err := l.checkBatch(ctx, rolloutID, orgIDs); err != nil || len(orgIDs) == 0 {
+		return nil, err
+	}
+	k := l.keys(rolloutID).list()
+	rec := pendingRecord(l.opts.Clock())
+	out := make([]State, len(orgIDs))
+	err := l.inBatches(ctx, len(orgIDs), func(ctx context.Context, lo, hi int) error {
+		res, err := registerScript.Run(ctx, l.rdb, k, batchArgs(orgIDs[lo:hi], rec)...).Result()
+		if err != nil {
+			return fmt.Errorf("ledger: register organisations in rollout %q: %w", rolloutID, err)
+		}
+		if code, ok := res.(int64); ok {
+			return scriptErr(code, rolloutID, "")
+		}
+		states, ok := res.([]any)
+		if !ok || len(states) != hi-lo {
+			return fmt.Errorf("ledger: register organisations in rollout %q: unexpected script result %T", rolloutID, res)
+		}
+		for i, v := range states {
+			s, _ := v.(string)
+			out[lo+i] = State(s)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkBatch checks every ID before a batched write touches anything, and
+// for an empty batch, that the rollout exists (the scripts check otherwise).
+func (l *Ledger) checkBatch(ctx context.Context, rolloutID string, orgIDs []string) error {
+	if err := checkID("rollout", rolloutID, true); err != nil {
+		return err
+	}
+	for _, id := range orgIDs {
+		if err := checkID("organisation", id, false); err != nil {
+			return err
+		}
+	}
+	if len(orgIDs) == 0 {
+		_, _, err := l.Rollout(ctx, rolloutID)
+		return err
+	}
+	return nil
+}
+
+// batchArgs is a script's ARGV: head, then the organisation IDs.
+func batchArgs(orgIDs []string, head ...any) []any {
+	args := make([]any, 0, len(head)+len(orgIDs))
+	args = append(args, head...)
+	for _, id := range orgIDs {
+		args = append(args, id)
+	}
+	return args
+}
+
+// inBatches calls fn for [lo, hi) ranges of n items, Options.BatchSize
+// long, Options.Parallelism at a time. The first error cancels the batches
+// not yet started and is returned.
+func (l *Ledger) inBatches(ctx context.Context, n int, fn func(ctx context.Context, lo, hi int) error) error {
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for start := 0; start < len(orgIDs); start += l.opts.BatchSize {
-		batch := orgIDs[start:min(start+l.opts.BatchSize, len(orgIDs))]
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		sem   = make(chan struct{}, l.opts.Parallelism)
+	)
+	for lo := 0; lo < n; lo += l.opts.BatchSize {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -239,38 +312,26 @@ func (l *Ledger) AddOrgs(ctx context.Context, rolloutID string, orgIDs []string)
 		if ctx.Err() != nil {
 			break
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer func() { <-sem }()
-			args := make([]any, 0, len(batch)+1)
-			args = append(args, rec)
-			for _, id := range batch {
-				args = append(args, id)
-			}
-			n, err := addScript.Run(ctx, l.rdb, k, args...).Int64()
-			if err == nil && n < 0 {
-				err = scriptErr(n, rolloutID, "")
-			} else if err != nil {
-				err = fmt.Errorf("ledger: add organisations to rollout %q: %w", rolloutID, err)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
+			if err := fn(ctx, lo, min(lo+l.opts.BatchSize, n)); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
 					cancel()
 				}
-				return
+				mu.Unlock()
 			}
-			added += int(n)
-		}()
+		})
 	}
 	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = fmt.Errorf("ledger: add organisations to rollout %q: %w", rolloutID, ctx.Err())
+	if first != nil {
+		return first
 	}
-	return added, firstErr
+	if err := parent.Err(); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	return nil
 }
 
 // Rollout returns a rollout's definition and counters. It reads two small

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -683,6 +684,52 @@ func TestFinishTimes(t *testing.T) {
 		c := counts(t, l, "r1")
 		if !c.FirstFinish.Equal(t0.Add(5*time.Second)) || !c.LastFinish.Equal(t0.Add(30*time.Second)) {
 			t.Errorf("FirstFinish, LastFinish = %v, %v; want %v, %v", c.FirstFinish, c.LastFinish, t0.Add(5*time.Second), t0.Add(30*time.Second))
+		}
+	})
+}
+
+func TestRegister(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		clk := newClock()
+		l := ledger.New(rdb, ledger.Options{Prefix: prefix, Clock: clk.Now, BatchSize: 2, Parallelism: 3})
+		if _, err := l.Register(ctx, "r1", []string{"a"}); !errors.Is(err, ledger.ErrRolloutNotFound) {
+			t.Fatalf("Register on a missing rollout: %v; want ErrRolloutNotFound", err)
+		}
+		if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: "c", Version: "v"}); err != nil {
+			t.Fatal(err)
+		}
+		// Batches run in parallel: which of the two "a" is new is not fixed.
+		got, err := l.Register(ctx, "r1", []string{"a", "b", "a", "c", "d"})
+		want := []ledger.State{"", "", ledger.Pending, "", ""}
+		if err == nil && got[0] == ledger.Pending {
+			got[0], got[2] = got[2], got[0]
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("first Register = %q, %v; want %q (or the two a swapped)", got, err, want)
+		}
+		state(t, l, "a", "succeeded")
+		state(t, l, "b", "failed")
+		state(t, l, "c", "cancelled")
+		state(t, l, "d", "retrying")
+		got, err = l.Register(ctx, "r1", []string{"a", "b", "c", "d", "e"})
+		want = []ledger.State{ledger.Succeeded, ledger.Failed, ledger.Cancelled, ledger.Pending, ""}
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("second Register = %q, %v; want %q", got, err, want)
+		}
+		checkCounts(t, l, "r1", ledger.Counts{Total: 5, Pending: 2, Retrying: 1, Succeeded: 1, Failed: 1, Cancelled: 1,
+			RetryingByClass: map[string]int64{"server_error": 1},
+			ByClass:         map[string]int64{"imported": 1, "not_found": 1}, ByVersion: map[string]int64{"1.0.0": 1}})
+
+		if got, err := l.Register(ctx, "r1", []string{"ok", "bad\n"}); !errors.Is(err, ledger.ErrInvalidID) || got != nil {
+			t.Errorf("Register with an invalid ID = %q, %v; want nil, ErrInvalidID", got, err)
+		}
+		if got, err := l.Register(ctx, "r1", nil); err != nil || len(got) != 0 {
+			t.Errorf("Register(nil) = %q, %v", got, err)
+		}
+		rdb.HSet(ctx, prefix+":rollout:{r1}:orgs", "corrupt", "{")
+		if _, err := l.Register(ctx, "r1", []string{"corrupt"}); err == nil {
+			t.Error("Register read a corrupt record without error")
 		}
 	})
 }

@@ -178,3 +178,30 @@ for i = 4, #ARGV do
 end
 return n
 `)
+
+// registerScript is addScript that also reports each organisation's state
+// before the call ("" when new), in order. A record that does not decode
+// fails the script, as it fails every other read.
+// ARGV: pending record JSON, organisation IDs...
+var registerScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local out = {}
+local n = 0
+for i = 2, #ARGV do
+  local raw = redis.call('HGET', KEYS[2], ARGV[i])
+  if raw then
+    local s = cjson.decode(raw).s
+    if type(s) ~= 'string' or s == '' then return redis.error_reply('record of ' .. ARGV[i] .. ' has no state') end
+    out[#out + 1] = s
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+    n = n + 1
+    out[#out + 1] = ''
+  end
+end
+if n > 0 then
+  redis.call('HINCRBY', KEYS[3], 'total', n)
+  redis.call('HINCRBY', KEYS[3], 'pending', n)
+end
+return out
+`)

@@ -10,7 +10,7 @@
 //
 // # Lifecycle of an organisation's record
 //
-//	AddOrgs              -> pending
+//	AddOrgs, Register    -> pending (an organisation already present keeps its record)
 //	Attempt  (pending)   -> pending, attempts+1, class of the failed call ("retrying")
 //	Finish   (pending)   -> succeeded | failed
 //	Finish   (failed)    -> succeeded only (a late success is the truth); failed again is a no-op
@@ -23,7 +23,8 @@
 //
 // Every key of one rollout carries the rollout ID as a hash tag, so all of
 // them live in one Redis Cluster slot and each script touches one slot.
-// <p> is Options.Prefix ("versori-import" by default).
+// <p> is Options.Prefix ("versori-import" by default; it must not hold
+// braces, or it would become the hash tag of every key).
 //
 //	<p>:rollout:{<id>}:def     HASH  id, connector_id, version, created_at_ms
 //	<p>:rollout:{<id>}:orgs    HASH  organisation ID -> record (compact JSON, below)

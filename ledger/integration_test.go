@@ -67,6 +67,14 @@ func TestLargeRollout(t *testing.T) {
 		t.Fatalf("repeated AddOrgs = %d, %v; want 0", again, err)
 	}
 
+	// The producer's path on a re-run: every organisation is known.
+	start = time.Now()
+	states, err := l.Register(ctx, "big", ids)
+	t.Logf("Register of %d known organisations: %v", n, time.Since(start))
+	if err != nil || len(states) != n || states[0] != ledger.Pending || states[n-1] != ledger.Pending {
+		t.Fatalf("Register = %d states, %v", len(states), err)
+	}
+
 	// Finish a tenth of them from 8 goroutines, each organisation twice.
 	start = time.Now()
 	var wg sync.WaitGroup

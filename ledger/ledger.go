@@ -44,7 +44,8 @@ const (
 
 // Options configure a Ledger. The zero value is usable.
 type Options struct {
-	// Prefix starts every key. Default DefaultPrefix.
+	// Prefix starts every key; it must not hold braces (see the package
+	// documentation). Default DefaultPrefix.
 	Prefix string
 	// Clock tells the time of every write. Default time.Now.
 	Clock func() time.Time

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/versori/import-worker/internal/e2etest"
@@ -183,4 +184,52 @@ func TestFleetSurvivesErrorsAndRateLimits(t *testing.T) {
 	figure(t, "%d orgs in %.1fs: %d calls, %d x 503/500, %d x 429, %d conflicts (409 after an ambiguous failure), classes %v",
 		n, time.Since(start).Seconds(), api.TotalCalls(), api.FaultsInjected(versoritest.FaultServerError),
 		api.FaultsInjected(versoritest.FaultRateLimited), api.Conflicts(), c.ByClass)
+}
+
+// TestFleetFollowsTheAPIsLimit: the API allows 10 calls/s while the fleet
+// is configured for 50. The 429s and their Retry-After slow the whole fleet
+// to what the API allows; no attempt is used up and nothing is archived.
+func TestFleetFollowsTheAPIsLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	const (
+		n        = 120
+		apiLimit = 10
+	)
+	api := versoritest.NewServer(versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
+	api.SetRateLimit(apiLimit, 2)
+	f := newFleet(t, api, redistest.Options{})
+	f.start(2, map[string]string{"IMPORT_RATE_LIMIT": "50", "WORKER_CONCURRENCY": "20"})
+	f.enqueue("api-limit", n)
+	c := f.waitDone("api-limit", 3*time.Minute)
+	if c.Succeeded != n || c.Failed != 0 {
+		t.Fatalf("counts = %+v, want all %d succeeded", c, n)
+	}
+	if api.Imports() != n {
+		t.Fatalf("fake API performed %d imports for %d organisations", api.Imports(), n)
+	}
+	qi, err := asynqInspector(f).GetQueueInfo(tasks.DefaultQueue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qi.Archived != 0 || qi.Retry != 0 {
+		t.Fatalf("queue after the run: %d archived, %d retrying", qi.Archived, qi.Retry)
+	}
+	times := api.CallTimes()
+	span := times[len(times)-1].Sub(times[0]).Seconds()
+	accepted := float64(api.StatusCount(200)) / span
+	refused := api.StatusCount(429)
+	figure(t, "API limit %d/s, fleet limit 50/s: %d calls in %.1fs, %.2f accepted/s, %d answered 429 (%.0f%% of calls)",
+		apiLimit, api.TotalCalls(), span, accepted, refused, 100*float64(refused)/float64(api.TotalCalls()))
+	if accepted > apiLimit*1.1 {
+		t.Errorf("accepted %.2f calls/s, above the API's %d", accepted, apiLimit)
+	}
+	if refused > api.TotalCalls()/2 {
+		t.Errorf("%d of %d calls were refused: the fleet did not slow down to the API's limit", refused, api.TotalCalls())
+	}
+}
+
+func asynqInspector(f *fleet) *asynq.Inspector {
+	return asynq.NewInspectorFromRedisClient(f.redis.Client())
 }

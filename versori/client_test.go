@@ -455,7 +455,8 @@ func TestRetryAfterAmbiguousTimeout(t *testing.T) {
 	s := versoritest.NewServer()
 	defer s.Close()
 	cfg := s.ClientConfig()
-	cfg.Timeout = 100 * time.Millisecond
+	// Long enough for the request to reach the fake on a loaded machine.
+	cfg.Timeout = time.Second
 	c, _ := versori.New(cfg)
 	org := newID()
 	s.FailNext(org, 1, versoritest.Fault{Kind: versoritest.FaultSlowImport})

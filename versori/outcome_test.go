@@ -75,7 +75,7 @@ func TestOutcomeClasses(t *testing.T) {
 			setup: func(s *versoritest.Server, org string) { s.SetOutage(true) }},
 		{name: "timeout", class: versori.ClassTimeout, timeout: 100 * time.Millisecond, retryAfter: -1,
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultHang})},
-		{name: "timeout after the import was carried out", class: versori.ClassTimeout, timeout: 100 * time.Millisecond, retryAfter: -1, imported: 1,
+		{name: "timeout after the import was carried out", class: versori.ClassTimeout, timeout: time.Second, retryAfter: -1, imported: 1,
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultSlowImport})},
 		{name: "network reset", class: versori.ClassNetwork, retryAfter: -1,
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultReset})},

@@ -30,7 +30,10 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr, nil)
+	stop()
+	if err != nil {
 		var u usageError
 		if errors.As(err, &u) {
 			fmt.Fprintln(os.Stderr, "fakeapi:", err)
@@ -67,7 +70,9 @@ func (f faultRates) Set(v string) error {
 	return nil
 }
 
-func run(args []string, stdout, stderr io.Writer) error {
+// run serves until ctx ends. ready, if not nil, is told the listening
+// address once the fake accepts connections.
+func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr string)) error {
 	fs := flag.NewFlagSet("fakeapi", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -158,10 +163,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("fake Versori API listening", attrs...)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
 	select {
 	case err := <-errc:
 		return err

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/versori/import-worker/versori"
+	"github.com/versori/import-worker/versori/versoritest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs the binary's run function and returns its address.
+func start(t *testing.T, args ...string) (addr string, logs *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &syncBuffer{}
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), logs, func(a string) { ready <- a })
+	}()
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("run: %v\n%s", err, logs)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run after shutdown: %v", err)
+		}
+	})
+	return addr, logs
+}
+
+func TestServesTheFake(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("file-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, logs := start(t, "--api-key-file", keyFile, "--latency", "1ms", "--latency-distribution", "uniform", "--latency-jitter", "1ms",
+		"--rate-limit", "1000", "--rate-burst", "10", "--fault-rate", "server_error=0.0,invalid=0", "--seed", "7")
+	if strings.Contains(logs.String(), "file-key") {
+		t.Errorf("a key given by the operator was logged: %s", logs)
+	}
+	c, err := versori.New(versori.Config{BaseURL: "http://" + addr + versoritest.DefaultPrefix, APIKey: "file-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	org := "01J8Z3K4M5N6P7Q8R9S0T1V2W3"
+	for range 2 {
+		_, err = c.ImportPublicConnectorVersion(t.Context(), org, org, "1.0.0")
+	}
+	if versori.Classify(err) != versori.ClassAlreadyPresent {
+		t.Fatalf("second import: %v", err)
+	}
+	resp, err := http.Get("http://" + addr + "/_stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st versoritest.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Calls != 2 || st.Imports != 1 || st.Conflicts != 1 {
+		t.Errorf("/_stats: %+v %v", st, err)
+	}
+	if err := check(addr); err != nil {
+		t.Errorf("health check: %v", err)
+	}
+}
+
+func TestGeneratedKeyIsLogged(t *testing.T) {
+	t.Setenv("FAKEAPI_API_KEY", "")
+	_, logs := start(t)
+	if !strings.Contains(logs.String(), "generated_api_key=vk_test_") {
+		t.Errorf("logs do not show the generated key: %s", logs)
+	}
+}
+
+func TestRefusesBadUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--addr", "0.0.0.0:0"},
+		{"--addr", "192.168.1.1:8081"},
+		{"--addr", "nonsense"},
+		{"--fault-rate", "bogus=0.1"},
+		{"--fault-rate", "server_error"},
+		{"--fault-rate", "server_error=x"},
+		{"--fault-rate", "server_error=0.8,reset=0.8"},
+		{"--latency-distribution", "pareto"},
+		{"--api-key-file", "/nonexistent/key"},
+		{"--no-such-flag"},
+		{"extra"},
+	} {
+		err := run(context.Background(), args, &syncBuffer{}, nil)
+		var u usageError
+		if !errors.As(err, &u) {
+			t.Errorf("run(%v) = %v, want a usage error", args, err)
+		}
+	}
+	if err := check("127.0.0.1:1"); err == nil {
+		t.Error("health check of nothing succeeded")
+	}
+	if err := run(context.Background(), []string{"--healthcheck", "--addr", "127.0.0.1:1"}, &syncBuffer{}, nil); err == nil {
+		t.Error("--healthcheck of nothing succeeded")
+	}
+	if err := run(context.Background(), []string{"-h"}, &syncBuffer{}, nil); err != nil {
+		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestAllowRemote(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--addr", "0.0.0.0:0", "--allow-remote", "--api-key", "k"}, &syncBuffer{}, func(a string) { ready <- a })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("--allow-remote refused: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

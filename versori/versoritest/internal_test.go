@@ -1,0 +1,134 @@
+package versoritest
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestLatencyDistributions(t *testing.T) {
+	s := NewUnstartedServer(WithSeed(1))
+	r := randSource{s}
+	const n = 20000
+	tests := []struct {
+		l        Latency
+		mean, sd float64 // expected, in ms
+		min, max float64
+	}{
+		{Latency{Mean: 20 * time.Millisecond}, 20, 0, 20, 20},
+		{Latency{Distribution: Uniform, Mean: 20 * time.Millisecond, Jitter: 10 * time.Millisecond}, 20, 10 / math.Sqrt(3), 10, 30},
+		{Latency{Distribution: Exponential, Mean: 20 * time.Millisecond}, 20, 20, 0, math.Inf(1)},
+		{Latency{Distribution: Normal, Mean: 20 * time.Millisecond, Jitter: 5 * time.Millisecond}, 20, 5, 0, math.Inf(1)},
+		{Latency{Distribution: Exponential, Mean: 20 * time.Millisecond, Max: 25 * time.Millisecond}, -1, -1, 0, 25},
+		{Latency{Distribution: Normal, Mean: time.Millisecond, Jitter: 10 * time.Millisecond}, -1, -1, 0, math.Inf(1)},
+	}
+	for _, tc := range tests {
+		var sum, sq float64
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for range n {
+			d := float64(tc.l.sample(r)) / float64(time.Millisecond)
+			sum += d
+			sq += d * d
+			lo, hi = math.Min(lo, d), math.Max(hi, d)
+		}
+		mean := sum / n
+		sd := math.Sqrt(sq/n - mean*mean)
+		if lo < tc.min || hi > tc.max {
+			t.Errorf("%+v: samples in [%.2f, %.2f], want within [%v, %v]", tc.l, lo, hi, tc.min, tc.max)
+		}
+		if tc.mean >= 0 && math.Abs(mean-tc.mean) > 0.05*tc.mean {
+			t.Errorf("%+v: mean %.2fms, want %.2f", tc.l, mean, tc.mean)
+		}
+		if tc.sd >= 0 && math.Abs(sd-tc.sd) > 0.05*tc.sd+0.01 {
+			t.Errorf("%+v: sd %.2fms, want %.2f", tc.l, sd, tc.sd)
+		}
+	}
+	if !(Latency{}).zero() || (Latency{Mean: 1}).zero() {
+		t.Error("zero() is wrong")
+	}
+}
+
+func TestMaxInWindow(t *testing.T) {
+	s := int64(time.Second)
+	tests := []struct {
+		times []int64
+		want  int
+	}{
+		{nil, 0},
+		{[]int64{5}, 1},
+		{[]int64{0, s - 1}, 2},
+		{[]int64{0, s}, 1}, // half-open window
+		{[]int64{0, 1, 2, s + 1, s + 2, s + 3, s + 4}, 4},
+		{[]int64{0, s / 2, s, 3 * s / 2, 2 * s}, 2},
+	}
+	for _, tc := range tests {
+		if got := maxInWindow(tc.times, s); got != tc.want {
+			t.Errorf("maxInWindow(%v) = %d, want %d", tc.times, got, tc.want)
+		}
+	}
+}
+
+func TestLimiterGCRA(t *testing.T) {
+	var l limiter
+	l.set(RateLimit{PerSecond: 10, Burst: 3})
+	ms := int64(time.Millisecond)
+	// Three at once pass, the fourth violates and waits one interval.
+	for i := range 3 {
+		if v, _, _, _ := l.arrive(0); v {
+			t.Fatalf("call %d of the burst violated", i)
+		}
+	}
+	v, refuse, wait, _ := l.arrive(0)
+	if !v || !refuse || wait != 100*time.Millisecond {
+		t.Fatalf("fourth call: violated %t refuse %t wait %s", v, refuse, wait)
+	}
+	// One interval later exactly one more conforms.
+	if v, _, _, _ := l.arrive(100 * ms); v {
+		t.Fatal("call after one interval violated")
+	}
+	if v, _, _, _ := l.arrive(100 * ms); !v {
+		t.Fatal("second call after one interval conformed")
+	}
+	// A steady stream at the rate never violates.
+	for i := range 100 {
+		if v, _, _, _ := l.arrive(int64(i+2) * 100 * ms * 2); v {
+			t.Fatalf("steady call %d violated", i)
+		}
+	}
+	l.set(RateLimit{PerSecond: 10, ObserveOnly: true})
+	l.arrive(0)
+	if v, refuse, _, _ := l.arrive(0); !v || refuse {
+		t.Fatalf("observe only: violated %t refuse %t", v, refuse)
+	}
+	l.set(RateLimit{})
+	if v, _, _, _ := l.arrive(0); v {
+		t.Fatal("a disabled limiter counted a violation")
+	}
+}
+
+func TestRateTable(t *testing.T) {
+	for _, bad := range []map[FaultKind]float64{
+		{FaultServerError: 0.7, FaultReset: 0.4},
+		{FaultServerError: -0.1},
+		{FaultServerError: math.NaN()},
+		{FaultServerError: 1.5},
+		{"nonsense": 0.1},
+	} {
+		if _, err := newRateTable(bad); err == nil {
+			t.Errorf("newRateTable(%v) accepted", bad)
+		}
+	}
+	rt, err := newRateTable(map[FaultKind]float64{FaultServerError: 0.25, FaultRateLimited: 0.25, FaultReset: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stable order: FaultKinds order, rate_limited before server_error.
+	for u, want := range map[float64]FaultKind{0: FaultRateLimited, 0.2: FaultRateLimited, 0.3: FaultServerError, 0.5: "", 0.99: ""} {
+		if got := rt.pick(u); got != want {
+			t.Errorf("pick(%v) = %q, want %q", u, got, want)
+		}
+	}
+	if rt, _ := newRateTable(nil); rt.pick(0) != "" {
+		t.Error("empty table picked a fault")
+	}
+}

@@ -1,0 +1,23 @@
+// Package bench measures how close the import worker gets to its limits,
+// each figure side by side with a baseline run in the same process on the
+// same machine (these machines are noisy: absolute times drift by 30%
+// between runs, ratios within one run do not):
+//
+//  1. rate fidelity: three workers sharing R = 200 calls/s, against the
+//     per-process golang.org/x/time/rate recipe from asynq's wiki;
+//  2. overhead: the full pipeline against a bare asynq server making the
+//     same HTTP call, and Redis commands per organisation for both;
+//  3. rollout efficiency under 5% 503s and 2% 429s: wall time / (N/R);
+//  4. recovery after a 30-second outage of the API;
+//  5. enqueue: the operator CLI against asynq's Client.Enqueue one at a time;
+//  6. footprint: peak RSS and goroutines at rest of the worker.
+//
+// The figures run as subtests of TestBench, which is skipped unless BENCH=1
+// (so `make test` stays fast); `make bench` runs them all and prints one
+// table, `make bench FIGURE=rate` one of them. BENCHMARKS.md at the
+// repository root holds the table of a full run and notes per figure.
+//
+// This file's package holds the measuring and reporting code; the figures
+// themselves are in bench_test.go, and the baseline worker in
+// cmd/baselineworker.
+package bench

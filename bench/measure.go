@@ -1,0 +1,210 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxInWindow returns the most of the sorted times that fall within any
+// half-open window [t, t+w): a sliding window, not aligned buckets, so a
+// burst straddling a second boundary is counted whole.
+func MaxInWindow(times []time.Time, w time.Duration) int {
+	best, lo := 0, 0
+	for hi := range times {
+		for times[hi].Sub(times[lo]) >= w {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return best
+}
+
+// MaxInWindowFrom is MaxInWindow over the times at or after from.
+func MaxInWindowFrom(times []time.Time, from time.Time, w time.Duration) int {
+	i := sort.Search(len(times), func(i int) bool { return !times[i].Before(from) })
+	return MaxInWindow(times[i:], w)
+}
+
+// SteadyRate returns the rate, per second, of the sorted times between the
+// quantiles lo and hi (e.g. 0.05 and 0.95): the steady part of a run,
+// without the start-up (processes warming up, the queue filling) and the
+// tail (the last tasks coming back from retries). ok is false when fewer
+// than two times fall in between or they span no time.
+func SteadyRate(times []time.Time, lo, hi float64) (rate float64, ok bool) {
+	if len(times) < 2 || lo < 0 || hi > 1 || lo >= hi {
+		return 0, false
+	}
+	i := int(lo * float64(len(times)-1))
+	j := int(hi * float64(len(times)-1))
+	span := times[j].Sub(times[i])
+	if j <= i || span <= 0 {
+		return 0, false
+	}
+	return float64(j-i) / span.Seconds(), true
+}
+
+// FirstReach returns how long after from the trailing window of length w
+// first holds at least n of the sorted times, counting only times at or
+// after from. When the rate is back to n per w at once, the answer is about
+// w*(n-1)/n: that is the floor of this measure. ok is false if it never
+// happens.
+func FirstReach(times []time.Time, from time.Time, w time.Duration, n int) (time.Duration, bool) {
+	if n <= 0 {
+		return 0, true
+	}
+	i := sort.Search(len(times), func(i int) bool { return !times[i].Before(from) })
+	times = times[i:]
+	lo := 0
+	for hi := range times {
+		for times[hi].Sub(times[lo]) >= w {
+			lo++
+		}
+		if hi-lo+1 >= n {
+			return times[hi].Sub(from), true
+		}
+	}
+	return 0, false
+}
+
+// Memory is what /proc/<pid>/status says of a process's resident memory.
+type Memory struct {
+	// Peak is VmHWM, the peak resident set size, in bytes.
+	Peak int64
+	// Current is VmRSS, in bytes.
+	Current int64
+}
+
+// ReadMemory reads /proc/<pid>/status. The process must still be running
+// (a reaped process has no status to read; use its rusage instead).
+func ReadMemory(pid int) (Memory, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Memory{}, fmt.Errorf("read memory of process %d: %w", pid, err)
+	}
+	defer f.Close()
+	m, err := ParseStatus(f)
+	if err != nil {
+		return m, fmt.Errorf("read memory of process %d: %w", pid, err)
+	}
+	return m, nil
+}
+
+// ParseStatus parses the VmHWM and VmRSS lines of a /proc/<pid>/status
+// file ("VmHWM:	   12345 kB").
+func ParseStatus(r io.Reader) (Memory, error) {
+	var m Memory
+	var seen int
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (name != "VmHWM" && name != "VmRSS") {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return m, fmt.Errorf("unexpected %s line %q", name, sc.Text())
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 {
+			return m, fmt.Errorf("unexpected %s line %q", name, sc.Text())
+		}
+		if name == "VmHWM" {
+			m.Peak = kb << 10
+		} else {
+			m.Current = kb << 10
+		}
+		seen++
+	}
+	if err := sc.Err(); err != nil {
+		return m, err
+	}
+	if seen < 2 {
+		return m, fmt.Errorf("no VmHWM and VmRSS lines (not Linux?)")
+	}
+	return m, nil
+}
+
+// MetricValue returns the value of the first sample of the named metric in
+// a Prometheus text exposition, e.g. MetricValue(text, "go_goroutines").
+// Samples with labels match on the name before the brace.
+func MetricValue(exposition, name string) (float64, bool) {
+	for _, line := range strings.Split(exposition, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		series, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if base, _, _ := strings.Cut(series, "{"); base != name {
+			continue
+		}
+		// A timestamp may follow the value.
+		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return 0, false
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+// CommandCounts is INFO commandstats: calls per command name.
+type CommandCounts map[string]int64
+
+// Total is the number of calls of every command but those in skip (the
+// benchmark's own INFO and CONFIG calls, for example).
+func (c CommandCounts) Total(skip ...string) int64 {
+	var n int64
+	for name, calls := range c {
+		if !containsFold(skip, name) {
+			n += calls
+		}
+	}
+	return n
+}
+
+// Top returns the n most called commands as "name=calls/per" with calls
+// divided by per (e.g. per organisation), most called first.
+func (c CommandCounts) Top(n int, per float64, skip ...string) string {
+	type kv struct {
+		name  string
+		calls int64
+	}
+	var all []kv
+	for name, calls := range c {
+		if !containsFold(skip, name) {
+			all = append(all, kv{name, calls})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].calls != all[j].calls {
+			return all[i].calls > all[j].calls
+		}
+		return all[i].name < all[j].name
+	})
+	var parts []string
+	for i, e := range all {
+		if i == n {
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s=%.2f", e.name, float64(e.calls)/per))
+	}
+	return strings.Join(parts, " ")
+}
+
+func containsFold(list []string, s string) bool {
+	for _, e := range list {
+		if strings.EqualFold(e, s) {
+			return true
+		}
+	}
+	return false
+}

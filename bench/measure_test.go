@@ -1,0 +1,168 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// at returns times at the given milliseconds after epoch.
+func at(ms ...int) []time.Time {
+	out := make([]time.Time, len(ms))
+	for i, m := range ms {
+		out[i] = epoch.Add(time.Duration(m) * time.Millisecond)
+	}
+	return out
+}
+
+// every returns n times spaced by d, starting at start.
+func every(start time.Time, n int, d time.Duration) []time.Time {
+	out := make([]time.Time, n)
+	for i := range out {
+		out[i] = start.Add(time.Duration(i) * d)
+	}
+	return out
+}
+
+func TestMaxInWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		times []time.Time
+		want  int
+	}{
+		{"empty", nil, 0},
+		{"one", at(5), 1},
+		{"window is half-open", at(0, 1000), 1},
+		{"just inside", at(0, 999), 2},
+		{"burst straddling a second boundary counts whole", at(100, 900, 950, 1050, 1099, 1900, 2500), 5},
+		{"steady 10 per second", every(epoch, 100, 100*time.Millisecond), 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := MaxInWindow(tc.times, time.Second); got != tc.want {
+				t.Errorf("MaxInWindow = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMaxInWindowFrom(t *testing.T) {
+	times := at(0, 10, 20, 30, 2000, 2500)
+	if got := MaxInWindowFrom(times, epoch.Add(time.Second), time.Second); got != 2 {
+		t.Errorf("from 1 s = %d, want 2 (the burst before is left out)", got)
+	}
+	if got := MaxInWindowFrom(times, epoch.Add(time.Hour), time.Second); got != 0 {
+		t.Errorf("from after the last = %d, want 0", got)
+	}
+}
+
+func TestSteadyRate(t *testing.T) {
+	// 100 per second for 10 s, with a slow start and a long tail that the
+	// quantiles must leave out.
+	times := at(-5000, -4000)
+	times = append(times, every(epoch, 1000, 10*time.Millisecond)...)
+	times = append(times, at(20000, 30000)...)
+	got, ok := SteadyRate(times, 0.05, 0.95)
+	if !ok || got < 99 || got > 101 {
+		t.Errorf("SteadyRate = %.2f, %v; want about 100", got, ok)
+	}
+	if _, ok := SteadyRate(at(1), 0, 1); ok {
+		t.Error("one time: ok, want not ok")
+	}
+	if _, ok := SteadyRate(at(1, 1, 1), 0, 1); ok {
+		t.Error("no span: ok, want not ok")
+	}
+	if _, ok := SteadyRate(times, 0.9, 0.1); ok {
+		t.Error("lo >= hi: ok, want not ok")
+	}
+}
+
+func TestFirstReach(t *testing.T) {
+	recovery := epoch.Add(10 * time.Second)
+	// Before recovery a burst that must not count; after it nothing for
+	// 2 s, then 100 per second.
+	times := every(recovery.Add(-500*time.Millisecond), 200, time.Millisecond)
+	times = append(times, every(recovery.Add(2*time.Second), 300, 10*time.Millisecond)...)
+	got, ok := FirstReach(times, recovery, time.Second, 90)
+	want := 2*time.Second + 890*time.Millisecond
+	if !ok || got != want {
+		t.Errorf("FirstReach = %s, %v; want %s", got, ok, want)
+	}
+	if _, ok := FirstReach(times, recovery, time.Second, 101); ok {
+		t.Error("101 in a window of a 100-per-second stream: ok, want not ok")
+	}
+	if d, ok := FirstReach(nil, recovery, time.Second, 0); !ok || d != 0 {
+		t.Errorf("n = 0: %s, %v; want 0, true", d, ok)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	const status = "Name:\tworker\nVmPeak:\t 1300000 kB\nVmHWM:\t   30720 kB\nVmRSS:\t   20480 kB\nThreads:\t7\n"
+	m, err := ParseStatus(strings.NewReader(status))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Peak != 30<<20 || m.Current != 20<<20 {
+		t.Errorf("ParseStatus = %+v, want 30 MiB peak, 20 MiB current", m)
+	}
+	for _, bad := range []string{
+		"Name:\tx\n",
+		"VmHWM:\t12 MB\nVmRSS:\t1 kB\n",
+		"VmHWM:\tmany kB\nVmRSS:\t1 kB\n",
+		"VmHWM:\t-1 kB\nVmRSS:\t1 kB\n",
+	} {
+		if _, err := ParseStatus(strings.NewReader(bad)); err == nil {
+			t.Errorf("ParseStatus(%q): no error", bad)
+		}
+	}
+}
+
+func TestReadMemoryOfThisProcess(t *testing.T) {
+	m, err := ReadMemory(pid())
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	if m.Peak < m.Current || m.Current <= 0 {
+		t.Errorf("ReadMemory = %+v: want 0 < current <= peak", m)
+	}
+	if _, err := ReadMemory(-1); err == nil {
+		t.Error("ReadMemory(-1): no error")
+	}
+}
+
+func TestMetricValue(t *testing.T) {
+	const text = `# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 42
+go_goroutines_extra 7
+versori_import_calls_total{class="imported",status="2xx"} 1.5e+06 1700000000000
+bad_value x
+`
+	for _, tc := range []struct {
+		name string
+		want float64
+		ok   bool
+	}{
+		{"go_goroutines", 42, true},
+		{"versori_import_calls_total", 1.5e6, true},
+		{"go_gor", 0, false},
+		{"bad_value", 0, false},
+		{"missing", 0, false},
+	} {
+		got, ok := MetricValue(text, tc.name)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("MetricValue(%q) = %v, %v; want %v, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestCommandCounts(t *testing.T) {
+	c := CommandCounts{"evalsha": 300, "hget": 100, "info": 5, "config|resetstat": 1, "zadd": 100}
+	if got := c.Total("info", "CONFIG|RESETSTAT"); got != 500 {
+		t.Errorf("Total = %d, want 500", got)
+	}
+	if got := c.Top(2, 100, "info"); got != "evalsha=3.00 hget=1.00" {
+		t.Errorf("Top = %q", got)
+	}
+}

@@ -38,7 +38,8 @@ const (
 	DefaultPrefix    = "versori-import"
 	DefaultBatchSize = 1000
 	DefaultScanCount = 1000
-	// DefaultParallelism is how many batches AddOrgs keeps in flight.
+	// DefaultParallelism is how many batches AddOrgs and Register keep in
+	// flight.
 	DefaultParallelism = 4
 )
 
@@ -53,10 +54,11 @@ type Options struct {
 	// Default DefaultMaxErrorLen.
 	MaxErrorLen int
 	// BatchSize is how many organisations one script call of AddOrgs,
-	// Requeue or Cancel handles; it bounds how long Redis is busy with one
+	// Register, Requeue or Cancel handles; it bounds how long Redis is busy with one
 	// call. Default DefaultBatchSize.
 	BatchSize int
-	// Parallelism is how many AddOrgs batches are in flight at once.
+	// Parallelism is how many AddOrgs or Register batches are in flight
+	// at once.
 	// Default DefaultParallelism.
 	Parallelism int
 	// ScanCount is the COUNT hint of the HSCAN calls that stream records.

@@ -388,6 +388,11 @@ func TestSuccessBodyProblems(t *testing.T) {
 		switch {
 		case strings.Contains(r.URL.Path, "/versions/garbage/"):
 			_, _ = io.WriteString(w, "<html>hello</html>")
+		case strings.Contains(r.URL.Path, "/versions/stall/"):
+			w.Header().Set("Content-Length", "1000")
+			_, _ = io.WriteString(w, `{"id":`)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 		case strings.Contains(r.URL.Path, "/versions/cut/"):
 			w.Header().Set("Content-Length", "1000")
 			_, _ = io.WriteString(w, `{"id":`)
@@ -402,6 +407,12 @@ func TestSuccessBodyProblems(t *testing.T) {
 	var apiErr *versori.Error
 	if !errors.As(err, &apiErr) || apiErr.Class != versori.ClassServerError || apiErr.StatusCode != 200 || apiErr.BodyExcerpt != "hello" {
 		t.Errorf("garbage 200: %#v", err)
+	}
+	// Headers arrive, then the body stalls past the call's timeout.
+	cs, _ := versori.New(versori.Config{BaseURL: srv.URL, APIKey: "k", Timeout: 200 * time.Millisecond})
+	_, err = cs.ImportPublicConnectorVersion(t.Context(), newID(), fixedConnector, "stall")
+	if versori.Classify(err) != versori.ClassTimeout || errors.As(err, &apiErr) {
+		t.Errorf("body stalled: %s %v", versori.Classify(err), err)
 	}
 	_, err = c.ImportPublicConnectorVersion(t.Context(), newID(), fixedConnector, "cut")
 	if versori.Classify(err) != versori.ClassNetwork || errors.As(err, &apiErr) {

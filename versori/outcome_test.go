@@ -160,3 +160,23 @@ func preImport(t *testing.T, s *versoritest.Server, org string) {
 		t.Fatal(err)
 	}
 }
+
+// TestExhaustedIsTheCallersVerdict: no single call is ever classified as
+// exhausted; only the worker, when it stops retrying, records that class.
+func TestExhaustedIsTheCallersVerdict(t *testing.T) {
+	s, c := newPair(t)
+	for _, k := range versoritest.FaultKinds() {
+		switch k {
+		case versoritest.FaultHang, versoritest.FaultSlowImport:
+			continue
+		}
+		s.FailNext("", 1, versoritest.Fault{Kind: k, Size: 1 << 20})
+		_, err := c.ImportPublicConnectorVersion(t.Context(), newID(), fixedConnector, "1")
+		if cl := versori.Classify(err); cl == versori.ClassExhausted || !cl.Valid() || cl.Succeeded() {
+			t.Errorf("fault %s classified %s", k, cl)
+		}
+	}
+	if versori.ClassExhausted.Retryable() || versori.ClassExhausted.Permanent() || versori.ClassExhausted.Succeeded() {
+		t.Error("exhausted must be neither retryable, permanent nor a success")
+	}
+}

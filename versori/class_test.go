@@ -40,8 +40,8 @@ func TestClassesStable(t *testing.T) {
 
 func TestClassProperties(t *testing.T) {
 	tests := []struct {
-		c                             versori.Class
-		succeeded, retryable, permant bool
+		c                               versori.Class
+		succeeded, retryable, permanent bool
 	}{
 		{versori.ClassImported, true, false, false},
 		{versori.ClassAlreadyPresent, true, false, false},
@@ -59,9 +59,9 @@ func TestClassProperties(t *testing.T) {
 		t.Fatal("a class is missing from this table")
 	}
 	for _, tc := range tests {
-		if tc.c.Succeeded() != tc.succeeded || tc.c.Retryable() != tc.retryable || tc.c.Permanent() != tc.permant {
+		if tc.c.Succeeded() != tc.succeeded || tc.c.Retryable() != tc.retryable || tc.c.Permanent() != tc.permanent {
 			t.Errorf("%s: succeeded %t retryable %t permanent %t, want %t %t %t", tc.c,
-				tc.c.Succeeded(), tc.c.Retryable(), tc.c.Permanent(), tc.succeeded, tc.retryable, tc.permant)
+				tc.c.Succeeded(), tc.c.Retryable(), tc.c.Permanent(), tc.succeeded, tc.retryable, tc.permanent)
 		}
 	}
 }

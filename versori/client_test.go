@@ -44,11 +44,11 @@ func TestKeyNeverInErrors(t *testing.T) {
 			echo(w, r, 500, "text/plain", "auth="+url.QueryEscape(r.Header.Get("Authorization")))
 		},
 		"json-escaped broken json": func(w http.ResponseWriter, r *http.Request) {
-			b, _ := json_marshal(r.Header.Get("Authorization"))
+			b, _ := jsonQuote(r.Header.Get("Authorization"))
 			echo(w, r, 500, "application/json", `{"echo":`+b)
 		},
 		"json fields": func(w http.ResponseWriter, r *http.Request) {
-			a, _ := json_marshal(r.Header.Get("Authorization"))
+			a, _ := jsonQuote(r.Header.Get("Authorization"))
 			echo(w, r, 400, "application/json", `{"code":`+a+`,"message":`+a+`,"fields":[{"field":`+a+`,"message":`+a+`}],"details":`+a+`}`)
 		},
 		"redirect carrying the key": func(w http.ResponseWriter, r *http.Request) {
@@ -107,7 +107,7 @@ func TestKeyNeverInErrors(t *testing.T) {
 	}
 }
 
-func json_marshal(s string) (string, error) {
+func jsonQuote(s string) (string, error) {
 	var b strings.Builder
 	b.WriteByte('"')
 	for _, r := range s {

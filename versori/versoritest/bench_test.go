@@ -2,6 +2,8 @@ package versoritest_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,4 +53,32 @@ func BenchmarkImport(b *testing.B) {
 	if s.Imports() != b.N {
 		b.Fatalf("imports %d, calls %d", s.Imports(), b.N)
 	}
+}
+
+// BenchmarkHandler measures the fake's handler alone, without sockets: the
+// ceiling the fake puts on a benchmark, whatever the transport costs.
+func BenchmarkHandler(b *testing.B) {
+	s := versoritest.NewUnstartedServer(versoritest.WithAPIKey("k"))
+	orgs := make([]string, b.N+64)
+	for i := range orgs {
+		orgs[i] = newID()
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			org := orgs[next.Add(1)-1]
+			req := httptest.NewRequest(http.MethodPost, "/api/connect/v1/o/"+org+"/connectors/"+connector+"/versions/1.0.0/library/import", nil)
+			req.Header.Set("Authorization", "Bearer k")
+			rec := httptest.NewRecorder()
+			s.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				b.Errorf("status %d", rec.Code)
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
 }

@@ -490,7 +490,7 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) writeRaw(w http.ResponseWriter, status int, b []byte) {
 	s.countStatus(status)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.Header().Set("X-Request-Id", requestID())
+	w.Header().Set("X-Request-Id", "req-"+strconv.FormatUint(s.reqSeq.Add(1), 10))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
@@ -500,5 +500,3 @@ func (s *Server) countStatus(status int) {
 		s.statuses[status].Add(1)
 	}
 }
-
-func requestID() string { return ulid.Make().String() }

@@ -81,6 +81,7 @@ type Server struct {
 	timesMu sync.Mutex
 	times   []int64 // import call arrivals, ns since epoch
 
+	reqSeq     atomic.Uint64 // request IDs; cheaper than ULIDs and unique enough
 	requests   atomic.Int64
 	calls      atomic.Int64
 	imports    atomic.Int64

@@ -71,6 +71,8 @@ func TestOutcomeClasses(t *testing.T) {
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultServerError})},
 		{name: "502 HTML from a proxy", class: versori.ClassServerError, status: 502, retryAfter: -1,
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultHTML})},
+		{name: "503 overloaded", class: versori.ClassServerError, status: 503, retryAfter: -1,
+			setup: fault(versoritest.Fault{Kind: versoritest.FaultUnavailable})},
 		{name: "503 outage", class: versori.ClassServerError, status: 503, retryAfter: time.Second,
 			setup: func(s *versoritest.Server, org string) { s.SetOutage(true) }},
 		{name: "timeout", class: versori.ClassTimeout, timeout: 100 * time.Millisecond, retryAfter: -1,

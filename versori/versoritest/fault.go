@@ -49,13 +49,17 @@ const (
 	// FaultEchoJSON answers 500, or Fault.Status, with the API's JSON error
 	// shape whose message and details hold the request dump.
 	FaultEchoJSON FaultKind = "echo_json"
+	// FaultUnavailable answers 503 with the API's JSON error body, and a
+	// Retry-After header only when Fault.RetryAfter is set: an overloaded
+	// service, for chaos rates that want 503s rather than 500s.
+	FaultUnavailable FaultKind = "unavailable"
 )
 
 var allKinds = [...]FaultKind{
 	FaultRateLimited, FaultRateLimitedNoRetryAfter, FaultServerError,
 	FaultUnauthorized, FaultForbidden, FaultNotFound, FaultInvalid,
 	FaultHang, FaultSlowImport, FaultReset, FaultHTML, FaultOversized,
-	FaultEcho, FaultEchoJSON,
+	FaultEcho, FaultEchoJSON, FaultUnavailable,
 }
 
 // FaultKinds returns every fault kind in a stable order.
@@ -84,7 +88,8 @@ type Fault struct {
 	// Status overrides the kind's status code where the kind says so.
 	Status int
 	// RetryAfter is the raw Retry-After header value for FaultRateLimited
-	// (seconds or an HTTP date; anything, to test malformed values).
+	// and FaultUnavailable (seconds or an HTTP date; anything, to test
+	// malformed values).
 	RetryAfter string
 	// Delay bounds FaultHang and FaultSlowImport.
 	Delay time.Duration

@@ -371,6 +371,12 @@ func (s *Server) fault(w http.ResponseWriter, r *http.Request, f *Fault) {
 	case FaultServerError:
 		c, m := msg("internal", "internal server error")
 		s.writeError(w, status(http.StatusInternalServerError), c, m, nil, "")
+	case FaultUnavailable:
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		c, m := msg("unavailable", "service unavailable")
+		s.writeError(w, status(http.StatusServiceUnavailable), c, m, nil, "")
 	case FaultUnauthorized:
 		c, m := msg("unauthorized", "invalid or missing credentials")
 		s.writeError(w, status(http.StatusUnauthorized), c, m, nil, "")

@@ -132,3 +132,18 @@ func TestRateTable(t *testing.T) {
 		t.Error("empty table picked a fault")
 	}
 }
+
+func TestCallTimesBounded(t *testing.T) {
+	s := NewUnstartedServer()
+	now := time.Now()
+	for i := range maxCallTimes + 10 {
+		s.recordArrival(now.Add(time.Duration(i)))
+	}
+	times := s.sortedTimes()
+	if len(times) > maxCallTimes || len(times) < maxCallTimes/2 {
+		t.Fatalf("kept %d arrival times", len(times))
+	}
+	if last := times[len(times)-1]; last != int64(now.Add(time.Duration(maxCallTimes+9)).Sub(s.epoch)) {
+		t.Errorf("the newest arrival was dropped")
+	}
+}

@@ -501,9 +501,17 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// maxCallTimes bounds the arrival times kept (32 MiB), so a fake left
+// running for days does not grow without limit; past it, the older half is
+// dropped.
+const maxCallTimes = 1 << 22
+
 func (s *Server) recordArrival(now time.Time) {
 	ns := int64(now.Sub(s.epoch))
 	s.timesMu.Lock()
+	if len(s.times) >= maxCallTimes {
+		s.times = s.times[:copy(s.times, s.times[len(s.times)/2:])]
+	}
 	s.times = append(s.times, ns)
 	s.timesMu.Unlock()
 }

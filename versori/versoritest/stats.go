@@ -143,7 +143,8 @@ func (s *Server) StatusCount(status int) int {
 	return int(s.statuses[status].Load())
 }
 
-// CallTimes returns the arrival time of every import call, in order.
+// CallTimes returns the arrival time of every import call, in order (the
+// most recent 4 million or more, if there were more).
 func (s *Server) CallTimes() []time.Time {
 	times := s.sortedTimes()
 	out := make([]time.Time, len(times))

@@ -64,6 +64,9 @@ type HandlerConfig struct {
 	Now func() time.Time
 }
 
+// recordTimeout bounds the ledger writes after an API call.
+const recordTimeout = 10 * time.Second
+
 // Handler imports one organisation per task. It is an asynq.Handler.
 type Handler struct {
 	cfg HandlerConfig
@@ -151,6 +154,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	conn, err := h.cfg.Client.ImportPublicConnectorVersion(ctx, p.OrgID, p.ConnectorID, p.Version)
 	h.m.CallsInFlight.Dec()
 	took := h.cfg.Now().Sub(start)
+	// The call happened: its outcome must be recorded even if the task's
+	// deadline has just passed, or the task would run again for nothing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	class := versori.Classify(err)
 	status := 0
 	var apiErr *versori.Error

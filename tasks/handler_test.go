@@ -235,7 +235,11 @@ func TestHandlerOutcomeClasses(t *testing.T) {
 					t.Fatalf("retries{%s} = %v, want %d", tc.retryKind, got, tc.calls-1)
 				}
 			}
-			if got := testutil.ToFloat64(h.metrics.OrgsFinished.WithLabelValues(string(tc.state), tc.class)); got != 1 {
+			// The ledger write comes just before the metric: wait for it.
+			finished := h.metrics.OrgsFinished.WithLabelValues(string(tc.state), tc.class)
+			h.waitFor("orgs_finished", func() bool { return testutil.ToFloat64(finished) >= 1 })
+			time.Sleep(20 * time.Millisecond)
+			if got := testutil.ToFloat64(finished); got != 1 {
 				t.Fatalf("orgs_finished{%s,%s} = %v, want 1", tc.state, tc.class, got)
 			}
 		})

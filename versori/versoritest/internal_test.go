@@ -135,15 +135,16 @@ func TestRateTable(t *testing.T) {
 
 func TestCallTimesBounded(t *testing.T) {
 	s := NewUnstartedServer()
+	s.maxTimes = 1000
 	now := time.Now()
-	for i := range maxCallTimes + 10 {
+	for i := range s.maxTimes + 10 {
 		s.recordArrival(now.Add(time.Duration(i)))
 	}
 	times := s.sortedTimes()
-	if len(times) > maxCallTimes || len(times) < maxCallTimes/2 {
+	if len(times) > s.maxTimes || len(times) < s.maxTimes/2 {
 		t.Fatalf("kept %d arrival times", len(times))
 	}
-	if last := times[len(times)-1]; last != int64(now.Add(time.Duration(maxCallTimes+9)).Sub(s.epoch)) {
+	if last := times[len(times)-1]; last != int64(now.Add(time.Duration(s.maxTimes+9)).Sub(s.epoch)) {
 		t.Errorf("the newest arrival was dropped")
 	}
 }

@@ -78,8 +78,9 @@ type Server struct {
 	catalogue map[string]*PublicConnector
 	catOrder  []string
 
-	timesMu sync.Mutex
-	times   []int64 // import call arrivals, ns since epoch
+	timesMu  sync.Mutex
+	times    []int64 // import call arrivals, ns since epoch
+	maxTimes int
 
 	reqSeq     atomic.Uint64 // request IDs; cheaper than ULIDs and unique enough
 	requests   atomic.Int64
@@ -192,6 +193,7 @@ func NewUnstartedServer(opts ...Option) *Server {
 		epoch:     time.Now(),
 		closing:   make(chan struct{}),
 		catalogue: map[string]*PublicConnector{},
+		maxTimes:  maxCallTimes,
 	}
 	s.cfg.Store(&settings{key: randomKey()})
 	for i := range s.shards {
@@ -509,7 +511,7 @@ const maxCallTimes = 1 << 22
 func (s *Server) recordArrival(now time.Time) {
 	ns := int64(now.Sub(s.epoch))
 	s.timesMu.Lock()
-	if len(s.times) >= maxCallTimes {
+	if len(s.times) >= s.maxTimes {
 		s.times = s.times[:copy(s.times, s.times[len(s.times)/2:])]
 	}
 	s.times = append(s.times, ns)

@@ -456,6 +456,15 @@ func (l *Ledger) Rollouts(ctx context.Context, limit int) ([]RolloutSummary, err
 	return out, nil
 }
 
+// RolloutCount returns how many rollouts the ledger holds (one ZCARD).
+func (l *Ledger) RolloutCount(ctx context.Context) (int64, error) {
+	n, err := l.rdb.ZCard(ctx, l.indexKey()).Result()
+	if err != nil {
+		return 0, fmt.Errorf("ledger: count rollouts: %w", err)
+	}
+	return n, nil
+}
+
 // Delete removes a rollout and all its records. It reports whether the
 // rollout existed. Redis frees the records in the background (UNLINK).
 func (l *Ledger) Delete(ctx context.Context, id string) (bool, error) {

@@ -733,3 +733,18 @@ func TestRegister(t *testing.T) {
 		}
 	})
 }
+
+func TestRolloutCount(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		l := ledger.New(rdb, ledger.Options{Prefix: prefix})
+		for i, id := range []string{"a", "b", "a"} {
+			if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: id, ConnectorID: "c", Version: "1"}); err != nil {
+				t.Fatalf("create %d: %v", i, err)
+			}
+		}
+		if n, err := l.RolloutCount(ctx); err != nil || n != 2 {
+			t.Fatalf("RolloutCount = %d, %v; want 2", n, err)
+		}
+	})
+}

@@ -340,12 +340,17 @@ func (f ledgerFigures) RolloutFigures(ctx context.Context) ([]metrics.RolloutSta
 	if err != nil {
 		return nil, 0, 0, err
 	}
+	started, err := f.l.RolloutCount(ctx)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	// Rollouts older than the most recent ones read here are counted as
+	// finished: a rollout still running after 200 newer ones started is
+	// not worth reading every rollout at every scrape.
 	var active []metrics.RolloutState
-	var finished int64
 	for _, r := range rs {
 		c := r.Counts
 		if c.Done() {
-			finished++
 			continue
 		}
 		active = append(active, metrics.RolloutState{
@@ -353,7 +358,7 @@ func (f ledgerFigures) RolloutFigures(ctx context.Context) ([]metrics.RolloutSta
 			Succeeded: c.Succeeded, Failed: c.Failed, Cancelled: c.Cancelled,
 		})
 	}
-	return active, int64(len(rs)), finished, nil
+	return active, started, started - int64(len(active)), nil
 }
 
 // asynqLogger routes asynq's logs into slog.

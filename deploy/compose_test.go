@@ -58,18 +58,18 @@ func TestFilesParse(t *testing.T) {
 // merge keys are resolved by the YAML decoder.
 type composeFile struct {
 	Services map[string]struct {
-		Image          string            `json:"image"`
-		Entrypoint     []string          `json:"entrypoint"`
-		Command        []string          `json:"command"`
-		Environment    map[string]string `json:"environment"`
-		Volumes        []string          `json:"volumes"`
-		NetworkMode    string            `json:"network_mode"`
-		StopGrace      string            `json:"stop_grace_period"`
-		ReadOnly       bool              `json:"read_only"`
-		User           string            `json:"user"`
-		Secrets        []string          `json:"secrets"`
-		Profiles       []string          `json:"profiles"`
-		Build          *struct{ Context, Dockerfile string }
+		Image       string            `json:"image"`
+		Entrypoint  []string          `json:"entrypoint"`
+		Command     []string          `json:"command"`
+		Environment map[string]string `json:"environment"`
+		Volumes     []string          `json:"volumes"`
+		NetworkMode string            `json:"network_mode"`
+		StopGrace   string            `json:"stop_grace_period"`
+		ReadOnly    bool              `json:"read_only"`
+		User        string            `json:"user"`
+		Secrets     []string          `json:"secrets"`
+		Profiles    []string          `json:"profiles"`
+		Build       *struct{ Context, Dockerfile string }
 	} `json:"services"`
 	Secrets map[string]struct {
 		File string `json:"file"`

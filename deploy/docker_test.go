@@ -207,32 +207,7 @@ func TestDockerBuildStatic(t *testing.T) {
 			t.Errorf("the image does not build %s", want)
 		}
 	}
-	out := t.TempDir()
-	flags := slices.Clone(g.flags)
-	for i := range flags {
-		if flags[i] == "-o" {
-			flags[i+1] = out + string(filepath.Separator)
-		}
-	}
-	// A package still being written (no Go files yet) is left out, with a
-	// note; one that exists must build.
-	var pkgs []string
-	for _, p := range g.packages {
-		if goFiles, _ := filepath.Glob(filepath.Join("..", p, "*.go")); len(goFiles) == 0 {
-			t.Logf("%s has no Go files yet; not built", p)
-			continue
-		}
-		pkgs = append(pkgs, p)
-	}
-	if len(pkgs) == 0 {
-		t.Fatal("no package of the Dockerfile exists")
-	}
-	cmd := exec.Command("go", append(append([]string{"build"}, flags...), pkgs...)...)
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), g.env...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%v: %v\n%s", cmd.Args, err, b)
-	}
+	out, pkgs := builtBinaries(t)
 	for _, p := range pkgs {
 		bin := filepath.Join(out, filepath.Base(p))
 		static, err := isStatic(bin)

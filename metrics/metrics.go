@@ -224,6 +224,17 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Help: "Errors of collectors that read Redis at scrape time, by collector.",
 		}, []string{"collector"}),
 	}
+	// Series that exist from the start make rate() and absent-value alerts
+	// behave before the first event of their kind.
+	for _, reason := range []string{"budget", "cooldown", "api_429"} {
+		m.RateDeferred.WithLabelValues(reason)
+	}
+	for _, reason := range []string{"poison", "succeeded", "failed", "cancelled"} {
+		m.Skipped.WithLabelValues(reason)
+	}
+	for _, class := range []string{"server_error", "timeout", "network"} {
+		m.Retries.WithLabelValues(class)
+	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        NameBuildInfo,
 		Help:        "Always 1; labels carry the version and commit of the running binary.",

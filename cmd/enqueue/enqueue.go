@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/versori/import-worker/orglist"
+	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
+)
+
+// defaultRateLimit is the fleet's rate limit when neither --rate-limit nor
+// IMPORT_RATE_LIMIT says otherwise; it matches the worker's default.
+const defaultRateLimit = 10
+
+// enqueueCmd is the root command: it enqueues a rollout.
+type enqueueCmd struct {
+	*app
+	connector, version, orgs, rolloutID string
+	dryRun, skipInvalid                 bool
+	rateLimit                           string
+	concurrency                         int
+}
+
+func (e *enqueueCmd) flags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&e.connector, "connector", "", "public connector ID (a ULID)")
+	f.StringVar(&e.version, "version", "", `connector version name, or "latest" or "default"`)
+	f.StringVar(&e.orgs, "orgs", "", "organisation list: a file of one ID a line, a CSV with an organisation_id column, or - for standard input")
+	f.StringVar(&e.rolloutID, "rollout", "", "rollout ID (default: a new ULID); re-use one to enqueue only what is missing")
+	f.BoolVar(&e.dryRun, "dry-run", false, "validate and count the list and print the ETA; write nothing")
+	f.BoolVar(&e.skipInvalid, "skip-invalid", false, "enqueue the valid IDs even when some are invalid")
+	f.StringVar(&e.rateLimit, "rate-limit", "", "the fleet's import calls per second, for the ETA (default $IMPORT_RATE_LIMIT or 10)")
+	f.IntVar(&e.concurrency, "concurrency", 32, "enqueue calls in flight at once")
+}
+
+// enqueueResult is the --json output; the first five fields are the
+// contract of design.md.
+type enqueueResult struct {
+	RolloutID       string `json:"rollout_id"`
+	Enqueued        int    `json:"enqueued"`
+	AlreadyEnqueued int    `json:"already_enqueued"`
+	Duplicates      int    `json:"duplicates"`
+	Invalid         int    `json:"invalid"`
+	// Organisations is the number of distinct valid IDs in the list.
+	Organisations int    `json:"organisations"`
+	ConnectorID   string `json:"connector_id"`
+	Version       string `json:"version"`
+	DryRun        bool   `json:"dry_run,omitempty"`
+	// ETASeconds is, for a dry run, how long the fleet needs at RateLimit.
+	ETASeconds float64 `json:"eta_seconds,omitempty"`
+	RateLimit  float64 `json:"rate_limit,omitempty"`
+}
+
+func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
+	if cmd.Flags().NFlag() == 0 {
+		cmd.SetOut(e.stderr)
+		_ = cmd.Usage()
+		return usageError("nothing to do: give --connector, --version and --orgs, or a command")
+	}
+	if err := e.validateFlags(); err != nil {
+		return err
+	}
+	rate, err := e.rate()
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+
+	// First pass: validate and de-duplicate the whole list before anything
+	// is written, spooling the distinct valid IDs to a temporary file. The
+	// second pass streams the spool into the queue, so memory holds only
+	// the de-duplication set, whatever the length of the list, and a list
+	// read from a pipe is read once.
+	spool, err := os.CreateTemp("", "enqueue-orgs-*.txt")
+	if err != nil {
+		return fmt.Errorf("spool file: %w", err)
+	}
+	defer os.Remove(spool.Name())
+	defer spool.Close()
+	stats, name, err := e.readList(spool)
+	if err != nil {
+		return err
+	}
+	res := enqueueResult{
+		RolloutID: e.rolloutID, Duplicates: stats.duplicates, Invalid: stats.invalid,
+		Organisations: stats.unique, ConnectorID: e.connector, Version: e.version,
+	}
+	switch {
+	case stats.invalid > 0 && !e.skipInvalid:
+		if e.jsonOut {
+			e.printJSON(res)
+		}
+		return usageError("%d invalid organisation ID%s in %s (listed above); nothing enqueued: fix the list or pass --skip-invalid",
+			stats.invalid, plural(stats.invalid), name)
+	case stats.unique == 0 && stats.invalid > 0:
+		return usageError("no valid organisations in %s", name)
+	case stats.unique == 0:
+		return usageError("no organisations in %s (only blank lines or comments)", name)
+	}
+
+	if e.dryRun {
+		res.DryRun, res.RateLimit = true, rate
+		eta := time.Duration(float64(stats.unique) / rate * float64(time.Second))
+		res.ETASeconds = eta.Seconds()
+		if e.jsonOut {
+			return e.printJSON(res)
+		}
+		fmt.Fprintf(e.stdout, "dry run: %s organisations to import (%s duplicates dropped, %s invalid skipped)\n",
+			thousands(stats.unique), thousands(stats.duplicates), thousands(stats.invalid))
+		fmt.Fprintf(e.stdout, "at the fleet's %s imports/s that takes about %s; nothing was written\n",
+			strconv.FormatFloat(rate, 'f', -1, 64), humanDuration(eta))
+		return nil
+	}
+
+	rdb, err := e.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	generated := e.rolloutID == ""
+	if generated {
+		e.rolloutID = ulid.Make().String()
+		res.RolloutID = e.rolloutID
+	}
+	p := tasks.NewProducer(rdb, tasks.ProducerConfig{
+		Task:        tasks.TaskOptions{Queue: e.queue},
+		Concurrency: e.concurrency,
+	})
+	r := tasks.Rollout{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version}
+	if err := p.CreateRollout(ctx, r); err != nil {
+		if errors.Is(err, tasks.ErrRolloutMismatch) {
+			return usageError("rollout %q already exists for another connector or version; choose another --rollout", e.rolloutID)
+		}
+		return err
+	}
+	if !e.jsonOut {
+		fmt.Fprintf(e.stderr, "rollout %s: enqueuing %s organisations (re-run with --rollout %s to resume if interrupted)\n",
+			e.rolloutID, thousands(stats.unique), e.rolloutID)
+	}
+
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("spool file: %w", err)
+	}
+	ids, readErr := lines(spool)
+	bar := e.newBar(stats.unique, "enqueuing")
+	sum, err := p.EnqueueAll(ctx, r, ids, func(s tasks.Summary) {
+		if bar != nil {
+			bar.Set(s.Total())
+		}
+	})
+	if bar != nil {
+		bar.Finish()
+		fmt.Fprintln(e.stderr)
+	}
+	if err == nil {
+		err = *readErr
+	}
+	res.Enqueued, res.AlreadyEnqueued = sum.Enqueued, sum.AlreadyEnqueued
+	if err != nil {
+		if ctx.Err() != nil {
+			err = errors.New("interrupted")
+		}
+		return fmt.Errorf("%v after enqueuing %s of %s organisations; re-run the same command with --rollout %s to enqueue the rest",
+			err, thousands(sum.Total()), thousands(stats.unique), e.rolloutID)
+	}
+	if e.jsonOut {
+		return e.printJSON(res)
+	}
+	fmt.Fprintln(e.stdout, e.rolloutID)
+	fmt.Fprintf(e.stderr, "enqueued %s, already enqueued %s, duplicates dropped %s, invalid skipped %s\nwatch it with: enqueue status %s --watch\n",
+		thousands(sum.Enqueued), thousands(sum.AlreadyEnqueued), thousands(stats.duplicates), thousands(stats.invalid), e.rolloutID)
+	return nil
+}
+
+func (e *enqueueCmd) validateFlags() error {
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"--connector", e.connector}, {"--version", e.version}, {"--orgs", e.orgs}} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return usageError("missing %s", joinAnd(missing))
+	}
+	if err := versori.ValidateID("connector ID", e.connector); err != nil {
+		return usageError("--connector: %v", err)
+	}
+	if err := versori.ValidateVersion(e.version); err != nil {
+		return usageError("--version: %v", err)
+	}
+	if e.rolloutID != "" {
+		if err := tasks.ValidateRolloutID(e.rolloutID); err != nil {
+			return usageError("--rollout: %v", err)
+		}
+	}
+	if e.concurrency < 1 {
+		return usageError("--concurrency must be at least 1")
+	}
+	return nil
+}
+
+// rate returns the fleet's rate limit for the ETA.
+func (e *enqueueCmd) rate() (float64, error) {
+	src, v := "--rate-limit", e.rateLimit
+	if v == "" {
+		src, v = "IMPORT_RATE_LIMIT", e.getenv("IMPORT_RATE_LIMIT")
+	}
+	if v == "" {
+		return defaultRateLimit, nil
+	}
+	r, err := strconv.ParseFloat(v, 64)
+	if err != nil || r <= 0 || r > 1e6 {
+		return 0, usageError("%s %q: want a number of calls per second above 0", src, v)
+	}
+	return r, nil
+}
+
+type listStats struct{ unique, duplicates, invalid int }
+
+// readList reads --orgs, reporting each invalid line on stderr, and writes
+// the distinct valid IDs to spool, one a line.
+func (e *enqueueCmd) readList(spool io.Writer) (listStats, string, error) {
+	var st listStats
+	src, name, err := e.openList()
+	if err != nil {
+		return st, name, err
+	}
+	defer src.Close()
+	lr := orglist.NewReader(src, orglist.Options{})
+	var seen orglist.Set
+	w := bufio.NewWriter(spool)
+	for {
+		ent, err := lr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var he *orglist.HeaderError
+		if errors.As(err, &he) {
+			return st, name, usageError("%s: %v", name, err)
+		}
+		if err != nil {
+			return st, name, fmt.Errorf("read %s: %w", name, err)
+		}
+		if ent.Err != nil {
+			st.invalid++
+			fmt.Fprintf(e.stderr, "%s:%d: %v\n", name, ent.Line, ent.Err)
+			continue
+		}
+		if !seen.Add(ent.ID) {
+			st.duplicates++
+			continue
+		}
+		st.unique++
+		w.WriteString(ent.ID)
+		w.WriteByte('\n')
+	}
+	if err := w.Flush(); err != nil {
+		return st, name, fmt.Errorf("spool file: %w", err)
+	}
+	return st, name, nil
+}
+
+func (e *enqueueCmd) openList() (io.ReadCloser, string, error) {
+	if e.orgs == "-" {
+		return io.NopCloser(e.stdin), "stdin", nil
+	}
+	f, err := os.Open(e.orgs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			return nil, e.orgs, usageError("--orgs: %v", unwrapPath(err))
+		}
+		return nil, e.orgs, fmt.Errorf("--orgs: %w", err)
+	}
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		f.Close()
+		return nil, e.orgs, usageError("--orgs: %s is a directory", e.orgs)
+	}
+	return f, e.orgs, nil
+}
+
+// unwrapPath keeps "open FILE: no such file or directory" one clear phrase.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
+	}
+	return err
+}
+
+// lines yields the lines of r; a read error stops the sequence and is left
+// in *err for the caller to check once the sequence is done.
+func lines(r io.Reader) (iter.Seq[string], *error) {
+	var err error
+	return func(yield func(string) bool) {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if !yield(sc.Text()) {
+				return
+			}
+		}
+		if sc.Err() != nil {
+			err = fmt.Errorf("read spool file: %w", sc.Err())
+		}
+	}, &err
+}
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
+
+	"github.com/versori/import-worker/internal/buildinfo"
+	"github.com/versori/import-worker/ledger"
+)
+
+// pauseResult is the --json output of pause and resume.
+type pauseResult struct {
+	Queue  string `json:"queue"`
+	Paused bool   `json:"paused"`
+	// Changed is false when the queue already was in the state asked for.
+	Changed bool `json:"changed"`
+}
+
+func newPauseCmd(a *app, pause bool) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pause",
+		Short: "Pause the import queue for the whole fleet",
+		Long: `pause stops every worker sharing the Redis from taking import tasks; imports
+already running finish. Queued tasks stay queued. Workers pause the queue
+themselves when the API refuses the key (401): fix the key, then resume.`,
+		Example: "  enqueue pause\n  enqueue pause --queue imports-staging",
+		Args:    cobra.NoArgs,
+	}
+	if !pause {
+		cmd.Use = "resume"
+		cmd.Short = "Resume the import queue for the whole fleet"
+		cmd.Long = `resume lets the workers take import tasks again, after an operator's pause or
+the automatic pause that follows a 401 (fix the key first).`
+		cmd.Example = "  enqueue resume"
+	}
+	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
+		ctx := cmd.Context()
+		rdb, err := a.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		insp := asynq.NewInspectorFromRedisClient(rdb)
+		was := queuePaused(rdb, a.queue)
+		res := pauseResult{Queue: a.queue, Paused: pause, Changed: was != pause}
+		if res.Changed {
+			if pause {
+				err = insp.PauseQueue(a.queue)
+			} else {
+				err = insp.UnpauseQueue(a.queue)
+			}
+			// A queue asynq has not seen yet reads as not paused; asynq's
+			// answer then says whether it already was.
+			if err != nil && (strings.Contains(err.Error(), "already paused") || strings.Contains(err.Error(), "not paused")) {
+				res.Changed, err = false, nil
+			}
+			if err != nil {
+				return fmt.Errorf("%s queue %s: %w", cmd.Name(), a.queue, err)
+			}
+		}
+		if a.jsonOut {
+			return a.printJSON(res)
+		}
+		switch {
+		case pause && res.Changed:
+			fmt.Fprintf(a.stdout, "queue %s paused: workers take no new tasks (running imports finish); resume with: enqueue resume\n", a.queue)
+		case pause:
+			fmt.Fprintf(a.stdout, "queue %s was already paused\n", a.queue)
+		case res.Changed:
+			fmt.Fprintf(a.stdout, "queue %s resumed: workers take tasks again\n", a.queue)
+		default:
+			fmt.Fprintf(a.stdout, "queue %s was not paused\n", a.queue)
+		}
+		return nil
+	})
+	return cmd
+}
+
+// rolloutRow is one rollout in the --json output of rollouts.
+type rolloutRow struct {
+	RolloutID   string    `json:"rollout_id"`
+	ConnectorID string    `json:"connector_id"`
+	Version     string    `json:"version"`
+	CreatedAt   time.Time `json:"created_at"`
+	Total       int64     `json:"total"`
+	Pending     int64     `json:"pending"`
+	Succeeded   int64     `json:"succeeded"`
+	Failed      int64     `json:"failed"`
+	Cancelled   int64     `json:"cancelled"`
+	Done        bool      `json:"done"`
+}
+
+func newRolloutsCmd(a *app) *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:     "rollouts",
+		Short:   "List recent rollouts with their totals",
+		Example: "  enqueue rollouts\n  enqueue rollouts --limit 5 --json",
+		Args:    cobra.NoArgs,
+	}
+	cmd.Flags().IntVar(&limit, "limit", 20, "how many rollouts, most recent first (0 for all)")
+	cmd.RunE = runE(func(cmd *cobra.Command, _ []string) error {
+		if limit < 0 {
+			return usageError("--limit must not be negative")
+		}
+		ctx := cmd.Context()
+		rdb, err := a.connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		rs, err := ledger.New(rdb, ledger.Options{}).Rollouts(ctx, limit)
+		if err != nil {
+			return err
+		}
+		rows := make([]rolloutRow, len(rs))
+		for i, r := range rs {
+			c := r.Counts
+			rows[i] = rolloutRow{
+				RolloutID: r.ID, ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: r.CreatedAt.UTC(),
+				Total: c.Total, Pending: c.Pending, Succeeded: c.Succeeded, Failed: c.Failed, Cancelled: c.Cancelled, Done: c.Done(),
+			}
+		}
+		if a.jsonOut {
+			return a.printJSON(rows)
+		}
+		if len(rows) == 0 {
+			fmt.Fprintln(a.stdout, "no rollouts yet")
+			return nil
+		}
+		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROLLOUT\tCREATED\tCONNECTOR\tVERSION\tTOTAL\tSUCCEEDED\tFAILED\tPENDING\tCANCELLED\tSTATE\t")
+		for _, r := range rows {
+			state := "in progress"
+			if r.Done {
+				state = "done"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.RolloutID, r.CreatedAt.Format("2006-01-02 15:04"),
+				r.ConnectorID, r.Version, thousands(r.Total), thousands(r.Succeeded), thousands(r.Failed),
+				thousands(r.Pending), thousands(r.Cancelled), state)
+		}
+		return tw.Flush()
+	})
+	return cmd
+}
+
+func newVersionCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of enqueue",
+		Args:  cobra.NoArgs,
+		Run: func(*cobra.Command, []string) {
+			fmt.Fprintf(a.stdout, "enqueue %s (commit %s)\n", buildinfo.Version, buildinfo.Commit)
+		},
+	}
+}

@@ -151,6 +151,9 @@ func rollout(ctx context.Context, led *ledger.Ledger, id string) (ledger.Rollout
 func oneRollout(cmd *cobra.Command, args []string) error {
 	switch len(args) {
 	case 1:
+		if err := tasks.ValidateRolloutID(args[0]); err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
 		return nil
 	case 0:
 		return usageError("missing rollout ID: enqueue %s ROLLOUT", cmd.Name())

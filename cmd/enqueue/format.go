@@ -102,7 +102,6 @@ func newBarOn(w io.Writer, max int, desc string) *progressbar.ProgressBar {
 		progressbar.OptionSetItsString("orgs"),
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetRenderBlankState(true),
 		progressbar.OptionUseANSICodes(true),
 	)

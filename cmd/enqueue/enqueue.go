@@ -42,7 +42,7 @@ func (e *enqueueCmd) flags(cmd *cobra.Command) {
 	f.BoolVar(&e.dryRun, "dry-run", false, "validate and count the list and print the ETA; write nothing")
 	f.BoolVar(&e.skipInvalid, "skip-invalid", false, "enqueue the valid IDs even when some are invalid")
 	f.StringVar(&e.rateLimit, "rate-limit", "", "the fleet's import calls per second, for the ETA (default $IMPORT_RATE_LIMIT or 10)")
-	f.IntVar(&e.concurrency, "concurrency", 32, "enqueue calls in flight at once")
+	f.IntVar(&e.concurrency, "concurrency", 16, "enqueue calls in flight at once")
 }
 
 // enqueueResult is the --json output; the first five fields are the
@@ -317,8 +317,8 @@ func lines(r io.Reader) (iter.Seq[string], *error) {
 }
 
 func (a *app) printJSON(v any) error {
+	// One line: scripts read it line by line; jq pretty-prints it.
 	enc := json.NewEncoder(a.stdout)
-	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}

@@ -50,5 +50,12 @@ fuzz:
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
 
+# demo runs a whole rollout on embedded defaults in one process: an in-memory
+# Redis, the fake Versori API, a worker serving /metrics and a rollout of 3,000
+# organisations, then prints the status and the path of a CSV report. It
+# keeps nothing and needs nothing installed but Go.
+demo:
+	$(GO) run ./cmd/enqueue demo
+
 clean:
 	rm -rf $(BIN)

@@ -117,7 +117,7 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		if e.jsonOut {
 			return e.printJSON(res)
 		}
-		fmt.Fprintf(e.stdout, "dry run: %s organisations to import (%s duplicates dropped, %s invalid skipped)\n",
+		fmt.Fprintf(e.stdout, "dry run: %s organisations to import (duplicates dropped: %s, invalid IDs skipped: %s)\n",
 			thousands(stats.unique), thousands(stats.duplicates), thousands(stats.invalid))
 		fmt.Fprintf(e.stdout, "at the fleet's %s imports/s that takes about %s; nothing was written\n",
 			strconv.FormatFloat(rate, 'f', -1, 64), humanDuration(eta))
@@ -179,7 +179,7 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		return e.printJSON(res)
 	}
 	fmt.Fprintln(e.stdout, e.rolloutID)
-	fmt.Fprintf(e.stderr, "enqueued %s, already enqueued %s, duplicates dropped %s, invalid skipped %s\nwatch it with: enqueue status %s --watch\n",
+	fmt.Fprintf(e.stderr, "enqueued: %s, already enqueued: %s, duplicates dropped: %s, invalid IDs skipped: %s\nwatch it with: enqueue status %s --watch\n",
 		thousands(sum.Enqueued), thousands(sum.AlreadyEnqueued), thousands(stats.duplicates), thousands(stats.invalid), e.rolloutID)
 	return nil
 }

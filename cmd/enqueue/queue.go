@@ -134,13 +134,13 @@ func newRolloutsCmd(a *app) *cobra.Command {
 			return nil
 		}
 		tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ROLLOUT\tCREATED\tCONNECTOR\tVERSION\tTOTAL\tSUCCEEDED\tFAILED\tPENDING\tCANCELLED\tSTATE\t")
+		fmt.Fprintln(tw, "ROLLOUT\tCREATED\tCONNECTOR\tVERSION\tTOTAL\tSUCCEEDED\tFAILED\tPENDING\tCANCELLED\tSTATE")
 		for _, r := range rows {
 			state := "in progress"
 			if r.Done {
 				state = "done"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.RolloutID, r.CreatedAt.Format("2006-01-02 15:04"),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.RolloutID, r.CreatedAt.Format("2006-01-02 15:04"),
 				r.ConnectorID, r.Version, thousands(r.Total), thousands(r.Succeeded), thousands(r.Failed),
 				thousands(r.Pending), thousands(r.Cancelled), state)
 		}

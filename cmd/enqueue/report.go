@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -306,7 +305,7 @@ func toRow(rec ledger.Record, majority string) reportRow {
 		DurationMS:      rec.Duration.Milliseconds(),
 	}
 	if !rec.FinishedAt.IsZero() {
-		row.FinishedAt = rec.FinishedAt.UTC().Format(time.RFC3339Nano)
+		row.FinishedAt = rec.FinishedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 	}
 	return row
 }

@@ -172,7 +172,11 @@ func (w watcher) run(ctx context.Context, rdb redis.UniversalClient, st statusRe
 			if int64(bar.GetMax()) != st.Total {
 				bar.ChangeMax64(st.Total)
 			}
-			bar.Describe(fmt.Sprintf("ok %7s  failed %6s  retrying %6s", thousands(st.Succeeded), thousands(st.Failed), thousands(st.Retrying)))
+			desc := fmt.Sprintf("ok %7s  failed %6s  retrying %6s", thousands(st.Succeeded), thousands(st.Failed), thousands(st.Retrying))
+			if queuePaused(rdb, w.queue) {
+				desc = "QUEUE PAUSED  " + desc
+			}
+			bar.Describe(desc)
 			bar.Set64(st.finished())
 		} else if !w.jsonOut {
 			// Not a terminal: a log, so a line on change, at most every

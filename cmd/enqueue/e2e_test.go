@@ -496,9 +496,24 @@ func TestE2EUnknownRollout(t *testing.T) {
 
 func TestE2ERedisUnreachable(t *testing.T) {
 	bin := binary(t)
-	// A port nobody listens on, and an address that drops packets: both
-	// must end with a clear message, not a hang.
-	for _, url := range []string{"redis://127.0.0.1:1/0", "redis://10.255.255.1:6379/0"} {
+	// A port nobody listens on, and a loopback listener that accepts and
+	// never answers (a hung or firewalled Redis): both must end with a clear
+	// message within seconds, not a hang. Tests never leave loopback.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	for _, url := range []string{"redis://127.0.0.1:1/0", "redis://" + silent.Addr().String() + "/0"} {
 		start := time.Now()
 		r := runBinary(t, bin, []string{"REDIS_URL=" + url}, "", "status", "r1")
 		took := time.Since(start)

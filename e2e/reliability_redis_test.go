@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/versori/import-worker/internal/redistest"
+	"github.com/versori/import-worker/metrics"
+	"github.com/versori/import-worker/versori/versoritest"
+)
+
+// TestReliabilityRedisRestart is fault 2: Redis (append-only file on) is
+// restarted in the middle of a rollout. The workers carry on without a
+// restart of their own, nothing is lost, and the test reports how long the
+// API saw no calls.
+func TestReliabilityRedisRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	t.Parallel()
+	const (
+		n    = 1500
+		rate = 100
+	)
+	api := versoritest.NewServer(versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
+	f := newFleet(t, api, redistest.Options{AppendOnly: true})
+	f.start(2, map[string]string{"IMPORT_RATE_LIMIT": "100", "WORKER_CONCURRENCY": "20", "RETRY_BACKOFF_CAP": "2s"})
+	pids := []int{f.workers[0].Cmd.Process.Pid, f.workers[1].Cmd.Process.Pid}
+
+	start := time.Now()
+	f.enqueue("restart", n)
+	f.waitSucceeded("restart", n/3, time.Minute)
+	_, before, _ := f.led.Rollout(context.Background(), "restart")
+	runID := redisRunID(t, f)
+	restartAt := time.Now()
+	f.redis.Restart()
+	down := time.Since(restartAt)
+	if redisRunID(t, f) == runID {
+		t.Fatal("Redis has the same run_id after the restart")
+	}
+
+	c := f.waitDone("restart", 4*time.Minute)
+	if c.Succeeded != n || c.Failed != 0 {
+		t.Errorf("counts = %+v, want all %d succeeded", c, n)
+	}
+	checkEveryOrgImportedOnce(t, api, n)
+	if a := archived(t, f.redis.Client()); len(a) != 0 {
+		t.Errorf("%d tasks archived, want 0; first: %+v", len(a), a[0])
+	}
+	f.workersAlive()
+	for i, w := range f.workers {
+		if w.Cmd.Process.Pid != pids[i] {
+			t.Errorf("%s was restarted", w.Name)
+		}
+	}
+	if api.Conflicts() != 0 {
+		t.Errorf("%d organisations were called again after their import (409)", api.Conflicts())
+	}
+	stall := callGapAround(api, restartAt)
+	gap, _ := maxCallGap(api)
+	figure(t, "%d orgs, 2 workers, R=%d: Redis restarted (AOF, appendfsync always) at %d succeeded, down %.2fs; API calls stalled %.2fs around the restart (longest pause of the whole run %.2fs, at 1/R=%.2fs); "+
+		"all %d succeeded in %.1fs; called twice (409): %d; imports per org: 1; archived: 0; workers not restarted",
+		n, rate, before.Succeeded, down.Seconds(), stall.Seconds(), gap.Seconds(), 1.0/rate, n, time.Since(start).Seconds(), api.Conflicts())
+}
+
+// redisRunID is the server's run_id, which changes when it restarts.
+func redisRunID(t *testing.T, f *fleet) string {
+	t.Helper()
+	info, err := f.redis.Client().Info(context.Background(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v
+		}
+	}
+	t.Fatal("INFO server has no run_id")
+	return ""
+}
+
+// callGapAround returns the longest pause between import calls that
+// overlaps the 10 s after at.
+func callGapAround(api *versoritest.Server, at time.Time) time.Duration {
+	times := api.CallTimes()
+	var gap time.Duration
+	for i := 1; i < len(times); i++ {
+		if times[i].Before(at) || times[i-1].After(at.Add(10*time.Second)) {
+			continue
+		}
+		gap = max(gap, times[i].Sub(times[i-1]))
+	}
+	return gap
+}
+
+// TestReliabilityRedisUnreachable is fault 3: Redis is unreachable for 20 s
+// in the middle of a rollout. The workers neither exit nor archive anything,
+// /readyz answers 503 while Redis is away and 200 once it is back, and the
+// rollout completes.
+func TestReliabilityRedisUnreachable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	t.Parallel()
+	const (
+		n       = 1000
+		rate    = 100
+		outage      = 20 * time.Second
+		workers     = 2
+		concurrency = 20
+	)
+	api := versoritest.NewServer(versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
+	// The append-only file keeps the queue across the stop, as production
+	// Redis must; what is tested is the workers' side of the outage.
+	f := newFleet(t, api, redistest.Options{AppendOnly: true})
+	f.start(workers, map[string]string{"IMPORT_RATE_LIMIT": "100", "WORKER_CONCURRENCY": strconv.Itoa(concurrency), "RETRY_BACKOFF_CAP": "2s"})
+
+	start := time.Now()
+	f.enqueue("outage", n)
+	f.waitSucceeded("outage", n/4, time.Minute)
+	_, before, _ := f.led.Rollout(context.Background(), "outage")
+	// Every call the outage can make repeat is one that a worker had
+	// already taken the task for: no task is handed out without Redis.
+	var inFlight float64
+	for _, w := range f.workers {
+		inFlight += scrapeMetric(t, w, metrics.NameTasksInFlight)
+	}
+	f.redis.Stop()
+	stoppedAt := time.Now()
+	callsBefore := api.TotalCalls()
+
+	// Watch /readyz of every worker through the outage.
+	var mu sync.Mutex
+	saw503 := make([]bool, workers)
+	var wg sync.WaitGroup
+	for i, w := range f.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(stoppedAt) < outage-time.Second {
+				if httpStatus(w.Addr, "/readyz") == 503 {
+					mu.Lock()
+					saw503[i] = true
+					mu.Unlock()
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(time.Until(stoppedAt.Add(outage)))
+	f.workersAlive()
+	callsDuring := api.TotalCalls() - callsBefore
+	f.redis.Resume()
+	resumedAt := time.Now()
+
+	for i, w := range f.workers {
+		if !saw503[i] {
+			t.Errorf("%s: /readyz never answered 503 while Redis was down", w.Name)
+		}
+		if !eventually(30*time.Second, func() bool { return httpStatus(w.Addr, "/readyz") == 200 }) {
+			t.Errorf("%s: /readyz not 200 within 30s of Redis coming back", w.Name)
+		}
+	}
+	ready := time.Since(resumedAt)
+
+	c := f.waitDone("outage", 4*time.Minute)
+	if c.Succeeded != n || c.Failed != 0 {
+		t.Errorf("counts = %+v, want all %d succeeded", c, n)
+	}
+	checkEveryOrgImportedOnce(t, api, n)
+	if a := archived(t, f.redis.Client()); len(a) != 0 {
+		t.Errorf("%d tasks archived, want 0; first: %+v", len(a), a[0])
+	}
+	if api.Conflicts() > workers*concurrency {
+		t.Errorf("%d organisations were called again after their import, more than the %d tasks the workers can hold", api.Conflicts(), workers*concurrency)
+	}
+	f.workersAlive()
+	for _, w := range f.workers {
+		if logs := w.Logs(); strings.Contains(logs, "panic") || strings.Contains(logs, "fatal") {
+			t.Errorf("%s logged a panic or fatal error:\n%s", w.Name, logs)
+		}
+	}
+	figure(t, "%d orgs, 2 workers, R=%d: Redis stopped for %s at %d succeeded; %v tasks in flight; API calls after Redis was down: %d; /readyz 503 during, 200 again %.1fs after Redis returned; "+
+		"all %d succeeded %.1fs after it returned (total %.1fs); called again after an import whose result could not be recorded (409, recorded already_present): %d; imports per org: 1; archived: 0; workers exited: 0",
+		n, rate, outage, before.Succeeded, inFlight, callsDuring, ready.Seconds(), n, time.Since(resumedAt).Seconds(), time.Since(start).Seconds(), api.Conflicts())
+}

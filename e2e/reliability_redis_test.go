@@ -107,8 +107,8 @@ func TestReliabilityRedisUnreachable(t *testing.T) {
 	}
 	t.Parallel()
 	const (
-		n       = 1000
-		rate    = 100
+		n           = 1000
+		rate        = 100
 		outage      = 20 * time.Second
 		workers     = 2
 		concurrency = 20

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/ledger"
@@ -241,6 +242,15 @@ func TestHandlerOutcomeClasses(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 			if got := testutil.ToFloat64(finished); got != 1 {
 				t.Fatalf("orgs_finished{%s,%s} = %v, want 1", tc.state, tc.class, got)
+			}
+			// The attempts histogram sees the calls spent, counted by the
+			// handler rather than read back from the ledger.
+			var m dto.Metric
+			if err := h.metrics.AttemptsPerOrg.Write(&m); err != nil {
+				t.Fatal(err)
+			}
+			if hist := m.GetHistogram(); hist.GetSampleCount() != 1 || hist.GetSampleSum() != float64(tc.calls) {
+				t.Fatalf("attempts_per_org: %d samples summing to %v, want 1 of %d", hist.GetSampleCount(), hist.GetSampleSum(), tc.calls)
 			}
 		})
 	}

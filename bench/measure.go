@@ -130,6 +130,68 @@ func ParseStatus(r io.Reader) (Memory, error) {
 	return m, nil
 }
 
+// clockTick is the unit of the CPU times in /proc/<pid>/stat (USER_HZ,
+// which Linux fixes at 100 on every architecture Go supports).
+const clockTick = 10 * time.Millisecond
+
+// ReadCPU returns the CPU time, user and system, a running process has used
+// so far, from /proc/<pid>/stat.
+func ReadCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
+	}
+	d, err := ParseStat(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of process %d: %w", pid, err)
+	}
+	return d, nil
+}
+
+// ParseStat returns utime + stime of a /proc/<pid>/stat line. The command
+// name, in parentheses, may hold spaces and parentheses itself, so the
+// fields are counted from the last ')'.
+func ParseStat(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("no command name in %q", stat)
+	}
+	// After the name: state (field 3), ..., utime (14), stime (15).
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%d fields after the command name, want at least 13", len(f))
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("bad CPU time %q", v)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * clockTick, nil
+}
+
+// RedisCPU returns used_cpu_user + used_cpu_sys from the text of INFO cpu:
+// the CPU time the server has used since it started.
+func RedisCPU(info string) (time.Duration, bool) {
+	var total float64
+	seen := 0
+	for _, line := range strings.Split(info, "\n") {
+		name, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (name != "used_cpu_user" && name != "used_cpu_sys") {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, false
+		}
+		total += f
+		seen++
+	}
+	return time.Duration(total * float64(time.Second)), seen == 2
+}
+
 // MetricValue returns the value of the first sample of the named metric in
 // a Prometheus text exposition, e.g. MetricValue(text, "go_goroutines").
 // Samples with labels match on the name before the brace.
@@ -154,6 +216,29 @@ func MetricValue(exposition, name string) (float64, bool) {
 		return v, true
 	}
 	return 0, false
+}
+
+// MetricSum returns the sum of every sample of the named metric (all its
+// label sets) in a Prometheus text exposition; 0 when there is none.
+func MetricSum(exposition, name string) float64 {
+	var sum float64
+	for _, line := range strings.Split(exposition, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		series, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if base, _, _ := strings.Cut(series, "{"); base != name {
+			continue
+		}
+		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // CommandCounts is INFO commandstats: calls per command name.
@@ -208,3 +293,5 @@ func containsFold(list []string, s string) bool {
 	}
 	return false
 }
+
+func fmtFloat(f float64, prec int) string { return strconv.FormatFloat(f, 'f', prec, 64) }

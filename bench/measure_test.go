@@ -157,6 +157,20 @@ bad_value x
 	}
 }
 
+func TestMetricSum(t *testing.T) {
+	const text = `versori_import_rate_deferred_total{reason="budget"} 12
+versori_import_rate_deferred_total{reason="cooldown"} 3
+versori_import_rate_deferred_totals 100
+# versori_import_rate_deferred_total 1000
+`
+	if got := MetricSum(text, "versori_import_rate_deferred_total"); got != 15 {
+		t.Errorf("MetricSum = %v, want 15", got)
+	}
+	if got := MetricSum(text, "missing"); got != 0 {
+		t.Errorf("MetricSum(missing) = %v, want 0", got)
+	}
+}
+
 func TestCommandCounts(t *testing.T) {
 	c := CommandCounts{"evalsha": 300, "hget": 100, "info": 5, "config|resetstat": 1, "zadd": 100}
 	if got := c.Total("info", "CONFIG|RESETSTAT"); got != 500 {
@@ -164,5 +178,79 @@ func TestCommandCounts(t *testing.T) {
 	}
 	if got := c.Top(2, 100, "info"); got != "evalsha=3.00 hget=1.00" {
 		t.Errorf("Top = %q", got)
+	}
+}
+
+func TestSummarise(t *testing.T) {
+	var late []time.Duration
+	for i := range 100 {
+		late = append(late, time.Duration(i)*time.Millisecond)
+	}
+	l := Summarise(late)
+	if l.Samples != 100 || l.P50 != 49*time.Millisecond || l.P99 != 98*time.Millisecond || l.Max != 99*time.Millisecond {
+		t.Errorf("Summarise = %+v", l)
+	}
+	if l.Over20ms != 0.79 {
+		t.Errorf("Over20ms = %v, want 0.79", l.Over20ms)
+	}
+	if !strings.Contains(l.String(), "79.00% over 20 ms") {
+		t.Errorf("String = %q", l.String())
+	}
+	if (Summarise(nil) != Lateness{}) {
+		t.Error("Summarise(nil) is not zero")
+	}
+}
+
+func TestProbe(t *testing.T) {
+	p := StartProbe(time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	l := p.Stop()
+	if l.Samples < 5 {
+		t.Errorf("%d samples in 50 ms of 1 ms sleeps", l.Samples)
+	}
+	if l.P50 > l.P99 || l.P99 > l.Max {
+		t.Errorf("quantiles out of order: %+v", l)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// A command name with a space and a parenthesis, as a process may set.
+	const stat = "4242 (my (worker) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 0 0\n"
+	d, err := ParseStat(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != 3250*time.Millisecond {
+		t.Errorf("ParseStat = %s, want 3.25s (250 + 75 ticks)", d)
+	}
+	for _, bad := range []string{"", "4242 (x S 1", "4242 (x) S 1 2 3", "4242 (x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 ten 75 0"} {
+		if _, err := ParseStat(bad); err == nil {
+			t.Errorf("ParseStat(%q): no error", bad)
+		}
+	}
+}
+
+func TestReadCPUOfThisProcess(t *testing.T) {
+	start, err := ReadCPU(pid())
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if now, _ := ReadCPU(pid()); now > start {
+			return
+		}
+	}
+	t.Error("CPU time did not grow in 2 s of spinning")
+}
+
+func TestRedisCPU(t *testing.T) {
+	const info = "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.250000\r\nused_cpu_sys_children:9.0\r\n"
+	d, ok := RedisCPU(info)
+	if !ok || d != 3750*time.Millisecond {
+		t.Errorf("RedisCPU = %s, %v; want 3.75s", d, ok)
+	}
+	if _, ok := RedisCPU("used_cpu_sys:1\r\n"); ok {
+		t.Error("RedisCPU without used_cpu_user: ok")
 	}
 }

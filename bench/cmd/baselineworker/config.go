@@ -13,6 +13,12 @@ const (
 	modePerProcess = "ratelimit-per-process"
 )
 
+// Limiters of the ratelimit-per-process mode.
+const (
+	limiterWait  = "wait"
+	limiterAllow = "allow"
+)
+
 // config is the baseline's configuration, read from the worker's variables.
 type config struct {
 	Mode        string  // MODE
@@ -21,6 +27,7 @@ type config struct {
 	APIKey      string  // VERSORI_API_KEY
 	RateLimit   float64 // IMPORT_RATE_LIMIT, per process; ratelimit-per-process only
 	RateBurst   int     // IMPORT_RATE_BURST; default max(1, limit/20) as in the worker
+	Limiter     string  // RATE_LIMITER: wait (default) or allow
 	Concurrency int     // WORKER_CONCURRENCY, default 20
 	Queue       string  // WORKER_QUEUE, default "imports"
 	MetricsAddr string  // METRICS_ADDR, default 127.0.0.1:9091
@@ -65,6 +72,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("IMPORT_RATE_LIMIT: %q is not a positive number of calls per second (required by %s)", v, modePerProcess))
 		}
 		c.RateLimit = f
+		c.Limiter = str("RATE_LIMITER", limiterWait)
+		if c.Limiter != limiterWait && c.Limiter != limiterAllow {
+			errs = append(errs, fmt.Errorf("RATE_LIMITER: %q is not %s or %s", c.Limiter, limiterWait, limiterAllow))
+		}
 		c.RateBurst = max(1, int(f/20+0.5))
 		if v := str("IMPORT_RATE_BURST", ""); v != "" {
 			n, err := strconv.Atoi(v)

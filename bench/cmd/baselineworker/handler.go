@@ -50,6 +50,9 @@ func retryDelay(n int, err error, t *asynq.Task) time.Duration {
 type handler struct {
 	client  Importer
 	limiter *rate.Limiter // nil in bare mode
+	// allow refuses a task when the limiter has no token at once (the
+	// wiki's Limiter.Allow), where the default waits for one (Limiter.Wait).
+	allow bool
 	// retryIn is the delay a refused task asks for; the recipe's random
 	// whole number of seconds from 0 to 9.
 	retryIn func() time.Duration
@@ -59,6 +62,7 @@ func newHandler(cfg config, client Importer) *handler {
 	h := &handler{client: client, retryIn: func() time.Duration { return time.Duration(rand.IntN(10)) * time.Second }}
 	if cfg.Mode == modePerProcess {
 		h.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), cfg.RateBurst)
+		h.allow = cfg.Limiter == limiterAllow
 	}
 	return h
 }
@@ -69,8 +73,16 @@ func (h *handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &p); err != nil {
 		return fmt.Errorf("%w: decode payload: %v", asynq.SkipRetry, err)
 	}
-	if h.limiter != nil && !h.limiter.Allow() {
-		return &RateLimitError{RetryIn: h.retryIn()}
+	switch {
+	case h.limiter == nil:
+	case h.allow:
+		if !h.limiter.Allow() {
+			return &RateLimitError{RetryIn: h.retryIn()}
+		}
+	default:
+		if err := h.limiter.Wait(ctx); err != nil {
+			return &RateLimitError{RetryIn: h.retryIn()}
+		}
 	}
 	_, err := h.client.ImportPublicConnectorVersion(ctx, p.OrgID, p.ConnectorID, p.Version)
 	if err != nil && versori.Classify(err) != versori.ClassAlreadyPresent {

@@ -49,11 +49,12 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{name: "bare defaults", env: base, want: config{Mode: modeBare, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
 		{name: "per process, default burst is the worker's", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "200", "WORKER_CONCURRENCY", "50"),
-			want: config{Mode: modePerProcess, RateLimit: 200, RateBurst: 10, Concurrency: 50, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
+			want: config{Mode: modePerProcess, RateLimit: 200, RateBurst: 10, Limiter: limiterWait, Concurrency: 50, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
 		{name: "per process, small limit, burst at least 1", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "3.5"),
-			want: config{Mode: modePerProcess, RateLimit: 3.5, RateBurst: 1, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
-		{name: "per process, burst set", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "100", "IMPORT_RATE_BURST", "30"),
-			want: config{Mode: modePerProcess, RateLimit: 100, RateBurst: 30, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
+			want: config{Mode: modePerProcess, RateLimit: 3.5, RateBurst: 1, Limiter: limiterWait, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
+		{name: "per process, burst set, the wiki's Allow", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "100", "IMPORT_RATE_BURST", "30", "RATE_LIMITER", "allow"),
+			want: config{Mode: modePerProcess, RateLimit: 100, RateBurst: 30, Limiter: limiterAllow, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
+		{name: "unknown limiter", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "1", "RATE_LIMITER", "sleep"), wantErr: "RATE_LIMITER"},
 		{name: "unknown mode", env: with("MODE", "fast"), wantErr: "MODE"},
 		{name: "per process needs a limit", env: with("MODE", modePerProcess), wantErr: "IMPORT_RATE_LIMIT"},
 		{name: "negative limit", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "-1"), wantErr: "IMPORT_RATE_LIMIT"},
@@ -131,7 +132,7 @@ func TestHandlerPerProcessLimiter(t *testing.T) {
 	api := versoritest.NewServer()
 	defer api.Close()
 	// A limit so low that the burst of 2 is all this test can spend.
-	h := newHandler(config{Mode: modePerProcess, RateLimit: 0.001, RateBurst: 2}, newClient(t, api))
+	h := newHandler(config{Mode: modePerProcess, RateLimit: 0.001, RateBurst: 2, Limiter: limiterAllow}, newClient(t, api))
 	h.retryIn = func() time.Duration { return 7 * time.Second }
 	ctx := context.Background()
 	for _, org := range []string{orgA, orgB} {
@@ -155,8 +156,35 @@ func TestHandlerPerProcessLimiter(t *testing.T) {
 	}
 }
 
+func TestHandlerPerProcessLimiterWaits(t *testing.T) {
+	api := versoritest.NewServer()
+	defer api.Close()
+	// 20 per second, burst 1: the third call waits about 100 ms in all.
+	h := newHandler(config{Mode: modePerProcess, RateLimit: 20, RateBurst: 1, Limiter: limiterWait}, newClient(t, api))
+	ctx := context.Background()
+	start := time.Now()
+	for _, org := range []string{orgA, orgB, "01HZY00000000000000000RGC3"} {
+		if err := h.ProcessTask(ctx, importTask(t, org)); err != nil {
+			t.Fatalf("waiting limiter: %v", err)
+		}
+	}
+	if took := time.Since(start); took < 90*time.Millisecond {
+		t.Errorf("three calls at 20/s with burst 1 took %s, want at least the two 50 ms waits", took)
+	}
+	// A cancelled context ends the wait as a refusal, not a failure.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	h.limiter.SetBurst(0)
+	if err := h.ProcessTask(cctx, importTask(t, orgA)); isFailure(err) {
+		t.Errorf("cancelled wait: err = %v, want a RateLimitError", err)
+	}
+	if api.TotalCalls() != 3 {
+		t.Errorf("fake saw %d calls, want 3", api.TotalCalls())
+	}
+}
+
 func TestRecipeRetryInIsWholeSecondsBelowTen(t *testing.T) {
-	h := newHandler(config{Mode: modePerProcess, RateLimit: 1, RateBurst: 1}, nil)
+	h := newHandler(config{Mode: modePerProcess, RateLimit: 1, RateBurst: 1, Limiter: limiterAllow}, nil)
 	seen := map[time.Duration]bool{}
 	for range 2000 {
 		d := h.retryIn()

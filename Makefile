@@ -50,6 +50,15 @@ fuzz:
 		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) || exit 1; \
 	done
 
+# bench measures the figures of BENCHMARKS.md, each beside its baseline from
+# the same run, against redis-servers it starts itself, and prints one table
+# (about 7 minutes). FIGURE picks one figure: rate, overhead, footprint,
+# rollout, recovery or enqueue. BENCH_OUT=file also writes the table there;
+# BENCH_PPROF_DIR=dir saves CPU and heap profiles of the worker (figure 2).
+FIGURE ?=
+bench: deps
+	BENCH=1 REDISTEST_REQUIRED=1 $(GO) test ./bench/ -run 'TestBench/$(FIGURE)' -count=1 -v -timeout 15m
+
 # demo runs a whole rollout on embedded defaults in one process: an in-memory
 # Redis, the fake Versori API, a worker serving /metrics and a rollout of 3,000
 # organisations, then prints the status and the path of a CSV report. It

@@ -15,14 +15,24 @@ import (
 // half-open window [t, t+w): a sliding window, not aligned buckets, so a
 // burst straddling a second boundary is counted whole.
 func MaxInWindow(times []time.Time, w time.Duration) int {
-	best, lo := 0, 0
+	n, _ := WorstWindow(times, w)
+	return n
+}
+
+// WorstWindow is MaxInWindow that also returns where the first fullest
+// window starts (the zero time when times is empty), to tell a start-up
+// burst from a bunching in the middle of a run.
+func WorstWindow(times []time.Time, w time.Duration) (n int, start time.Time) {
+	lo := 0
 	for hi := range times {
 		for times[hi].Sub(times[lo]) >= w {
 			lo++
 		}
-		best = max(best, hi-lo+1)
+		if hi-lo+1 > n {
+			n, start = hi-lo+1, times[lo]
+		}
 	}
-	return best
+	return n, start
 }
 
 // MaxInWindowFrom is MaxInWindow over the times at or after from.
@@ -295,3 +305,29 @@ func containsFold(list []string, s string) bool {
 }
 
 func fmtFloat(f float64, prec int) string { return strconv.FormatFloat(f, 'f', prec, 64) }
+
+// ParseBenchmark finds the result line of the named Go benchmark in the
+// output of `go test -bench` and returns its metrics by unit, e.g.
+// {"ns/op": 1.2e10, "speedup": 3.4}: the values b.ReportMetric reported.
+func ParseBenchmark(output, name string) (map[string]float64, error) {
+	for _, line := range strings.Split(output, "\n") {
+		f := strings.Fields(line)
+		// "BenchmarkX-2  1  123 ns/op  4.5 unit ..."; the -N suffix is GOMAXPROCS.
+		if len(f) < 4 || len(f)%2 != 0 {
+			continue
+		}
+		if base, _, _ := strings.Cut(f[0], "-"); base != name {
+			continue
+		}
+		out := map[string]float64{}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("benchmark %s: value %q of %s: %w", name, f[i], f[i+1], err)
+			}
+			out[f[i+1]] = v
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("no result line for benchmark %s", name)
+}

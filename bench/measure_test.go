@@ -47,6 +47,16 @@ func TestMaxInWindow(t *testing.T) {
 	}
 }
 
+func TestWorstWindow(t *testing.T) {
+	n, start := WorstWindow(at(0, 2000, 2100, 2200, 2300, 5000), time.Second)
+	if n != 4 || !start.Equal(epoch.Add(2*time.Second)) {
+		t.Errorf("WorstWindow = %d at %s, want 4 at 2s", n, start.Sub(epoch))
+	}
+	if n, start := WorstWindow(nil, time.Second); n != 0 || !start.IsZero() {
+		t.Errorf("WorstWindow(nil) = %d, %s", n, start)
+	}
+}
+
 func TestMaxInWindowFrom(t *testing.T) {
 	times := at(0, 10, 20, 30, 2000, 2500)
 	if got := MaxInWindowFrom(times, epoch.Add(time.Second), time.Second); got != 2 {
@@ -252,5 +262,37 @@ func TestRedisCPU(t *testing.T) {
 	}
 	if _, ok := RedisCPU("used_cpu_sys:1\r\n"); ok {
 		t.Error("RedisCPU without used_cpu_user: ok")
+	}
+}
+
+func TestParseBenchmark(t *testing.T) {
+	const out = `goos: linux
+goarch: amd64
+pkg: github.com/versori/import-worker/cmd/enqueue
+cpu: AMD EPYC
+BenchmarkEnqueue100kOther-2   	       1	5 ns/op
+BenchmarkEnqueue100k-2   	       1	13456789012 ns/op	     9917 asynq-orgs/s	     33932 cli-orgs/s	        78.12 cli-peak-MiB	         3.420 speedup
+--- BENCH: BenchmarkEnqueue100k-2
+    bench_test.go:118: FIGURE enqueue 100k: ...
+PASS
+`
+	m, err := ParseBenchmark(out, "BenchmarkEnqueue100k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"ns/op": 13456789012, "asynq-orgs/s": 9917, "cli-orgs/s": 33932, "cli-peak-MiB": 78.12, "speedup": 3.42}
+	if len(m) != len(want) {
+		t.Errorf("ParseBenchmark = %v, want %v", m, want)
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s = %v, want %v", k, m[k], v)
+		}
+	}
+	if _, err := ParseBenchmark(out, "BenchmarkMissing"); err == nil {
+		t.Error("missing benchmark: no error")
+	}
+	if _, err := ParseBenchmark("BenchmarkEnqueue100k-2 1 x ns/op\n", "BenchmarkEnqueue100k"); err == nil {
+		t.Error("bad value: no error")
 	}
 }

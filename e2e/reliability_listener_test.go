@@ -103,3 +103,30 @@ func TestReliabilityListenerExposesNothingElse(t *testing.T) {
 		t.Errorf("with ENABLE_PPROF=true, GET /env = %d, want 404", got)
 	}
 }
+
+// TestReliabilityListenerRefusesRequestBodies: a GET carrying a body larger
+// than the listener's 1 KiB limit is refused, not served. (The handlers never
+// read a body, so a body-size limit that only bounds reads lets such a
+// request through with 200.)
+func TestReliabilityListenerRefusesRequestBodies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	t.Parallel()
+	api := versoritest.NewServer()
+	f := newFleet(t, api, redistest.Options{})
+	f.start(1, nil)
+	w := f.workers[0]
+	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
+		for _, size := range []int{2 << 10, 1 << 20} {
+			req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, size, strings.Repeat("a", size))
+			if got := rawRequest(t, w.Addr, req); got < 400 {
+				t.Errorf("GET %s with a %d-byte body = %d, want it refused (413)", path, size, got)
+			}
+			chunked := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", path, size, strings.Repeat("a", size))
+			if got := rawRequest(t, w.Addr, chunked); got < 400 {
+				t.Errorf("GET %s with a %d-byte chunked body = %d, want it refused (413)", path, size, got)
+			}
+		}
+	}
+}

@@ -230,7 +230,7 @@ func (s *suite) overhead(t *testing.T) {
 	red := redistest.Start(t, redistest.Options{})
 	rdb := red.Client()
 	pprofDir := os.Getenv("BENCH_PPROF_DIR")
-	profiled := false
+	profiled := map[string]bool{}
 
 	run := func(t *testing.T, bin string, env map[string]string, full bool) overheadRun {
 		api := newFakeAPI(t)
@@ -240,14 +240,15 @@ func (s *suite) overhead(t *testing.T) {
 			t.Fatal(err)
 		}
 		env["WORKER_CONCURRENCY"] = strconv.Itoa(conc)
-		if full && pprofDir != "" {
+		if pprofDir != "" {
 			env["ENABLE_PPROF"] = "true"
 		}
 		redis0, self0 := redisCPU(t, rdb), selfCPU()
 		p := startProcs(t, bin, 1, red, api, env)[0]
-		if full && pprofDir != "" && !profiled {
-			profiled = true
-			go profile(t, p.Addr, pprofDir)
+		name := map[bool]string{true: "worker", false: "bare"}[full]
+		if pprofDir != "" && !profiled[name] {
+			profiled[name] = true
+			go profile(t, p.Addr, filepath.Join(pprofDir, name))
 		}
 		var done func() bool
 		if full {
@@ -303,7 +304,7 @@ func (s *suite) overhead(t *testing.T) {
 
 	ratio := full.rate / bare.rate
 	s.add(t, Row{Figure: "2 overhead", Metric: "orgs/s full pipeline / bare asynq (20k orgs, c=50, no limit)",
-		Value:    fmt.Sprintf("%.2f (%.0f vs %.0f/s)", ratio, full.rate, bare.rate),
+		Value:    fmt.Sprintf("%.3f (%.0f vs %.0f/s)", ratio, full.rate, bare.rate),
 		Baseline: fmt.Sprintf("%.0f/s (bare asynq)", bare.rate), Target: ">= 0.70", Mark: AtLeast(ratio, 0.70)})
 	cpuRatio := float64(bare.cpu()) / float64(full.cpu())
 	s.add(t, Row{Figure: "2 overhead", Metric: "CPU per org, bare / full (process + Redis; noise-proof view of the same)",
@@ -351,13 +352,14 @@ func goroutines(t *testing.T, addr string, worker bool) float64 {
 	return v
 }
 
-// profile saves a 5-second CPU profile of the worker, taken a second into
-// figure 2, and a heap profile after it.
-func profile(t *testing.T, addr, dir string) {
+// profile saves a 3-second CPU profile of a process, taken a second into
+// figure 2, and a heap profile after it, as prefix-cpu.pprof and
+// prefix-heap.pprof.
+func profile(t *testing.T, addr, prefix string) {
 	time.Sleep(time.Second)
 	for _, p := range []struct{ path, file string }{
-		{"/debug/pprof/profile?seconds=5", "worker-cpu.pprof"},
-		{"/debug/pprof/heap", "worker-heap.pprof"},
+		{"/debug/pprof/profile?seconds=3", prefix + "-cpu.pprof"},
+		{"/debug/pprof/heap", prefix + "-heap.pprof"},
 	} {
 		resp, err := http.Get("http://" + addr + p.path)
 		if err != nil {
@@ -366,11 +368,11 @@ func profile(t *testing.T, addr, dir string) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if err := os.WriteFile(filepath.Join(dir, p.file), b, 0o644); err != nil {
+		if err := os.WriteFile(p.file, b, 0o644); err != nil {
 			t.Logf("profile: %v", err)
 		}
 	}
-	t.Logf("profiles saved in %s", dir)
+	t.Logf("profiles saved as %s-*.pprof", prefix)
 }
 
 // rollout is figure 3: 3,000 organisations at R = 100 with 5% 5xx and 2%

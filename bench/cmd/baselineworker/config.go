@@ -31,6 +31,7 @@ type config struct {
 	Concurrency int     // WORKER_CONCURRENCY, default 20
 	Queue       string  // WORKER_QUEUE, default "imports"
 	MetricsAddr string  // METRICS_ADDR, default 127.0.0.1:9091
+	EnablePprof bool    // ENABLE_PPROF: serve /debug/pprof/ on METRICS_ADDR, as the worker does
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -64,6 +65,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("WORKER_CONCURRENCY: %q is not a positive whole number", v))
 		}
 		c.Concurrency = n
+	}
+	if v := str("ENABLE_PPROF", ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ENABLE_PPROF: %q is not true or false", v))
+		}
+		c.EnablePprof = b
 	}
 	if c.Mode == modePerProcess {
 		v := str("IMPORT_RATE_LIMIT", "")

@@ -33,6 +33,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -99,6 +100,10 @@ func serve(ctx context.Context, cfg config, rdb redis.UniversalClient, client Im
 	mux.HandleFunc("GET /goroutines", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, strconv.Itoa(runtime.NumGoroutine())+"\n")
 	})
+	if cfg.EnablePprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	if err := srv.Start(h); err != nil {
 		ln.Close()

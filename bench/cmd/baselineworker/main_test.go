@@ -59,6 +59,8 @@ func TestLoadConfig(t *testing.T) {
 		{name: "per process needs a limit", env: with("MODE", modePerProcess), wantErr: "IMPORT_RATE_LIMIT"},
 		{name: "negative limit", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "-1"), wantErr: "IMPORT_RATE_LIMIT"},
 		{name: "bad burst", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "1", "IMPORT_RATE_BURST", "0"), wantErr: "IMPORT_RATE_BURST"},
+		{name: "pprof", env: with("ENABLE_PPROF", "true"), want: config{Mode: modeBare, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091", EnablePprof: true}},
+		{name: "bad pprof", env: with("ENABLE_PPROF", "sometimes"), wantErr: "ENABLE_PPROF"},
 		{name: "bad concurrency", env: with("WORKER_CONCURRENCY", "many"), wantErr: "WORKER_CONCURRENCY"},
 		{name: "missing everything", env: map[string]string{}, wantErr: "REDIS_URL"},
 	} {

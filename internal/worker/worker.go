@@ -266,7 +266,20 @@ func newMux(cfg Config, stopping *atomic.Bool) http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	}
-	return http.MaxBytesHandler(mux, 1<<10)
+	return refuseBodies(mux)
+}
+
+// refuseBodies answers 413 to any request that carries a body: the listener
+// serves only GETs, and a body nobody reads would otherwise be accepted.
+func refuseBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "request bodies are not accepted", http.StatusRequestEntityTooLarge)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // refreshGauges keeps the gauges that mirror shared state (the cool-down and

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,8 @@ func TestBench(t *testing.T) {
 	s.figure("4-recovery", s.recovery)
 	s.figure("5-enqueue", s.enqueue)
 
+	// Figures 2 and 6 come from one subtest; print in figure order.
+	slices.SortStableFunc(s.table.Rows, func(a, b Row) int { return strings.Compare(a.Figure, b.Figure) })
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "\n%s\n\n", machine())
 	s.table.WriteMarkdown(&b)
@@ -104,6 +107,7 @@ func (s *suite) rateFidelity(t *testing.T) {
 	)
 	type result struct {
 		steady, worst, span float64
+		worstAfterStart     float64 // worst window starting a second or more after the first call
 		calls               int
 		evalsha             int64
 		deferred            float64
@@ -134,6 +138,7 @@ func (s *suite) rateFidelity(t *testing.T) {
 		}
 		if len(times) > 1 {
 			r.span = times[len(times)-1].Sub(times[0]).Seconds() / (float64(n) / rate)
+			r.worstAfterStart = float64(MaxInWindowFrom(times, times[0].Add(time.Second), time.Second)) / rate
 		}
 		return r
 	}
@@ -146,7 +151,7 @@ func (s *suite) rateFidelity(t *testing.T) {
 		func(api *fakeAPI, _ *redistest.Server) func() bool {
 			return func() bool { return api.Imports() >= n }
 		})
-	t.Logf("worker: %d calls, first-to-last %.3f x N/R, %.2f EVALSHA per call (ledger and budget), %.0f tasks handed back by the budget; recipe: %d calls, first-to-last %.3f x N/R",
+	t.Logf("worker: %d calls, first-to-last %.3f x N/R, %.2f EVALSHA per call (asynq, ledger and budget), %.0f tasks handed back by the budget; recipe: %d calls, first-to-last %.3f x N/R",
 		ours.calls, ours.span, float64(ours.evalsha)/float64(ours.calls), ours.deferred, base.calls, base.span)
 
 	const fig = "1 rate fidelity"
@@ -154,8 +159,9 @@ func (s *suite) rateFidelity(t *testing.T) {
 		Value: fmt.Sprintf("%.3f", ours.steady), Baseline: fmt.Sprintf("%.2f (x/time/rate per process)", base.steady),
 		Target: ">= 0.97", Mark: AtLeast(ours.steady, 0.97)})
 	s.add(t, Row{Figure: fig, Metric: "worst sliding 1-s window / R",
-		Value: fmt.Sprintf("%.3f", ours.worst), Baseline: fmt.Sprintf("%.2f (x/time/rate per process)", base.worst),
-		Target: "<= 1.05", Mark: AtMost(ours.worst, 1.05)})
+		Value:    fmt.Sprintf("%.3f (%.3f after the first second)", ours.worst, ours.worstAfterStart),
+		Baseline: fmt.Sprintf("%.2f (x/time/rate per process)", base.worst),
+		Target:   "<= 1.05", Mark: AtMost(ours.worst, 1.05)})
 	if ours.worst > 1.3 || ours.steady < 0.8 {
 		t.Errorf("gross regression: worst window %.2f R, steady rate %.2f R", ours.worst, ours.steady)
 	}

@@ -50,13 +50,15 @@ func TestReliabilityAPIChaos(t *testing.T) {
 		n       = 600
 		rate    = 100
 		burst   = 5 // the worker's default, rate/20
+		slack   = rate / 10
 		workers = 3
 	)
 	key := newSecret()
 	// The fake enforces the configured rate with the worker's burst plus
-	// 50 ms of slack for the scheduling jitter between a worker's booked
-	// slot and the fake's clock.
-	api := newChaosAPI(t, 5, apiChaos, versoritest.WithAPIKey(key.key), versoritest.WithRateLimit(rate, burst+rate/20),
+	// 100 ms of slack for the scheduling jitter between a worker's booked
+	// slot and the fake's clock (both share two busy cores with the rest of
+	// the suite); the worst one-second window is held to 1.05 x R besides.
+	api := newChaosAPI(t, 5, apiChaos, versoritest.WithAPIKey(key.key), versoritest.WithRateLimit(rate, burst+slack),
 		versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
 	f := newFleet(t, api, redistest.Options{})
 	mon := f.redis.Monitor(t)
@@ -79,7 +81,7 @@ func TestReliabilityAPIChaos(t *testing.T) {
 	}
 	checkEveryOrgImportedOnce(t, api, n)
 	if v := api.RateViolations(); v != 0 {
-		t.Errorf("the fake's rate check (%d/s, burst %d) was exceeded %d times", rate, burst+rate/20, v)
+		t.Errorf("the fake's rate check (%d/s, burst %d) was exceeded %d times", rate, burst+slack, v)
 	}
 	maxWindow := api.MaxCallsInWindow(time.Second)
 	if float64(maxWindow) > 1.05*rate {

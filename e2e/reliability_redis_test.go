@@ -16,19 +16,22 @@ import (
 // TestReliabilityRedisRestart is fault 2: Redis (append-only file on) is
 // restarted in the middle of a rollout. The workers carry on without a
 // restart of their own, nothing is lost, and the test reports how long the
-// API saw no calls.
+// API saw no calls: a task whose outcome asynq could not write during the
+// restart waits for lease recovery.
 func TestReliabilityRedisRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
 	t.Parallel()
 	const (
-		n    = 1500
-		rate = 100
+		n           = 1500
+		rate        = 100
+		workers     = 2
+		concurrency = 20
 	)
 	api := versoritest.NewServer(versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
 	f := newFleet(t, api, redistest.Options{AppendOnly: true})
-	f.start(2, map[string]string{"IMPORT_RATE_LIMIT": "100", "WORKER_CONCURRENCY": "20", "RETRY_BACKOFF_CAP": "2s"})
+	f.start(workers, map[string]string{"IMPORT_RATE_LIMIT": "100", "WORKER_CONCURRENCY": strconv.Itoa(concurrency), "RETRY_BACKOFF_CAP": "2s"})
 	pids := []int{f.workers[0].Cmd.Process.Pid, f.workers[1].Cmd.Process.Pid}
 
 	start := time.Now()
@@ -57,14 +60,16 @@ func TestReliabilityRedisRestart(t *testing.T) {
 			t.Errorf("%s was restarted", w.Name)
 		}
 	}
-	if api.Conflicts() != 0 {
-		t.Errorf("%d organisations were called again after their import (409)", api.Conflicts())
+	// A call whose result could not be written while Redis was away is made
+	// again (the fake answers 409, recorded already_present); only a task a
+	// worker held at the restart can be one.
+	if api.Conflicts() > workers*concurrency {
+		t.Errorf("%d organisations were called again after their import, more than the %d tasks the workers can hold", api.Conflicts(), workers*concurrency)
 	}
-	stall := callGapAround(api, restartAt)
-	gap, _ := maxCallGap(api)
-	figure(t, "%d orgs, 2 workers, R=%d: Redis restarted (AOF, appendfsync always) at %d succeeded, down %.2fs; API calls stalled %.2fs around the restart (longest pause of the whole run %.2fs, at 1/R=%.2fs); "+
-		"all %d succeeded in %.1fs; called twice (409): %d; imports per org: 1; archived: 0; workers not restarted",
-		n, rate, before.Succeeded, down.Seconds(), stall.Seconds(), gap.Seconds(), 1.0/rate, n, time.Since(start).Seconds(), api.Conflicts())
+	stall, at := callGapAfter(api, restartAt)
+	figure(t, "%d orgs, 2 workers, R=%d: Redis restarted (AOF, appendfsync always) at %d succeeded, down %.2fs; longest pause in API calls after the restart %.2fs (from %.1fs after it; 1/R=%.2fs); "+
+		"all %d succeeded in %.1fs; called again after an import whose result could not be recorded (409, recorded already_present): %d; imports per org: 1; archived: 0; workers not restarted",
+		n, rate, before.Succeeded, down.Seconds(), stall.Seconds(), at.Sub(restartAt).Seconds(), 1.0/rate, n, time.Since(start).Seconds(), api.Conflicts())
 }
 
 // redisRunID is the server's run_id, which changes when it restarts.
@@ -83,18 +88,18 @@ func redisRunID(t *testing.T, f *fleet) string {
 	return ""
 }
 
-// callGapAround returns the longest pause between import calls that
-// overlaps the 10 s after at.
-func callGapAround(api *versoritest.Server, at time.Time) time.Duration {
+// callGapAfter returns the longest pause between import calls that ends
+// after at, and when it began.
+func callGapAfter(api *versoritest.Server, at time.Time) (time.Duration, time.Time) {
 	times := api.CallTimes()
 	var gap time.Duration
+	var from time.Time
 	for i := 1; i < len(times); i++ {
-		if times[i].Before(at) || times[i-1].After(at.Add(10*time.Second)) {
-			continue
+		if d := times[i].Sub(times[i-1]); times[i].After(at) && d > gap {
+			gap, from = d, times[i-1]
 		}
-		gap = max(gap, times[i].Sub(times[i-1]))
 	}
-	return gap
+	return gap, from
 }
 
 // TestReliabilityRedisUnreachable is fault 3: Redis is unreachable for 20 s

@@ -198,20 +198,6 @@ func checkEveryOrgImportedOnce(t *testing.T, api *versoritest.Server, n int) {
 	}
 }
 
-// maxCallGap returns the longest pause between two consecutive import calls
-// the fake received, and when it started.
-func maxCallGap(api *versoritest.Server) (time.Duration, time.Time) {
-	times := api.CallTimes()
-	var gap time.Duration
-	var at time.Time
-	for i := 1; i < len(times); i++ {
-		if d := times[i].Sub(times[i-1]); d > gap {
-			gap, at = d, times[i-1]
-		}
-	}
-	return gap, at
-}
-
 // workersAlive fails the test if any worker process has exited.
 func (f *fleet) workersAlive() {
 	f.t.Helper()

@@ -17,7 +17,7 @@
 // table, `make bench FIGURE=rate` one of them. BENCHMARKS.md at the
 // repository root holds the table of a full run and notes per figure.
 //
-// This file's package holds the measuring and reporting code; the figures
+// This package holds the measuring and reporting code; the figures
 // themselves are in bench_test.go, and the baseline worker in
 // cmd/baselineworker.
 package bench

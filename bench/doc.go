@@ -1,7 +1,7 @@
 // Package bench measures how close the import worker gets to its limits,
 // each figure side by side with a baseline run in the same process on the
 // same machine (these machines are noisy: absolute times drift by 30%
-// between runs, ratios within one run do not):
+// between runs, ratios within one run much less):
 //
 //  1. rate fidelity: three workers sharing R = 200 calls/s, against the
 //     per-process golang.org/x/time/rate recipe from asynq's wiki;

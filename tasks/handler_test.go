@@ -1,13 +1,16 @@
 package tasks
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -397,5 +400,44 @@ func TestForeignProducerTaskIsRecorded(t *testing.T) {
 func TestNewHandlerRequiresDependencies(t *testing.T) {
 	if _, err := NewHandler(HandlerConfig{}); err == nil {
 		t.Fatal("NewHandler accepted an empty config")
+	}
+}
+
+// TestLogLinesNameTheTask: every line about a task is one JSON object with
+// its rollout and organisation.
+func TestLogLinesNameTheTask(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+	var buf bytes.Buffer
+	api := newStubAPI()
+	api.script(org(1), apiError(503, 0), apiError(429, time.Second), apiError(404, 0))
+	p := NewProducer(rdb, ProducerConfig{})
+	h, err := NewHandler(HandlerConfig{
+		Client: api, Budget: &fakeBudget{}, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := NewImportTask(Payload{RolloutID: "r-log", OrgID: org(1), ConnectorID: testConnector, Version: "1"}, TaskOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_ = h.ProcessTask(context.Background(), task)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) < 3 {
+		t.Fatalf("want a line per call, got %d:\n%s", len(lines), buf.String())
+	}
+	for _, line := range lines {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("not one JSON object a line: %q", line)
+		}
+		if ev["rollout"] != "r-log" || ev["org"] != org(1) {
+			t.Errorf("line without rollout and org: %s", line)
+		}
 	}
 }

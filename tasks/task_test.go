@@ -86,7 +86,8 @@ func TestValidateRolloutID(t *testing.T) {
 }
 
 func TestTaskIDIsPerRolloutAndOrg(t *testing.T) {
-	if TaskID("r1", testOrg) == TaskID("r2", testOrg) || TaskID("r1", testOrg) != TaskID("r1", testOrg) {
+	first, again, other := TaskID("r1", testOrg), TaskID("r1", testOrg), TaskID("r2", testOrg)
+	if first == other || first != again {
 		t.Fatal("task IDs must be unique per rollout and organisation, and stable")
 	}
 }

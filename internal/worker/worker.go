@@ -163,9 +163,11 @@ func Run(ctx context.Context, cfg Config) error {
 		IsFailure:       tasks.IsFailure,
 		RetryDelayFunc:  cfg.Backoff.RetryDelayFunc(),
 		ShutdownTimeout: cfg.ShutdownTimeout,
-		// Rate-limited tasks come back after about a second; asynq's default
-		// of 5 s between checks of the retry set would idle the budget.
-		DelayedTaskCheckInterval: time.Second,
+		// Rate-limited and retried tasks come back after about a second;
+		// asynq's default of 5 s between checks of the retry set would idle
+		// the budget, and every 250 ms trims a rollout's retry tail for one
+		// cheap script call per check.
+		DelayedTaskCheckInterval: 250 * time.Millisecond,
 		TaskCheckInterval:        200 * time.Millisecond,
 		Logger:                   asynqLogger{log.With("component", "asynq")},
 		LogLevel:                 asynq.WarnLevel,

@@ -64,8 +64,34 @@ type HandlerConfig struct {
 	Now func() time.Time
 }
 
-// recordTimeout bounds the ledger writes after an API call.
-const recordTimeout = 10 * time.Second
+// recordTimeout bounds the ledger writes after an API call, retries
+// included. It outlasts a Redis restart or failover, and stays below the
+// task's two-minute deadline.
+const recordTimeout = 30 * time.Second
+
+// retryWrite runs a ledger write after an API call until it succeeds or ctx
+// ends, backing off from 50 ms to 2 s. Giving up at the first error would
+// make the call again (its retry meets a 409) and, with Redis briefly gone,
+// leave the task to asynq's lease recovery (about 100 s) because asynq
+// cannot write the retry either; waiting for Redis avoids both.
+func retryWrite(ctx context.Context, log *taskLog, write func() error) error {
+	delay := 50 * time.Millisecond
+	for i := 0; ; i++ {
+		err := write()
+		if err == nil || errors.Is(err, ledger.ErrInvalidID) || errors.Is(err, ledger.ErrOrgNotFound) || errors.Is(err, ledger.ErrRolloutNotFound) {
+			return err
+		}
+		if i == 0 {
+			log.warn("ledger write failed; retrying until Redis answers", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
 
 // Handler imports one organisation per task. It is an asynq.Handler.
 type Handler struct {
@@ -277,7 +303,11 @@ func (h *Handler) waitForSlot(ctx context.Context) error {
 // trip per organisation (6% of the worker's CPU in the benchmarks' figure
 // 2); it can be off by one only when two deliveries of the task ran at once.
 func (h *Handler) finish(ctx context.Context, log *taskLog, p Payload, out ledger.Outcome, prior int) error {
-	changed, err := h.cfg.Ledger.Finish(ctx, p.RolloutID, p.OrgID, out)
+	var changed bool
+	err := retryWrite(ctx, log, func() (err error) {
+		changed, err = h.cfg.Ledger.Finish(ctx, p.RolloutID, p.OrgID, out)
+		return err
+	})
 	if err != nil {
 		log.error("could not record the outcome", "err", err)
 		return fmt.Errorf("import org %s: record outcome: %w", p.OrgID, err)
@@ -293,8 +323,10 @@ func (h *Handler) finish(ctx context.Context, log *taskLog, p Payload, out ledge
 // failure here is logged, not returned: the task is retried anyway, and the
 // record is completed by the attempt that settles it.
 func (h *Handler) attempt(ctx context.Context, log *taskLog, p Payload, class versori.Class, status int, took time.Duration, cause error) {
-	err := h.cfg.Ledger.Attempt(ctx, p.RolloutID, p.OrgID, ledger.Attempt{
-		Class: string(class), HTTPStatus: status, Error: errorMessage(cause), Duration: took,
+	err := retryWrite(ctx, log, func() error {
+		return h.cfg.Ledger.Attempt(ctx, p.RolloutID, p.OrgID, ledger.Attempt{
+			Class: string(class), HTTPStatus: status, Error: errorMessage(cause), Duration: took,
+		})
 	})
 	if err != nil {
 		log.warn("could not record the attempt", "err", err)

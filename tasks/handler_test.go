@@ -441,3 +441,31 @@ func TestLogLinesNameTheTask(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryWriteWaitsForRedis(t *testing.T) {
+	log := &taskLog{l: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	calls := 0
+	err := retryWrite(context.Background(), log, func() error {
+		calls++
+		if calls < 3 {
+			return errors.New("dial tcp: connection refused")
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("retryWrite = %v after %d calls, want success at the third", err, calls)
+	}
+
+	calls = 0
+	err = retryWrite(context.Background(), log, func() error { calls++; return ledger.ErrOrgNotFound })
+	if !errors.Is(err, ledger.ErrOrgNotFound) || calls != 1 {
+		t.Fatalf("a permanent ledger error must not be retried: %v after %d calls", err, calls)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Millisecond)
+	defer cancel()
+	err = retryWrite(ctx, log, func() error { return errors.New("redis down") })
+	if err == nil {
+		t.Fatal("retryWrite must give up when its context ends")
+	}
+}

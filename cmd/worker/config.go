@@ -110,7 +110,9 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 			c.RateLimit = f
 		}
 	}
-	c.RateBurst = int(math.Max(1, math.Round(c.RateLimit/20)))
+	// Floor, as ratebudget does: a rounded-up burst of 3 at R=50 lets the
+	// API see 1.06 R in one second, past design.md's 1.05.
+	c.RateBurst = int(math.Max(1, math.Floor(c.RateLimit/20)))
 	if v := str("IMPORT_RATE_BURST", ""); v != "" {
 		c.RateBurst = integer("IMPORT_RATE_BURST", c.RateBurst, 1, 100000)
 	}
@@ -166,8 +168,11 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		if c.APIKey != "" {
 			if _, err := versori.New(c.versoriConfig()); err != nil {
 				name := "VERSORI_BASE_URL"
-				if strings.HasPrefix(err.Error(), "API key") {
+				switch msg := err.Error(); {
+				case strings.Contains(msg, "API key"):
 					name = "VERSORI_API_KEY"
+				case strings.Contains(msg, "auth scheme"):
+					name = "VERSORI_AUTH_SCHEME"
 				}
 				bad(name, "%v", err)
 			}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func valid() map[string]string {
+	return map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0", "VERSORI_API_KEY": "vk_live_abc123"}
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := loadConfig(env(valid()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RateLimit != 10 || c.RateBurst != 1 || c.Concurrency != 20 || c.MetricsAddr != ":9090" ||
+		c.AuthScheme != "Bearer" || c.Queue != "imports" || c.CallTimeout != 30*time.Second ||
+		c.ShutdownTimeout != 40*time.Second || c.BaseURL != "https://platform.versori.com/api/connect/v1" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestLoadConfigBurstStaysUnderTheWindow(t *testing.T) {
+	for rate, burst := range map[string]int{"1": 1, "10": 1, "50": 2, "59": 2, "200": 10} {
+		e := valid()
+		e["IMPORT_RATE_LIMIT"] = rate
+		c, err := loadConfig(env(e), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.RateBurst != burst {
+			t.Errorf("IMPORT_RATE_LIMIT=%s: burst %d, want %d", rate, c.RateBurst, burst)
+		}
+	}
+}
+
+func TestLoadConfigNamesEveryBadVariable(t *testing.T) {
+	for _, tc := range []struct {
+		set  map[string]string
+		want string
+	}{
+		{map[string]string{"REDIS_URL": ""}, "REDIS_URL: is required"},
+		{map[string]string{"REDIS_URL": "http://x"}, "REDIS_URL: unsupported scheme"},
+		{map[string]string{"VERSORI_API_KEY": ""}, "VERSORI_API_KEY: is required"},
+		{map[string]string{"VERSORI_API_KEY": "a b"}, "VERSORI_API_KEY:"},
+		{map[string]string{"VERSORI_BASE_URL": "http://example.com"}, "VERSORI_BASE_URL:"},
+		{map[string]string{"VERSORI_AUTH_SCHEME": "Basic"}, "VERSORI_AUTH_SCHEME:"},
+		{map[string]string{"IMPORT_RATE_LIMIT": "-1"}, "IMPORT_RATE_LIMIT:"},
+		{map[string]string{"IMPORT_RATE_LIMIT": "NaN"}, "IMPORT_RATE_LIMIT:"},
+		{map[string]string{"IMPORT_RATE_BURST": "0"}, "IMPORT_RATE_BURST:"},
+		{map[string]string{"WORKER_CONCURRENCY": "many"}, "WORKER_CONCURRENCY:"},
+		{map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY:"},
+		{map[string]string{"METRICS_ADDR": ""}, ""},
+		{map[string]string{"VERSORI_TIMEOUT": "soon"}, "VERSORI_TIMEOUT:"},
+		{map[string]string{"WORKER_SHUTDOWN_TIMEOUT": "10s"}, "WORKER_SHUTDOWN_TIMEOUT: 10s must exceed"},
+		{map[string]string{"RETRY_BACKOFF_BASE": "2m", "RETRY_BACKOFF_CAP": "1m"}, "RETRY_BACKOFF_CAP:"},
+		{map[string]string{"LOG_LEVEL": "chatty"}, "LOG_LEVEL:"},
+		{map[string]string{"ENABLE_PPROF": "maybe"}, "ENABLE_PPROF:"},
+		{map[string]string{"WORKER_QUEUE": "a b"}, "WORKER_QUEUE:"},
+		{map[string]string{"VERSORI_API_KEY_FILE": "/nonexistent/key"}, "VERSORI_API_KEY_FILE:"},
+	} {
+		e := valid()
+		for k, v := range tc.set {
+			e[k] = v
+		}
+		_, err := loadConfig(env(e), false)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%v: unexpected error %v", tc.set, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one naming %q", tc.set, err, tc.want)
+			continue
+		}
+		if strings.Contains(err.Error(), "vk_live_abc123") {
+			t.Errorf("%v: the error repeats the key: %v", tc.set, err)
+		}
+	}
+}
+
+func TestLoadConfigKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "key")
+	os.WriteFile(good, []byte("vk_from_file\n"), 0o600)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	two := filepath.Join(dir, "two")
+	os.WriteFile(two, []byte("a\nb\n"), 0o600)
+
+	e := valid()
+	delete(e, "VERSORI_API_KEY")
+	e["VERSORI_API_KEY_FILE"] = good
+	c, err := loadConfig(env(e), false)
+	if err != nil || c.APIKey != "vk_from_file" {
+		t.Fatalf("key file: %q, %v", c.APIKey, err)
+	}
+	for _, path := range []string{empty, two} {
+		e["VERSORI_API_KEY_FILE"] = path
+		if _, err := loadConfig(env(e), false); err == nil || !strings.Contains(err.Error(), "VERSORI_API_KEY_FILE") {
+			t.Errorf("%s: %v", path, err)
+		}
+	}
+	e["VERSORI_API_KEY"] = "vk_both"
+	e["VERSORI_API_KEY_FILE"] = good
+	if _, err := loadConfig(env(e), false); err == nil || !strings.Contains(err.Error(), "only one") {
+		t.Errorf("key and key file together: %v", err)
+	}
+}
+
+func TestDemoRefusesRealSettings(t *testing.T) {
+	if _, err := loadConfig(env(map[string]string{}), true); err != nil {
+		t.Fatalf("demo on an empty environment: %v", err)
+	}
+	for _, name := range []string{"REDIS_URL", "VERSORI_BASE_URL", "VERSORI_API_KEY", "VERSORI_API_KEY_FILE"} {
+		_, err := loadConfig(env(map[string]string{name: "redis://prod:6379"}), true)
+		if err == nil || !strings.Contains(err.Error(), name+": is set, but --demo") {
+			t.Errorf("--demo with %s set: %v", name, err)
+		}
+	}
+}
+
+func TestRunPrintsOneLinePerProblemAndExits2(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run(nil, env(map[string]string{"IMPORT_RATE_LIMIT": "x"}), &out, &errb)
+	if code != exitConfig {
+		t.Fatalf("exit %d, want %d", code, exitConfig)
+	}
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want one line for each of the 3 problems, got:\n%s", errb.String())
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "worker: configuration: ") {
+			t.Errorf("line %q", l)
+		}
+	}
+	if code := run([]string{"--version"}, env(nil), &out, &errb); code != exitOK || !strings.Contains(out.String(), "worker ") {
+		t.Errorf("--version: exit %d, %q", code, out.String())
+	}
+	if code := run([]string{"stray"}, env(nil), &out, &errb); code != exitConfig {
+		t.Errorf("a stray argument: exit %d", code)
+	}
+}
+
+func TestRunRedisUnreachableExits1(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run(nil, env(map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "VERSORI_API_KEY": "k", "METRICS_ADDR": "127.0.0.1:0"}), &out, &errb)
+	if code != exitRuntime || !strings.Contains(errb.String(), "redis unreachable") {
+		t.Fatalf("exit %d:\n%s", code, errb.String())
+	}
+}

@@ -41,7 +41,7 @@ test: deps vet
 # fuzz runs every fuzz target for FUZZTIME each; the seed corpora in
 # testdata/fuzz run with the unit tests anyway.
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./versori/:FuzzParseRetryAfter ./versori/:FuzzDecodeError ./tasks/:FuzzDecodePayload \
+FUZZ_TARGETS := ./versori/:FuzzParseRetryAfter ./versori/:FuzzDecodeError ./versori/:FuzzDecodeConnector ./tasks/:FuzzDecodePayload \
 	./ratebudget/:FuzzSchedule ./ledger/:FuzzSanitize ./orglist/:FuzzParse
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -1,6 +1,11 @@
 package versori
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -73,6 +78,57 @@ func FuzzDecodeError(f *testing.F) {
 		}
 		if strings.Contains(msg, key) {
 			t.Fatalf("key in %q", msg)
+		}
+	})
+}
+
+// bodyTransport answers every request with status and body, without a
+// network, so the fuzzer drives the client's whole response path.
+type bodyTransport struct {
+	status int
+	body   []byte
+}
+
+func (b bodyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return &http.Response{
+		StatusCode: b.status, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(bytes.NewReader(b.body)), ContentLength: int64(len(b.body)), Request: r,
+	}, nil
+}
+
+// FuzzDecodeConnector feeds arbitrary 200 bodies to a real import call: the
+// result is a Connector or a server_error, never a panic, and an error never
+// carries the key even when the body holds it.
+func FuzzDecodeConnector(f *testing.F) {
+	const key = "sk_fuzz_KEY_0123456789"
+	for _, s := range []string{
+		`{"id":"01HZY00000000000000000000C","organisationId":"o","name":"n","public":false,"protocol":"http","baseUrl":"https://x","authSchemeConfigs":[{"type":"api-key"}],"connections":[],"versions":[{"id":"v","name":"1.0","isLatest":true,"isDefault":false,"createdAt":"2025-01-01T00:00:00Z","updatedAt":"2025-01-01T00:00:00Z","publishedAt":null,"messages":[{"text":"t","severity":"info","detail":[1]}]}],"createdAt":"2025-01-01T00:00:00Z","updatedAt":"2025-01-01T00:00:00Z","unknown":{"x":1}}`,
+		`{"versions":null,"tags":{"a":["b"]}}`,
+		`{"createdAt":"yesterday"}`,
+		`[]`, `null`, ``, `<html>` + key + `</html>`, `{"name":"` + key + `"}` + "\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		c, err := New(Config{BaseURL: "https://api.example.com/v1", APIKey: key, HTTPClient: &http.Client{Transport: bodyTransport{200, body}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := c.ImportPublicConnectorVersion(context.Background(), "01HZY00000000000000000000A", "01HZY00000000000000000000C", "1.0")
+		if err != nil {
+			if Classify(err) != ClassServerError {
+				t.Fatalf("a bad 200 body classed %s: %v", Classify(err), err)
+			}
+			if strings.Contains(err.Error(), key) || strings.Contains(fmt.Sprintf("%+v", err), key) {
+				t.Fatalf("the key leaked into the error: %v", err)
+			}
+			return
+		}
+		if conn == nil {
+			t.Fatal("nil connector without an error")
+		}
+		if _, err := json.Marshal(conn); err != nil {
+			t.Fatalf("a decoded connector does not encode: %v", err)
 		}
 	})
 }

@@ -34,7 +34,7 @@ vet:
 # The FIGURE lines are the measured figures the end-to-end tests log.
 test: SHELL := /bin/bash
 test: deps vet
-	set -o pipefail; REDISTEST_REQUIRED=1 $(GO) test -race -count=1 -timeout 14m -v ./... \
+	set -o pipefail; REDISTEST_REQUIRED=1 $(GO) test -race -count=1 -timeout 14m -parallel 4 -v ./... \
 		| grep -E '^(ok|FAIL|---|panic|\s+FIGURE|\s+\S+_test\.go:[0-9]+:)' | grep -vE '^--- (PASS|SKIP)'
 	@$(GO) test -count=1 -cover ./versori/ | sed 's/^/coverage: /'
 

@@ -134,6 +134,22 @@ func (a *app) connect(ctx context.Context) (redis.UniversalClient, error) {
 	return rdb, nil
 }
 
+// openRollout connects to Redis and reads a rollout's definition and
+// counters, for the commands that act on one rollout. The caller closes rdb.
+func (a *app) openRollout(ctx context.Context, id string) (rdb redis.UniversalClient, led *ledger.Ledger, r ledger.Rollout, c ledger.Counts, err error) {
+	rdb, err = a.connect(ctx)
+	if err != nil {
+		return nil, nil, r, c, err
+	}
+	led = ledger.New(rdb, ledger.Options{})
+	r, c, err = rollout(ctx, led, id)
+	if err != nil {
+		rdb.Close()
+		return nil, nil, r, c, err
+	}
+	return rdb, led, r, c, nil
+}
+
 // rollout returns a rollout's definition and counters; an invalid or unknown
 // ID is bad input.
 func rollout(ctx context.Context, led *ledger.Ledger, id string) (ledger.Rollout, ledger.Counts, error) {

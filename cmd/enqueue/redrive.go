@@ -65,16 +65,11 @@ func (r *retryCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	ctx := cmd.Context()
-	rdb, err := r.connect(ctx)
+	rdb, led, ro, _, err := r.openRollout(ctx, args[0])
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	led := ledger.New(rdb, ledger.Options{})
-	ro, _, err := rollout(ctx, led, args[0])
-	if err != nil {
-		return err
-	}
 	res, err := redrive(ctx, rdb, led, ro, classes, r.queue)
 	if err != nil {
 		return fmt.Errorf("%v (re-drove %s of the failed organisations so far; running retry again is safe)", err, thousands(res.Requeued))
@@ -185,16 +180,11 @@ organisations; start a new rollout for them.`,
 
 func (c *cancelCmd) run(cmd *cobra.Command, args []string) error {
 	ctx := cmd.Context()
-	rdb, err := c.connect(ctx)
+	rdb, led, ro, _, err := c.openRollout(ctx, args[0])
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	led := ledger.New(rdb, ledger.Options{})
-	ro, _, err := rollout(ctx, led, args[0])
-	if err != nil {
-		return err
-	}
 	res, err := cancelRollout(ctx, rdb, led, ro.ID, c.queue)
 	if err != nil {
 		return fmt.Errorf("%v (cancelled %s organisations so far; running cancel again is safe)", err, thousands(res.Cancelled))

@@ -102,16 +102,11 @@ func (r *reportCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	ctx := cmd.Context()
-	rdb, err := r.connect(ctx)
+	rdb, led, ro, counts, err := r.openRollout(ctx, args[0])
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	led := ledger.New(rdb, ledger.Options{})
-	ro, counts, err := rollout(ctx, led, args[0])
-	if err != nil {
-		return err
-	}
 
 	out, commit, err := r.openOutput()
 	if err != nil {

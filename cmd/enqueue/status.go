@@ -108,16 +108,11 @@ func (s *statusCmd) run(cmd *cobra.Command, args []string) error {
 		return usageError("--interval must be positive")
 	}
 	ctx := cmd.Context()
-	rdb, err := s.connect(ctx)
+	rdb, led, r, c, err := s.openRollout(ctx, args[0])
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	led := ledger.New(rdb, ledger.Options{})
-	r, c, err := rollout(ctx, led, args[0])
-	if err != nil {
-		return err
-	}
 	st := newStatus(r, c)
 	if s.watch {
 		st, err = s.follow(ctx, rdb, led, r.ID, st)

@@ -187,7 +187,9 @@ func sanitize(s string, max int) string {
 	for cut > 0 && !utf8.RuneStart(out[cut]) {
 		cut--
 	}
-	out = out[:cut]
+	// A cut can land just after a collapsed space: drop it, or the stored
+	// text would end in one.
+	out = strings.TrimRight(out[:cut], " ")
 	if len(out)+len(ellipsis) <= max {
 		out += ellipsis
 	}

@@ -345,7 +345,7 @@ func goroutines(t *testing.T, addr string, worker bool) float64 {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if worker {
-		v, ok := MetricValue(string(b), "go_goroutines")
+		v, ok := e2etest.MetricSum(string(b), "go_goroutines")
 		if !ok {
 			t.Error("no go_goroutines in /metrics")
 		}

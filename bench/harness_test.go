@@ -226,7 +226,8 @@ func scrapeSum(tb testing.TB, ps []*e2etest.Process, name string) float64 {
 			tb.Logf("scrape %s: %v", p.Name, err)
 			continue
 		}
-		sum += MetricSum(text, name)
+		v, _ := e2etest.MetricSum(text, name)
+		sum += v
 	}
 	return sum
 }

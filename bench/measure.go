@@ -202,55 +202,6 @@ func RedisCPU(info string) (time.Duration, bool) {
 	return time.Duration(total * float64(time.Second)), seen == 2
 }
 
-// MetricValue returns the value of the first sample of the named metric in
-// a Prometheus text exposition, e.g. MetricValue(text, "go_goroutines").
-// Samples with labels match on the name before the brace.
-func MetricValue(exposition, name string) (float64, bool) {
-	for _, line := range strings.Split(exposition, "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		series, value, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if base, _, _ := strings.Cut(series, "{"); base != name {
-			continue
-		}
-		// A timestamp may follow the value.
-		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			return 0, false
-		}
-		return v, true
-	}
-	return 0, false
-}
-
-// MetricSum returns the sum of every sample of the named metric (all its
-// label sets) in a Prometheus text exposition; 0 when there is none.
-func MetricSum(exposition, name string) float64 {
-	var sum float64
-	for _, line := range strings.Split(exposition, "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		series, value, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if base, _, _ := strings.Cut(series, "{"); base != name {
-			continue
-		}
-		value, _, _ = strings.Cut(strings.TrimSpace(value), " ")
-		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
-}
-
 // CommandCounts is INFO commandstats: calls per command name.
 type CommandCounts map[string]int64
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -84,29 +83,6 @@ func importOrg(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// metricSum returns the sum of every series of the metric name in a
-// Prometheus text exposition, and whether the metric was present.
-func metricSum(text, name string) (float64, bool) {
-	sum, found := 0.0, false
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			continue
-		}
-		sum += v
-		found = true
-	}
-	return sum, found
-}
-
 // scrapeMetric scrapes p and returns the metric's value, failing the test if
 // the metric is missing.
 func scrapeMetric(t *testing.T, p *e2etest.Process, name string) float64 {
@@ -115,7 +91,7 @@ func scrapeMetric(t *testing.T, p *e2etest.Process, name string) float64 {
 	if err != nil {
 		t.Fatalf("scrape %s: %v", p.Name, err)
 	}
-	v, ok := metricSum(text, name)
+	v, ok := e2etest.MetricSum(text, name)
 	if !ok {
 		t.Fatalf("%s does not export %s", p.Name, name)
 	}

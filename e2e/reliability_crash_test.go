@@ -51,9 +51,9 @@ func TestReliabilityKillWorker(t *testing.T) {
 	}
 	victim.Kill()
 	killedAt := time.Now()
-	tasksInFlight, ok1 := metricSum(text, metrics.NameTasksInFlight)
-	callsInFlight, ok2 := metricSum(text, metrics.NameCallsInFlight)
-	busy, ok3 := metricSum(text, metrics.NameHandlersBusy)
+	tasksInFlight, ok1 := e2etest.MetricSum(text, metrics.NameTasksInFlight)
+	callsInFlight, ok2 := e2etest.MetricSum(text, metrics.NameCallsInFlight)
+	busy, ok3 := e2etest.MetricSum(text, metrics.NameHandlersBusy)
 	if !ok1 || !ok2 || !ok3 {
 		t.Fatalf("the victim's metrics lack %s, %s or %s", metrics.NameTasksInFlight, metrics.NameCallsInFlight, metrics.NameHandlersBusy)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/versori/import-worker/internal/redisconn"
+	"github.com/versori/import-worker/internal/worker"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -179,10 +180,8 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		}
 	}
 
-	// A stopping worker must outwait the longest handler, or asynq re-queues
-	// a call still in flight and it runs twice.
-	min := c.RateMaxWait + c.CallTimeout
-	c.ShutdownTimeout = dur("WORKER_SHUTDOWN_TIMEOUT", min+5*time.Second)
+	min, def := worker.ShutdownBounds(c.RateMaxWait, c.CallTimeout)
+	c.ShutdownTimeout = dur("WORKER_SHUTDOWN_TIMEOUT", def)
 	if c.ShutdownTimeout <= min {
 		bad("WORKER_SHUTDOWN_TIMEOUT", "%s must exceed IMPORT_RATE_MAX_WAIT + VERSORI_TIMEOUT (%s), or calls cut off at shutdown run twice", c.ShutdownTimeout, min)
 	}

@@ -96,9 +96,9 @@ func (c *Config) setDefaults() error {
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = 30 * time.Second
 	}
-	min := c.RateMaxWait + c.CallTimeout
+	min, def := ShutdownBounds(c.RateMaxWait, c.CallTimeout)
 	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = min + 5*time.Second
+		c.ShutdownTimeout = def
 	}
 	if c.ShutdownTimeout <= min {
 		return fmt.Errorf("worker: shutdown timeout %s must exceed the rate budget's max wait plus the call timeout (%s), or a stopping worker abandons calls that then run twice", c.ShutdownTimeout, min)
@@ -107,6 +107,16 @@ func (c *Config) setDefaults() error {
 		c.Registry = prometheus.NewRegistry()
 	}
 	return nil
+}
+
+// ShutdownBounds returns the shortest shutdown timeout that is safe (it
+// must be exceeded) and the default one, for a budget max wait and a call
+// timeout. A stopping worker must outwait its longest handler, the wait for
+// a slot plus the call, or asynq re-queues a call still in flight and it
+// runs twice.
+func ShutdownBounds(rateMaxWait, callTimeout time.Duration) (min, def time.Duration) {
+	min = rateMaxWait + callTimeout
+	return min, min + 5*time.Second
 }
 
 // Run serves import tasks until ctx is cancelled, then shuts down

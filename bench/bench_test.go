@@ -125,7 +125,7 @@ func (s *suite) rateFidelity(t *testing.T) {
 		stopProcs(t, ps)
 		times := api.CallTimes()
 		steady, _ := SteadyRate(times, 0.05, 0.95)
-		worst, at := WorstWindow(times, time.Second)
+		worst, at := versoritest.WorstWindow(times, time.Second)
 		if len(times) > 0 {
 			t.Logf("%s: worst 1-s window (%d calls) starts %.2fs after the first call", filepath.Base(bin), worst, at.Sub(times[0]).Seconds())
 		}
@@ -425,7 +425,7 @@ func (s *suite) rollout(t *testing.T) {
 		}
 		t.Logf("worker: %d orgs in %.1fs (%d calls: %d 5xx, %d 429 with Retry-After, %d without, %d 409); %.0f fleet cool-downs started; worst 1-s window %.3f R; classes %v",
 			n, wall.Seconds(), len(times), api.FaultsInjected(versoritest.FaultServerError), api.FaultsInjected(versoritest.FaultRateLimited),
-			api.FaultsInjected(versoritest.FaultRateLimitedNoRetryAfter), api.Conflicts(), cooldowns, float64(MaxInWindow(times, time.Second))/rate, c.ByClass)
+			api.FaultsInjected(versoritest.FaultRateLimitedNoRetryAfter), api.Conflicts(), cooldowns, float64(MaxInWindowFrom(times, time.Time{}, time.Second))/rate, c.ByClass)
 		if c.Succeeded != n {
 			t.Errorf("worker: %d of %d organisations succeeded: %+v", c.Succeeded, n, c)
 		}

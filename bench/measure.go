@@ -9,36 +9,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/versori/import-worker/versori/versoritest"
 )
 
-// MaxInWindow returns the most of the sorted times that fall within any
-// half-open window [t, t+w): a sliding window, not aligned buckets, so a
-// burst straddling a second boundary is counted whole.
-func MaxInWindow(times []time.Time, w time.Duration) int {
-	n, _ := WorstWindow(times, w)
-	return n
-}
-
-// WorstWindow is MaxInWindow that also returns where the first fullest
-// window starts (the zero time when times is empty), to tell a start-up
-// burst from a bunching in the middle of a run.
-func WorstWindow(times []time.Time, w time.Duration) (n int, start time.Time) {
-	lo := 0
-	for hi := range times {
-		for times[hi].Sub(times[lo]) >= w {
-			lo++
-		}
-		if hi-lo+1 > n {
-			n, start = hi-lo+1, times[lo]
-		}
-	}
-	return n, start
-}
-
-// MaxInWindowFrom is MaxInWindow over the times at or after from.
+// MaxInWindowFrom is versoritest.WorstWindow's count over the times at or
+// after from.
 func MaxInWindowFrom(times []time.Time, from time.Time, w time.Duration) int {
 	i := sort.Search(len(times), func(i int) bool { return !times[i].Before(from) })
-	return MaxInWindow(times[i:], w)
+	n, _ := versoritest.WorstWindow(times[i:], w)
+	return n
 }
 
 // SteadyRate returns the rate, per second, of the sorted times between the

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/versori/import-worker/versori/versoritest"
 )
 
 var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -40,19 +42,19 @@ func TestMaxInWindow(t *testing.T) {
 		{"steady 10 per second", every(epoch, 100, 100*time.Millisecond), 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := MaxInWindow(tc.times, time.Second); got != tc.want {
-				t.Errorf("MaxInWindow = %d, want %d", got, tc.want)
+			if got, _ := versoritest.WorstWindow(tc.times, time.Second); got != tc.want {
+				t.Errorf("WorstWindow = %d, want %d", got, tc.want)
 			}
 		})
 	}
 }
 
 func TestWorstWindow(t *testing.T) {
-	n, start := WorstWindow(at(0, 2000, 2100, 2200, 2300, 5000), time.Second)
+	n, start := versoritest.WorstWindow(at(0, 2000, 2100, 2200, 2300, 5000), time.Second)
 	if n != 4 || !start.Equal(epoch.Add(2*time.Second)) {
 		t.Errorf("WorstWindow = %d at %s, want 4 at 2s", n, start.Sub(epoch))
 	}
-	if n, start := WorstWindow(nil, time.Second); n != 0 || !start.IsZero() {
+	if n, start := versoritest.WorstWindow(nil, time.Second); n != 0 || !start.IsZero() {
 		t.Errorf("WorstWindow(nil) = %d, %s", n, start)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/versori/import-worker/internal/redistest"
+	"github.com/versori/import-worker/versori/versoritest"
 )
 
 // fleetRun is what a simulated fleet did: the time of every grant.
@@ -58,19 +59,6 @@ func runFleet(t *testing.T, s *redistest.Server, cfg Config, processes, goroutin
 	return run
 }
 
-// worstWindow is the largest number of grants in any half-open window
-// [t, t+w), over every t (the worst window starts at a grant).
-func worstWindow(grants []time.Time, w time.Duration) int {
-	worst, j := 0, 0
-	for i := range grants {
-		for j < len(grants) && grants[j].Sub(grants[i]) < w {
-			j++
-		}
-		worst = max(worst, j-i)
-	}
-	return worst
-}
-
 // meanRate is the rate of the grants after the first burst grants: the
 // steady part of a saturated schedule.
 func meanRate(grants []time.Time, burst int) float64 {
@@ -104,7 +92,7 @@ func TestFleetOnRealRedis(t *testing.T) {
 	if len(run.grants) != calls {
 		t.Fatalf("%d grants, want %d", len(run.grants), calls)
 	}
-	worst := worstWindow(run.grants, time.Second)
+	worst, _ := versoritest.WorstWindow(run.grants, time.Second)
 	mean := meanRate(run.grants, 1)
 	scripts := after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"]
 	var total int64
@@ -169,7 +157,7 @@ func TestFleetPauseOnRealRedis(t *testing.T) {
 			cfg := Config{Limit: limit, Burst: 1, LateTolerance: tc.lateTolerance}
 			run := runFleet(t, s, cfg, 3, 20, calls, func(b *Budget) { b.sleep = stall })
 
-			worst := worstWindow(run.grants, time.Second)
+			worst, _ := versoritest.WorstWindow(run.grants, time.Second)
 			t.Logf("worst 1-s window %d = %.3f R; %d slots missed", worst, float64(worst)/limit, run.missed)
 			if tc.guarded {
 				if max := int(1.05*limit) + 1; worst > max {

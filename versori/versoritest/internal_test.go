@@ -48,8 +48,9 @@ func TestLatencyDistributions(t *testing.T) {
 	}
 }
 
-func TestMaxInWindow(t *testing.T) {
+func TestWorstWindow(t *testing.T) {
 	s := int64(time.Second)
+	epoch := time.Unix(1_700_000_000, 0)
 	tests := []struct {
 		times []int64
 		want  int
@@ -62,8 +63,12 @@ func TestMaxInWindow(t *testing.T) {
 		{[]int64{0, s / 2, s, 3 * s / 2, 2 * s}, 2},
 	}
 	for _, tc := range tests {
-		if got := maxInWindow(tc.times, s); got != tc.want {
-			t.Errorf("maxInWindow(%v) = %d, want %d", tc.times, got, tc.want)
+		times := make([]time.Time, len(tc.times))
+		for i, ns := range tc.times {
+			times[i] = epoch.Add(time.Duration(ns))
+		}
+		if got, _ := WorstWindow(times, time.Second); got != tc.want {
+			t.Errorf("WorstWindow(%v) = %d, want %d", tc.times, got, tc.want)
 		}
 	}
 }

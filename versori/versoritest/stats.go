@@ -64,10 +64,10 @@ func (s *Server) Stats() Stats {
 			st.Statuses[strconv.Itoa(code)] = n
 		}
 	}
-	times := s.sortedTimes()
-	st.MaxCallsPerSecond = maxInWindow(times, int64(time.Second))
-	if n := len(times); n > 1 && times[n-1] > times[0] {
-		st.MeanCallsPerSecond = float64(n-1) / time.Duration(times[n-1]-times[0]).Seconds()
+	times := s.CallTimes()
+	st.MaxCallsPerSecond, _ = WorstWindow(times, time.Second)
+	if n := len(times); n > 1 && times[n-1].After(times[0]) {
+		st.MeanCallsPerSecond = float64(n-1) / times[n-1].Sub(times[0]).Seconds()
 	}
 	return st
 }
@@ -158,7 +158,8 @@ func (s *Server) CallTimes() []time.Time {
 // window of the given length (a sliding window, not aligned buckets): the
 // worst one-second window is MaxCallsInWindow(time.Second).
 func (s *Server) MaxCallsInWindow(window time.Duration) int {
-	return maxInWindow(s.sortedTimes(), int64(window))
+	n, _ := WorstWindow(s.CallTimes(), window)
+	return n
 }
 
 func (s *Server) sortedTimes() []int64 {
@@ -171,15 +172,20 @@ func (s *Server) sortedTimes() []int64 {
 	return times
 }
 
-// maxInWindow counts the most sorted times within any half-open window
-// [t, t+w).
-func maxInWindow(times []int64, w int64) int {
-	best, lo := 0, 0
+// WorstWindow returns the most of the sorted times that fall within any
+// half-open window [t, t+w) (a sliding window, not aligned buckets, so a
+// burst straddling a second boundary is counted whole), and where the first
+// fullest window starts (the zero time when times is empty). Tests and
+// benchmarks use it on any schedule of calls, not only the fake's.
+func WorstWindow(times []time.Time, w time.Duration) (n int, start time.Time) {
+	lo := 0
 	for hi := range times {
-		for times[hi]-times[lo] >= w {
+		for times[hi].Sub(times[lo]) >= w {
 			lo++
 		}
-		best = max(best, hi-lo+1)
+		if hi-lo+1 > n {
+			n, start = hi-lo+1, times[lo]
+		}
 	}
-	return best
+	return n, start
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -19,8 +17,8 @@ import (
 type config struct {
 	RedisURL        string        // REDIS_URL
 	BaseURL         string        // VERSORI_BASE_URL
-	APIKey          string        // VERSORI_API_KEY, or the content of VERSORI_API_KEY_FILE
-	APIKeyFile      string        // VERSORI_API_KEY_FILE
+	APIKey          string        // VERSORI_API_KEY
+	APIKeyFile      string        // VERSORI_API_KEY_FILE, read by the client
 	AuthScheme      string        // VERSORI_AUTH_SCHEME
 	CallTimeout     time.Duration // VERSORI_TIMEOUT
 	RateLimit       float64       // IMPORT_RATE_LIMIT
@@ -34,6 +32,10 @@ type config struct {
 	MetricsAddr     string        // METRICS_ADDR
 	LogLevel        string        // LOG_LEVEL
 	EnablePprof     bool          // ENABLE_PPROF
+
+	// client is the API client built while checking the settings; nil in
+	// demo mode, whose API is only known once the demo starts.
+	client *versori.Client
 }
 
 // configError lists every problem found, one line each, so an operator fixes
@@ -154,22 +156,20 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		} else if _, err := redisconn.Parse(c.RedisURL, redisconn.Options{}); err != nil {
 			bad("REDIS_URL", "%v", err)
 		}
-		if c.APIKey != "" && c.APIKeyFile != "" {
+		switch {
+		case c.APIKey != "" && c.APIKeyFile != "":
 			bad("VERSORI_API_KEY_FILE", "is set together with VERSORI_API_KEY; set only one")
-		} else if c.APIKeyFile != "" {
-			key, err := readKeyFile(c.APIKeyFile)
-			if err != nil {
-				bad("VERSORI_API_KEY_FILE", "%v", err)
-			}
-			c.APIKey = key
-		} else if strings.TrimSpace(c.APIKey) == "" {
+		case c.APIKeyFile == "" && strings.TrimSpace(c.APIKey) == "":
 			bad("VERSORI_API_KEY", "is required (or VERSORI_API_KEY_FILE naming a file that holds it)")
-		}
-		c.APIKey = strings.TrimSpace(c.APIKey)
-		if c.APIKey != "" {
-			if _, err := versori.New(c.versoriConfig()); err != nil {
+		default:
+			// The client checks the base URL, the scheme and the key, and
+			// reads the key file; its errors name the setting in words.
+			client, err := versori.New(c.versoriConfig())
+			if err != nil {
 				name := "VERSORI_BASE_URL"
 				switch msg := err.Error(); {
+				case strings.Contains(msg, "API key") && c.APIKeyFile != "":
+					name = "VERSORI_API_KEY_FILE"
 				case strings.Contains(msg, "API key"):
 					name = "VERSORI_API_KEY"
 				case strings.Contains(msg, "auth scheme"):
@@ -177,6 +177,7 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 				}
 				bad(name, "%v", err)
 			}
+			c.client = client
 		}
 	}
 
@@ -192,29 +193,6 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		return c, errs
 	}
 	return c, nil
-}
-
-// readKeyFile reads the API key from a mounted secret. The content is never
-// echoed, not even in an error.
-func readKeyFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("cannot read %s: %w", path, errors.Unwrap(err))
-	}
-	defer f.Close()
-	buf := make([]byte, 16<<10+1)
-	n, _ := f.Read(buf)
-	if n > 16<<10 {
-		return "", fmt.Errorf("%s is larger than 16 KiB; is it the key?", path)
-	}
-	key := strings.TrimSpace(string(buf[:n]))
-	if key == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	if strings.ContainsAny(key, "\r\n") {
-		return "", fmt.Errorf("%s holds more than one line", path)
-	}
-	return key, nil
 }
 
 func validQueue(q string) bool {
@@ -234,6 +212,7 @@ func (c config) versoriConfig() versori.Config {
 	return versori.Config{
 		BaseURL:         c.BaseURL,
 		APIKey:          c.APIKey,
+		APIKeyFile:      c.APIKeyFile,
 		AuthScheme:      c.AuthScheme,
 		Timeout:         c.CallTimeout,
 		MaxConnsPerHost: c.Concurrency,

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/versori/import-worker/versori/versoritest"
 )
 
 func env(m map[string]string) func(string) string {
@@ -98,12 +101,20 @@ func TestLoadConfigKeyFile(t *testing.T) {
 	two := filepath.Join(dir, "two")
 	os.WriteFile(two, []byte("a\nb\n"), 0o600)
 
+	// The key read from the file is the one the client sends: a fake API
+	// that accepts only it imports.
+	api := versoritest.NewServer(versoritest.WithAPIKey("vk_from_file"))
+	defer api.Close()
 	e := valid()
 	delete(e, "VERSORI_API_KEY")
 	e["VERSORI_API_KEY_FILE"] = good
+	e["VERSORI_BASE_URL"] = api.URL
 	c, err := loadConfig(env(e), false)
-	if err != nil || c.APIKey != "vk_from_file" {
-		t.Fatalf("key file: %q, %v", c.APIKey, err)
+	if err != nil || c.client == nil {
+		t.Fatalf("key file: %v", err)
+	}
+	if _, err := c.client.ImportPublicConnectorVersion(context.Background(), "01HZY00000000000000000000A", "01HZY00000000000000000000C", "1.0"); err != nil {
+		t.Fatalf("import with the key from the file: %v", err)
 	}
 	for _, path := range []string{empty, two} {
 		e["VERSORI_API_KEY_FILE"] = path

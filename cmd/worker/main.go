@@ -105,10 +105,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return exitConfig
 	}
 	defer rdb.Close()
-	client, err := versori.New(cfg.versoriConfig())
-	if err != nil {
-		fmt.Fprintf(stderr, "worker: configuration: %v\n", err)
-		return exitConfig
+	client := cfg.client
+	if client == nil { // demo mode: the fake API's address is known now
+		if client, err = versori.New(cfg.versoriConfig()); err != nil {
+			fmt.Fprintf(stderr, "worker: configuration: %v\n", err)
+			return exitConfig
+		}
 	}
 
 	err = worker.Run(ctx, worker.Config{

@@ -154,7 +154,9 @@ func TestFleetPauseOnRealRedis(t *testing.T) {
 				}
 				return nil
 			}
-			cfg := Config{Limit: limit, Burst: 1, LateTolerance: tc.lateTolerance}
+			// Every goroutine may hold a booked slot, as before Lookahead
+			// bounded them, so the trap has callers to bunch.
+			cfg := Config{Limit: limit, Burst: 1, LateTolerance: tc.lateTolerance, Lookahead: time.Hour}
 			run := runFleet(t, s, cfg, 3, 20, calls, func(b *Budget) { b.sleep = stall })
 
 			worst, _ := versoritest.WorstWindow(run.grants, time.Second)

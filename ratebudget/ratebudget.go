@@ -47,6 +47,60 @@
 // again. Slots booked before the cool-down began are still used by other
 // processes (they learn of it at their next booking, which keeps the cost at
 // one command per call); this process's own callers drop theirs.
+//
+// # Adaptive rate
+//
+// Versori documents no rate limit, so Config.Limit is a ceiling, and with
+// Config.Adaptive enabled the fleet learns the API's real rate below it,
+// once for the whole fleet, in the same hash. Each process counts the
+// answers its calls got (Report) and folds them into its next booking, so
+// learning costs no extra round trip. The rule, evaluated by the booking
+// script on the server's clock:
+//
+//   - 429s that show the fleet above the API's limit (at least CutMin of
+//     them and a CutShare of the answers in the evidence window) cut the
+//     rate to 0.95 of the rate the API accepted in that window. While the
+//     fleet is above a limit, what the API accepts is the limit, so one cut
+//     lands just below it: this is a measurement, like BBR's delivery rate,
+//     not a blind multiplicative cut.
+//   - The rate is then held for Hold, and grows as a cubic of the time
+//     since (CUBIC's convex probe) towards the ceiling. A ramp that meets 429s above the rate the API
+//     accepted (a ProbeShare of the answers) falls back to 0.97 of that
+//     rate, or to 0.9 of what the API accepted during the ramp when that
+//     is higher (the limit rose, but not that far), and holds again.
+//   - Evidence from calls booked before a decision is ignored: a decision
+//     is made at most once per reaction window, which ends when the slots
+//     booked before it have been used.
+//   - Isolated 429s at a rate the API has been accepting (under CutShare)
+//     change nothing: a 2% scatter of 429s does not slow the fleet.
+//   - Rate-limit headers, when the API sends them, set the rate directly
+//     (0.97 of the stated policy) and stop the probing while they last; a
+//     window whose calls are spent (remaining 0) pauses the fleet until it
+//     resets.
+//
+// Why not the per-process recipes: AWS SDK's adaptive retry mode (a CUBIC
+// token bucket, beta 0.7) and TCP's AIMD cut the sending rate blindly and
+// average about 0.85 of the limit over their sawtooth, and both need a
+// long plateau of losses to find a limit that fell fivefold; Netflix's
+// concurrency-limits (AIMD, Gradient2) adapt concurrency to latency, which a
+// rate-limited API does not raise; Google SRE's client-side throttling
+// (requests vs K x accepts) rejects locally in proportion to refusals, which
+// sheds calls but never finds the rate. Every one of them runs per process,
+// so N workers each learn a limit the API applies to all of them together.
+// Measured figures are in BENCHMARKS.md.
+//
+// # Circuit breaker
+//
+// With Config.Breaker enabled, broad failures (5xx, timeouts, resets: a
+// FailureRatio of at least MinCalls answers within Window) open a breaker
+// that every process sees at its next booking: bookings are refused with a
+// *DelayError (ReasonBreaker) for the open interval, so tasks wait without
+// using attempts and nobody calls the failing API. Then one booking at a
+// time is granted as a probe (Permit.Probe); its answer, reported at once,
+// closes the breaker or opens it again. The open interval starts at
+// OpenInterval and, once the breaker has been open for GrowAfter, doubles at
+// each failed probe up to MaxOpenInterval. A probe whose holder dies lapses
+// after one open interval, so the breaker never sticks half-open.
 package ratebudget
 
 import (
@@ -66,6 +120,38 @@ const (
 	DefaultMaxWait       = 5 * time.Second
 	DefaultLateTolerance = 20 * time.Millisecond
 	DefaultMaxCoolDown   = 10 * time.Minute
+	// DefaultLookahead bounds how far ahead of now one process books: a
+	// slot, once booked, keeps its time, so a short queue of booked slots is
+	// what lets a change of the fleet's rate take effect within a fraction
+	// of a second.
+	DefaultLookahead = 100 * time.Millisecond
+	// DefaultLongRetryAfter is the Retry-After from which one 429 pauses the
+	// whole fleet; a shorter one concerns only the task that got it.
+	DefaultLongRetryAfter = 10 * time.Second
+	// DefaultStateTTL is how long an adaptive budget or a breaker remembers
+	// what it learned after the fleet's last call.
+	DefaultStateTTL = time.Hour
+)
+
+// Defaults of AdaptiveConfig, applied by New to its zero fields.
+const (
+	DefaultHold           = 2 * time.Second
+	DefaultReactionWindow = 250 * time.Millisecond
+	DefaultEvidenceWindow = time.Second
+	DefaultRamp           = 0.1
+	DefaultCutShare       = 0.05
+	DefaultCutMin         = 3
+	DefaultProbeShare     = 0.05
+)
+
+// Defaults of BreakerConfig, applied by New to its zero fields.
+const (
+	DefaultBreakerMinCalls     = 20
+	DefaultBreakerFailureRatio = 0.5
+	DefaultBreakerWindow       = 10 * time.Second
+	DefaultOpenInterval        = 3 * time.Second
+	DefaultMaxOpenInterval     = 5 * time.Minute
+	DefaultGrowAfter           = time.Minute
 )
 
 // Limits on Config.Limit. Below MinLimit slots are further apart than any
@@ -78,6 +164,10 @@ const (
 	MaxLimit = 10_000
 )
 
+// MaxBurst is the largest burst New accepts: above the limit a burst would
+// put more than twice the limit into one second, which is no limit at all.
+func MaxBurst(limit float64) int { return max(1, int(limit)) }
+
 // Reasons a slot is not immediately available, carried by Reservation and
 // DelayError. They are fit for a metric label.
 const (
@@ -85,29 +175,56 @@ const (
 	ReasonBudget = "budget"
 	// ReasonCooldown: a shared cool-down after a 429 is in force.
 	ReasonCooldown = "cooldown"
+	// ReasonBreaker: the circuit breaker is open (or half-open with its
+	// probe out); the delay is until it next lets a call through.
+	ReasonBreaker = "breaker"
 )
 
+// BreakerState is the state of the fleet's circuit breaker, fit for a
+// metric label and the status output.
+type BreakerState string
+
+// The breaker's states.
+const (
+	BreakerClosed   BreakerState = "closed"
+	BreakerOpen     BreakerState = "open"
+	BreakerHalfOpen BreakerState = "half_open"
+)
+
+func breakerState(code int64) BreakerState {
+	switch code {
+	case 1:
+		return BreakerOpen
+	case 2:
+		return BreakerHalfOpen
+	default:
+		return BreakerClosed
+	}
+}
+
 // Config configures a Budget. Every process of a fleet should use the same
-// Limit and Burst: each booking is spaced by the interval of the process
-// that makes it, so mixed settings give a mixed (but still booked, never
-// overlapping) schedule.
+// settings: each booking is spaced by the rate the script computes from the
+// shared state and the ceiling of the process that makes it.
 type Config struct {
-	// Limit is the number of calls per second for the whole fleet. Zero or
-	// less means unlimited: Wait and Reserve return at once and no Redis
-	// command is ever sent (the client may then be nil). Otherwise it must
-	// lie in [MinLimit, MaxLimit].
+	// Limit is the number of calls per second for the whole fleet: the
+	// ceiling when Adaptive is enabled. Zero or less means unlimited: Wait
+	// and Reserve return at once and no Redis command is ever sent (the
+	// client may then be nil, and neither learning nor the breaker runs).
+	// Otherwise it must lie in [MinLimit, MaxLimit].
 	Limit float64
 
 	// Burst is how many calls the fleet may make at once above the steady
 	// rate, after a quiet spell. Zero means max(1, Limit/20): small, because
 	// the calls the API sees in any one second are up to Limit + Burst - 1.
+	// At most MaxBurst(Limit).
 	Burst int
 
-	// MaxWait is the longest a booked slot may lie ahead. When the next free
-	// slot is further away, nothing is booked and Wait returns a *DelayError.
-	// Zero means DefaultMaxWait (5 s): a handler waiting for its slot takes
-	// no other work, so a queue deeper than a few seconds of budget is better
-	// left in Redis than spread across sleeping handlers.
+	// MaxWait is the longest a booked slot may lie ahead, counting the
+	// wait for this process's turn to book (Lookahead). When the next free
+	// slot is further away, nothing is booked and Wait returns a
+	// *DelayError. Zero means DefaultMaxWait (5 s): a handler waiting for
+	// its slot takes no other work, so a queue deeper than a few seconds of
+	// budget is better left in Redis than spread across sleeping handlers.
 	MaxWait time.Duration
 
 	// LateTolerance is how late a caller may reach its slot and still use
@@ -128,19 +245,103 @@ type Config struct {
 	// DefaultMaxCoolDown (10 min).
 	MaxCoolDown time.Duration
 
+	// LongRetryAfter is the Retry-After from which a single 429 pauses the
+	// whole fleet (CoolDown, through Report). Zero means
+	// DefaultLongRetryAfter (10 s).
+	LongRetryAfter time.Duration
+
+	// Lookahead is how far ahead of now one process books slots: its
+	// callers book one at a time, and the next books only when this
+	// process's furthest slot is less than Lookahead away (or it holds
+	// none). The rest wait in the process, where waiting costs no Redis
+	// command, counting against MaxWait. Zero means DefaultLookahead
+	// (100 ms). At the rates an HTTP API allows the fleet then holds a few
+	// booked slots, so a new rate reaches the schedule at once; a
+	// process still books up to 1/RTT slots a second.
+	Lookahead time.Duration
+
 	// Key is the Redis key holding the budget's state (one hash). Zero
 	// means DefaultKey. Budgets with different keys are independent; on
-	// Redis Cluster each lives in the slot of its key.
+	// Redis Cluster each lives in the slot of its key. See KeyForQueue.
 	Key string
+
+	// Adaptive makes the fleet learn the API's rate below Limit.
+	Adaptive AdaptiveConfig
+
+	// Breaker holds the fleet's calls while the API fails broadly.
+	Breaker BreakerConfig
+
+	// StateTTL is how long the state outlives the fleet's last call when
+	// Adaptive or Breaker is enabled, so a fleet keeps what it learned
+	// between rollouts. Zero means DefaultStateTTL (1 h). A fixed budget's
+	// state expires a second after its schedule lies in the past.
+	StateTTL time.Duration
 
 	// Observer is told what Wait does, for metrics. Nil fields are skipped.
 	Observer Observer
 }
 
-// Observer receives what a Budget's Wait does, so that the caller can count
-// it without this package depending on a metrics library. Nil fields are
-// skipped. The functions run synchronously on the waiting goroutine and must
-// be quick.
+// AdaptiveConfig configures the learning of the API's rate (see the package
+// doc, "Adaptive rate"). Zero fields take the defaults named.
+type AdaptiveConfig struct {
+	// Enabled turns learning on; off, the fleet books at Config.Limit.
+	Enabled bool
+	// Floor is the lowest rate the fleet backs off to. Zero means
+	// Limit/100, at least 0.1 (and never above Limit).
+	Floor float64
+	// Hold is how long a rate found by a decision is held before the ramp
+	// probes above it. DefaultHold (2 s): with the ramp, long enough that
+	// probing a limit that did not move costs a few 429s per Hold x rate
+	// calls, short enough to find a limit that rose fivefold within 5 s.
+	Hold time.Duration
+	// ReactionWindow is added to the end of the slots booked before a
+	// decision; evidence arriving sooner is ignored. DefaultReactionWindow
+	// (250 ms): the answers of calls in flight.
+	ReactionWindow time.Duration
+	// EvidenceWindow is how long the answers are counted together before
+	// the count starts afresh, once it holds at least 40 answers (and at
+	// most ten windows): a share of 429s means little in fewer.
+	// DefaultEvidenceWindow (1 s).
+	EvidenceWindow time.Duration
+	// Ramp shapes the probe after Hold: the rate grows to
+	// rate x (1 + Ramp x s^3) after s seconds. DefaultRamp (0.1): +10% after
+	// 1 s, +80% after 2 s, five times after 3.4 s.
+	Ramp float64
+	// CutShare and CutMin: the share of 429s among the window's answers,
+	// and their number, that show the fleet is above the API's limit.
+	// DefaultCutShare (0.05) and DefaultCutMin (3), among at least 20 answers.
+	CutShare float64
+	CutMin   int
+	// ProbeShare is the share of 429s that ends a ramp above the rate the
+	// API accepted. DefaultProbeShare (0.05).
+	ProbeShare float64
+}
+
+// BreakerConfig configures the fleet's circuit breaker (see the package
+// doc, "Circuit breaker"). Zero fields take the defaults named.
+type BreakerConfig struct {
+	// Enabled turns the breaker on.
+	Enabled bool
+	// MinCalls answers within Window, of which FailureRatio failed, open
+	// the breaker. DefaultBreakerMinCalls (20), DefaultBreakerFailureRatio
+	// (0.5), DefaultBreakerWindow (10 s).
+	MinCalls     int
+	FailureRatio float64
+	Window       time.Duration
+	// OpenInterval is the first open interval; MaxOpenInterval caps its
+	// growth, which starts once the breaker has been open for GrowAfter.
+	// DefaultOpenInterval (3 s; a 30-s outage costs about ten probes and the
+	// fleet is back within one interval of the API), DefaultMaxOpenInterval
+	// (5 min), DefaultGrowAfter (1 min).
+	OpenInterval    time.Duration
+	MaxOpenInterval time.Duration
+	GrowAfter       time.Duration
+}
+
+// Observer receives what a Budget does, so that the caller can count it
+// without this package depending on a metrics library. Nil fields are
+// skipped. The functions run synchronously on the calling goroutine and
+// must be quick.
 type Observer struct {
 	// Granted is called when Wait returns with a slot; waited is the time
 	// spent in Wait, booking and sleeping.
@@ -150,15 +351,24 @@ type Observer struct {
 	// Missed is called when a booked slot was reached more than
 	// LateTolerance late and is booked again; late is by how much.
 	Missed func(late time.Duration)
+	// RateChanged is called when this process's report made the fleet
+	// change its rate: once per decision fleet-wide. event is "cut",
+	// "probe_failed" or "headers".
+	RateChanged func(rate float64, event string)
+	// BreakerChanged is called when this process's call moved the breaker:
+	// once per transition fleet-wide. event is "opened", "half_opened",
+	// "closed" or "reopened".
+	BreakerChanged func(to BreakerState, event string)
 }
 
 // DelayError is returned by Wait when the next free slot is further away
-// than MaxWait or the context deadline. Nothing was booked: the caller
-// should come back after RetryIn, without counting it as a failure.
+// than MaxWait or the context deadline, or the breaker is open. Nothing was
+// booked: the caller should come back after RetryIn, without counting it
+// as a failure.
 type DelayError struct {
 	// RetryIn is how far away the next free slot was.
 	RetryIn time.Duration
-	// Reason is ReasonBudget or ReasonCooldown.
+	// Reason is ReasonBudget, ReasonCooldown or ReasonBreaker.
 	Reason string
 }
 
@@ -177,8 +387,9 @@ func IsDelay(err error) (*DelayError, bool) {
 
 // Reservation is the result of one booking attempt.
 type Reservation struct {
-	// Booked reports whether a slot was booked. It is false only when the
-	// next free slot is further away than MaxWait or the context deadline.
+	// Booked reports whether a slot was booked. It is false when the next
+	// free slot is further away than MaxWait or the context deadline, or
+	// the breaker refused the booking.
 	Booked bool
 	// Delay is how far away the slot is: the booked one, or the next free
 	// one that was not booked.
@@ -187,23 +398,107 @@ type Reservation struct {
 	// clock. Measuring from the reply, not the request, means a caller
 	// never fires before its slot on the server's clock.
 	At time.Time
-	// Reason is ReasonCooldown while a shared cool-down is in force, else
-	// ReasonBudget.
+	// Reason is ReasonBreaker when the breaker refused, ReasonCooldown
+	// while a shared cool-down is in force, else ReasonBudget.
 	Reason string
+	// Probe reports that the slot is the half-open breaker's probe: its
+	// answer must be reported (Report) as soon as it comes.
+	Probe bool
+	// Fleet is the shared state as this booking found it.
+	Fleet FleetState
 }
+
+// FleetState is what one reply told of the fleet's shared state.
+type FleetState struct {
+	// Rate is the rate in force, in calls per second.
+	Rate float64
+	// Breaker is the breaker's state.
+	Breaker BreakerState
+}
+
+// Permit is a slot obtained by Acquire: the caller may make its call now.
+type Permit struct {
+	// Waited is the time spent in Acquire, waiting and sleeping.
+	Waited time.Duration
+	// Probe reports that the call is the breaker's probe.
+	Probe bool
+}
+
+// Outcome is what the API's answer says about the fleet's rate and the
+// API's health.
+type Outcome int
+
+// The outcomes Report takes.
+const (
+	// Accepted: the API answered and did not refuse for rate: a 2xx, 409,
+	// or an answer about one organisation or the key (400, 401, 403, 404,
+	// 422).
+	Accepted Outcome = iota + 1
+	// RateLimited: a 429.
+	RateLimited
+	// Failed: a broad failure (5xx, timeout, connection reset, DNS, TLS).
+	Failed
+)
+
+// Result is what Report needs of one call's answer.
+type Result struct {
+	Outcome Outcome
+	// RetryAfter is the 429's Retry-After, if any.
+	RetryAfter time.Duration
+	// Headers is what the answer's rate-limit headers said; nil if none.
+	Headers *Headers
+}
+
+// Headers is the API's own word on its rate limit.
+type Headers struct {
+	// Rate is the sustained limit in calls per second; 0 when not stated.
+	Rate float64
+	// Remaining is how many calls the current window allows; -1 unknown.
+	Remaining int
+	// Reset is how long until the window resets; 0 unknown.
+	Reset time.Duration
+}
+
+// pending is what this process saw since its last script call.
+type pending struct {
+	ok, rl, fail, probeOK, probeFail int
+	retryAfter                       time.Duration
+	headers                          *Headers
+}
+
+func (p *pending) merge(q pending) {
+	p.ok += q.ok
+	p.rl += q.rl
+	p.fail += q.fail
+	p.probeOK += q.probeOK
+	p.probeFail += q.probeFail
+	p.retryAfter = max(p.retryAfter, q.retryAfter)
+	if p.headers == nil {
+		p.headers = q.headers
+	}
+}
+
+func (p pending) bad() bool { return p.rl > 0 || p.fail > 0 }
 
 // Budget is a fleet-wide rate budget. It is safe for concurrent use; one
 // Budget per process is enough.
 type Budget struct {
-	rdb        redis.UniversalClient
-	key        string
-	limit      float64
-	burst      int
-	intervalUS float64
-	maxWait    time.Duration
-	lateTol    time.Duration
-	maxCool    time.Duration
-	obs        Observer
+	rdb       redis.UniversalClient
+	key       string
+	limit     float64
+	burst     int
+	maxWait   time.Duration
+	lateTol   time.Duration
+	maxCool   time.Duration
+	longRA    time.Duration
+	stateTTL  time.Duration
+	adaptive  AdaptiveConfig
+	breaker   BreakerConfig
+	obs       Observer
+	lookahead time.Duration
+	// turn is held by the one caller of this process that books next.
+	turn chan struct{}
+	intervalU float64 // µs between calls at the ceiling
 
 	// cool records the last cool-down this process started: the other
 	// callers of this process that hold slots inside it drop them. (Other
@@ -211,6 +506,16 @@ type Budget struct {
 	// would cost a Redis command per call.)
 	coolMu sync.Mutex
 	cool   localCoolDown
+
+	// mu guards what this process saw and has yet to tell the fleet, and
+	// the last state it heard of.
+	mu        sync.Mutex
+	pend      pending
+	lastFlush time.Time
+	fleet     FleetState
+	open      localOpen
+	// ahead is this process's furthest booked slot.
+	ahead time.Time
 
 	// Replaceable in tests, to stall a caller past its slot.
 	now   func() time.Time
@@ -223,11 +528,23 @@ type localCoolDown struct {
 	until time.Time // end of the cool-down on this process's clock
 }
 
+// localOpen is the breaker's last opening as this process heard of it:
+// slots booked before it are dropped when reached.
+type localOpen struct {
+	gen   uint64
+	until time.Time
+}
+
 func (b *Budget) coolDown() localCoolDown {
 	b.coolMu.Lock()
 	defer b.coolMu.Unlock()
 	return b.cool
 }
+
+// KeyForQueue is the budget key of the fleet serving queue: fleets serving
+// different queues (another API, another key) keep separate budgets,
+// cool-downs and breakers on one Redis.
+func KeyForQueue(queue string) string { return DefaultKey + ":" + queue }
 
 // New returns a Budget on rdb. It checks cfg and applies defaults; it sends
 // nothing to Redis. rdb may be nil when cfg.Limit <= 0.
@@ -239,12 +556,14 @@ func New(rdb redis.UniversalClient, cfg Config) (*Budget, error) {
 		obs:   cfg.Observer,
 		now:   time.Now,
 		sleep: sleepCtx,
+		fleet: FleetState{Rate: max(cfg.Limit, 0), Breaker: BreakerClosed},
 	}
 	if math.IsNaN(cfg.Limit) || math.IsInf(cfg.Limit, 0) {
 		return nil, fmt.Errorf("ratebudget: limit must be a finite number, got %v", cfg.Limit)
 	}
 	if cfg.Limit <= 0 {
 		b.limit = 0
+		b.fleet.Rate = 0
 		return b, nil
 	}
 	if cfg.Limit < MinLimit || cfg.Limit > MaxLimit {
@@ -256,26 +575,140 @@ func New(rdb redis.UniversalClient, cfg Config) (*Budget, error) {
 	switch {
 	case cfg.Burst < 0:
 		return nil, fmt.Errorf("ratebudget: burst must not be negative, got %d", cfg.Burst)
+	case cfg.Burst > MaxBurst(cfg.Limit):
+		return nil, fmt.Errorf("ratebudget: burst %d above the limit of %v calls/s (at most %d)", cfg.Burst, cfg.Limit, MaxBurst(cfg.Limit))
 	case cfg.Burst == 0:
 		b.burst = max(1, int(cfg.Limit/20))
 	default:
 		b.burst = cfg.Burst
 	}
 	var err error
-	if b.maxWait, err = durationOr("max wait", cfg.MaxWait, DefaultMaxWait); err != nil {
+	durations := []struct {
+		name     string
+		d, def   time.Duration
+		dst      *time.Duration
+		positive bool
+	}{
+		{"max wait", cfg.MaxWait, DefaultMaxWait, &b.maxWait, false},
+		{"late tolerance", cfg.LateTolerance, DefaultLateTolerance, &b.lateTol, false},
+		{"max cool-down", cfg.MaxCoolDown, DefaultMaxCoolDown, &b.maxCool, false},
+		{"long retry-after", cfg.LongRetryAfter, DefaultLongRetryAfter, &b.longRA, false},
+		{"state TTL", cfg.StateTTL, DefaultStateTTL, &b.stateTTL, false},
+		{"lookahead", cfg.Lookahead, DefaultLookahead, &b.lookahead, false},
+	}
+	for _, d := range durations {
+		if *d.dst, err = durationOr(d.name, d.d, d.def); err != nil {
+			return nil, err
+		}
+	}
+	b.turn = make(chan struct{}, 1)
+	if b.adaptive, err = cfg.Adaptive.withDefaults(cfg.Limit); err != nil {
 		return nil, err
 	}
-	if b.lateTol, err = durationOr("late tolerance", cfg.LateTolerance, DefaultLateTolerance); err != nil {
-		return nil, err
-	}
-	if b.maxCool, err = durationOr("max cool-down", cfg.MaxCoolDown, DefaultMaxCoolDown); err != nil {
+	if b.breaker, err = cfg.Breaker.withDefaults(); err != nil {
 		return nil, err
 	}
 	if b.key == "" {
 		b.key = DefaultKey
 	}
-	b.intervalUS = 1e6 / cfg.Limit
+	b.intervalU = 1e6 / cfg.Limit
 	return b, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func (a AdaptiveConfig) withDefaults(limit float64) (AdaptiveConfig, error) {
+	if !a.Enabled {
+		return a, nil
+	}
+	switch {
+	case math.IsNaN(a.Floor) || a.Floor < 0 || a.Floor > limit:
+		return a, fmt.Errorf("ratebudget: floor %v calls/s outside [0, limit %v]", a.Floor, limit)
+	case a.Floor == 0:
+		a.Floor = min(limit, max(0.1, limit/100))
+	case a.Floor < MinLimit:
+		return a, fmt.Errorf("ratebudget: floor %v calls/s below %v", a.Floor, MinLimit)
+	}
+	var err error
+	for _, d := range []struct {
+		name   string
+		dst    *time.Duration
+		def    time.Duration
+		maxDur time.Duration
+	}{
+		{"hold", &a.Hold, DefaultHold, time.Hour},
+		{"reaction window", &a.ReactionWindow, DefaultReactionWindow, time.Minute},
+		{"evidence window", &a.EvidenceWindow, DefaultEvidenceWindow, time.Minute},
+	} {
+		if *d.dst, err = durationOr(d.name, *d.dst, d.def); err != nil {
+			return a, err
+		}
+		if *d.dst > d.maxDur {
+			return a, fmt.Errorf("ratebudget: %s %v above %v", d.name, *d.dst, d.maxDur)
+		}
+	}
+	if a.Ramp == 0 {
+		a.Ramp = DefaultRamp
+	}
+	if math.IsNaN(a.Ramp) || a.Ramp <= 0 || a.Ramp > 100 {
+		return a, fmt.Errorf("ratebudget: ramp %v outside (0, 100]", a.Ramp)
+	}
+	for _, s := range []struct {
+		name string
+		dst  *float64
+		def  float64
+	}{{"cut share", &a.CutShare, DefaultCutShare}, {"probe share", &a.ProbeShare, DefaultProbeShare}} {
+		if *s.dst == 0 {
+			*s.dst = s.def
+		}
+		if math.IsNaN(*s.dst) || *s.dst <= 0 || *s.dst > 1 {
+			return a, fmt.Errorf("ratebudget: %s %v outside (0, 1]", s.name, *s.dst)
+		}
+	}
+	if a.CutMin < 0 {
+		return a, fmt.Errorf("ratebudget: cut min must not be negative, got %d", a.CutMin)
+	}
+	a.CutMin = cmpOr(a.CutMin, DefaultCutMin)
+	return a, nil
+}
+
+func (c BreakerConfig) withDefaults() (BreakerConfig, error) {
+	if !c.Enabled {
+		return c, nil
+	}
+	if c.MinCalls < 0 {
+		return c, fmt.Errorf("ratebudget: breaker min calls must not be negative, got %d", c.MinCalls)
+	}
+	c.MinCalls = cmpOr(c.MinCalls, DefaultBreakerMinCalls)
+	if c.FailureRatio == 0 {
+		c.FailureRatio = DefaultBreakerFailureRatio
+	}
+	if math.IsNaN(c.FailureRatio) || c.FailureRatio <= 0 || c.FailureRatio > 1 {
+		return c, fmt.Errorf("ratebudget: breaker failure ratio %v outside (0, 1]", c.FailureRatio)
+	}
+	var err error
+	if c.Window, err = durationOr("breaker window", c.Window, DefaultBreakerWindow); err != nil {
+		return c, err
+	}
+	if c.OpenInterval, err = durationOr("breaker open interval", c.OpenInterval, DefaultOpenInterval); err != nil {
+		return c, err
+	}
+	if c.MaxOpenInterval, err = durationOr("breaker max open interval", c.MaxOpenInterval, DefaultMaxOpenInterval); err != nil {
+		return c, err
+	}
+	if c.GrowAfter, err = durationOr("breaker grow-after", c.GrowAfter, DefaultGrowAfter); err != nil {
+		return c, err
+	}
+	if c.MaxOpenInterval < c.OpenInterval {
+		return c, fmt.Errorf("ratebudget: breaker max open interval %v shorter than the open interval %v", c.MaxOpenInterval, c.OpenInterval)
+	}
+	return c, nil
 }
 
 func durationOr(name string, d, def time.Duration) (time.Duration, error) {
@@ -289,47 +722,104 @@ func durationOr(name string, d, def time.Duration) (time.Duration, error) {
 	}
 }
 
-// Limit returns the fleet-wide limit in calls per second; 0 means unlimited.
+// Limit returns the fleet-wide limit (the ceiling) in calls per second; 0
+// means unlimited.
 func (b *Budget) Limit() float64 { return b.limit }
 
 // Burst returns the burst in effect (after defaults); 0 when unlimited.
 func (b *Budget) Burst() int { return b.burst }
 
+// Key returns the Redis key of the budget's state.
+func (b *Budget) Key() string { return b.key }
+
+// Floor returns the lowest rate an adaptive budget backs off to; the limit
+// when the budget is not adaptive.
+func (b *Budget) Floor() float64 {
+	if b.adaptive.Enabled {
+		return b.adaptive.Floor
+	}
+	return b.limit
+}
+
+// Fleet returns the fleet's state as this process last heard of it.
+func (b *Budget) Fleet() FleetState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fleet
+}
+
 func (b *Budget) unlimited() bool { return b.limit == 0 }
 
-// Wait books a slot and sleeps until it, then returns the time it spent.
+// Wait books a slot and sleeps until it, then returns the time it spent;
+// see Acquire.
+func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
+	p, err := b.Acquire(ctx)
+	return p.Waited, err
+}
+
+// Acquire books a slot and sleeps until it: the caller may then make its
+// call, and should Report the answer.
 //
 // It books again when it reaches its slot more than LateTolerance late, or
 // when this process started a cool-down after the booking and the slot lies
 // inside it. When the next free slot is further away than MaxWait, or than
-// ctx's deadline, it books nothing and returns a *DelayError at once. When
-// ctx ends during the sleep the booked slot lapses unused, and Wait returns
-// ctx's error.
-func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
+// ctx's deadline, or the breaker is open, it books nothing and returns a
+// *DelayError at once. When ctx ends during the sleep the booked slot
+// lapses unused, and Acquire returns ctx's error.
+func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 	if b.unlimited() {
 		if b.obs.Granted != nil {
 			b.obs.Granted(0)
 		}
-		return 0, nil
+		return Permit{}, nil
 	}
 	start := b.now()
+	maxWait := b.maxWait
+	if dl, ok := ctx.Deadline(); ok {
+		maxWait = max(0, min(maxWait, dl.Sub(start)))
+	}
+	if err := b.takeTurn(ctx, start, maxWait); err != nil {
+		return Permit{Waited: b.now().Sub(start)}, err
+	}
+	turn := true
+	defer func() {
+		if turn {
+			<-b.turn
+		}
+	}()
 	for {
-		cool := b.coolDown()
-		r, err := b.Reserve(ctx)
+		cool, open := b.coolDown(), b.localOpen()
+		r, err := b.reserve(ctx, max(0, maxWait-b.now().Sub(start)))
 		if err != nil {
-			return b.now().Sub(start), err
+			return Permit{Waited: b.now().Sub(start)}, err
 		}
 		if !r.Booked {
-			de := &DelayError{RetryIn: r.Delay, Reason: r.Reason}
-			if b.obs.Deferred != nil {
-				b.obs.Deferred(de)
-			}
-			return b.now().Sub(start), de
+			return Permit{Waited: b.now().Sub(start)}, b.deferred(&DelayError{RetryIn: r.Delay, Reason: r.Reason})
+		}
+		b.mu.Lock()
+		if r.At.After(b.ahead) {
+			b.ahead = r.At
+		}
+		b.mu.Unlock()
+		if turn {
+			turn = false
+			<-b.turn
 		}
 		if err := b.sleep(ctx, r.At.Sub(b.now())); err != nil {
-			return b.now().Sub(start), fmt.Errorf("ratebudget: waiting for slot: %w", err)
+			return Permit{Waited: b.now().Sub(start)}, fmt.Errorf("ratebudget: waiting for slot: %w", err)
+		}
+		if o := b.localOpen(); o.gen != open.gen && !r.Probe {
+			// The breaker opened while this slot was ahead: the call
+			// would only add to the failures.
+			if left := o.until.Sub(b.now()); left > 0 {
+				return Permit{Waited: b.now().Sub(start)}, b.deferred(&DelayError{RetryIn: left, Reason: ReasonBreaker})
+			}
 		}
 		if c := b.coolDown(); c.gen != cool.gen && r.At.Before(c.until) {
+			if err := b.takeTurn(ctx, start, maxWait); err != nil {
+				return Permit{Waited: b.now().Sub(start)}, err
+			}
+			turn = true
 			continue
 		}
 		now := b.now()
@@ -339,53 +829,231 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 			if b.obs.Granted != nil {
 				b.obs.Granted(waited)
 			}
-			return waited, nil
+			return Permit{Waited: waited, Probe: r.Probe}, nil
+		}
+		if r.Probe {
+			// A probe reached late is still one probe: use it rather than
+			// wait out its lease.
+			return Permit{Waited: now.Sub(start), Probe: true}, nil
 		}
 		if b.obs.Missed != nil {
 			b.obs.Missed(late)
 		}
+		if err := b.takeTurn(ctx, start, maxWait); err != nil {
+			return Permit{Waited: b.now().Sub(start)}, err
+		}
+		turn = true
 	}
 }
 
-// Reserve makes one booking attempt: one script call to Redis. If the next
+// takeTurn waits until this caller may book: it holds the process's turn,
+// and the process's furthest slot is less than Lookahead away. It gives up
+// with a *DelayError when that would take past start+maxWait.
+func (b *Budget) takeTurn(ctx context.Context, start time.Time, maxWait time.Duration) error {
+	deadline := start.Add(maxWait)
+	t := time.NewTimer(max(0, deadline.Sub(b.now())))
+	defer t.Stop()
+	select {
+	case b.turn <- struct{}{}:
+	case <-t.C:
+		return b.deferred(&DelayError{RetryIn: maxWait, Reason: ReasonBudget})
+	case <-ctx.Done():
+		return fmt.Errorf("ratebudget: waiting for slot: %w", ctx.Err())
+	}
+	b.mu.Lock()
+	ahead := b.ahead
+	b.mu.Unlock()
+	now := b.now()
+	if !ahead.After(now.Add(b.lookahead)) {
+		return nil
+	}
+	wait := ahead.Sub(now) - b.lookahead
+	if b.now().Add(wait).After(deadline) {
+		<-b.turn
+		return b.deferred(&DelayError{RetryIn: wait, Reason: ReasonBudget})
+	}
+	if err := b.sleep(ctx, wait); err != nil {
+		<-b.turn
+		return fmt.Errorf("ratebudget: waiting for slot: %w", err)
+	}
+	return nil
+}
+
+func (b *Budget) deferred(de *DelayError) error {
+	if b.obs.Deferred != nil {
+		b.obs.Deferred(de)
+	}
+	return de
+}
+
+func (b *Budget) localOpen() localOpen {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open
+}
+
+// Reserve makes one booking attempt: one script call to Redis, which also
+// carries the answers reported since this process's last call. If the next
 // free slot is within MaxWait, and before ctx's deadline, it is booked and
 // the caller owns it: it should make its call at r.At, and never before.
-// Most callers want Wait.
+// Most callers want Acquire.
 func (b *Budget) Reserve(ctx context.Context) (Reservation, error) {
 	if b.unlimited() {
-		return Reservation{Booked: true, At: b.now(), Reason: ReasonBudget}, nil
+		return Reservation{Booked: true, At: b.now(), Reason: ReasonBudget, Fleet: FleetState{Breaker: BreakerClosed}}, nil
 	}
-	// A slot the caller's context will not live to see would only lapse.
 	maxWait := b.maxWait
 	if dl, ok := ctx.Deadline(); ok {
 		maxWait = max(0, min(maxWait, dl.Sub(b.now())))
 	}
-	res, err := reserveScript.Run(ctx, b.rdb, []string{b.key},
-		b.intervalUS, b.burst, maxWait.Microseconds()).Int64Slice()
+	return b.reserve(ctx, maxWait)
+}
+
+func (b *Budget) reserve(ctx context.Context, maxWait time.Duration) (Reservation, error) {
+	return b.call(ctx, 1, maxWait)
+}
+
+// call runs the booking script in mode 1 (book) or 0 (report only), with
+// the answers this process has yet to report.
+func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Reservation, error) {
+	b.mu.Lock()
+	p := b.pend
+	b.pend = pending{}
+	b.lastFlush = b.now()
+	b.mu.Unlock()
+
+	res, err := bookScript.Run(ctx, b.rdb, []string{b.key}, b.args(mode, maxWait, p)...).Int64Slice()
 	received := b.now()
-	if err != nil {
-		return Reservation{}, fmt.Errorf("ratebudget: book slot in %s: %w", b.key, err)
+	if err == nil && len(res) != 9 {
+		err = fmt.Errorf("unexpected reply %v", res)
 	}
-	if len(res) != 3 {
-		return Reservation{}, fmt.Errorf("ratebudget: book slot in %s: unexpected reply %v", b.key, res)
+	if err != nil {
+		// Nothing was folded in: keep the answers for the next call.
+		b.mu.Lock()
+		b.pend.merge(p)
+		b.mu.Unlock()
+		return Reservation{}, fmt.Errorf("ratebudget: book slot in %s: %w", b.key, err)
 	}
 	r := Reservation{
 		Booked: res[0] == 1,
 		Delay:  time.Duration(res[1]) * time.Microsecond,
-		Reason: ReasonBudget,
-	}
-	if res[2] == 1 {
-		r.Reason = ReasonCooldown
+		Reason: [...]string{ReasonBudget, ReasonCooldown, ReasonBreaker}[min(max(res[2], 0), 2)],
+		Probe:  res[5] == 1,
+		Fleet:  FleetState{Rate: float64(res[3]) / 1000, Breaker: breakerState(res[4])},
 	}
 	r.At = received.Add(r.Delay)
+
+	b.mu.Lock()
+	b.fleet = r.Fleet
+	if r.Fleet.Breaker == BreakerOpen {
+		until := received.Add(time.Duration(res[8]) * time.Microsecond)
+		if received.After(b.open.until) {
+			b.open.gen++
+		}
+		b.open.until = until
+	}
+	b.mu.Unlock()
+
+	if ev := [...]string{"", "cut", "probe_failed", "headers"}[min(max(res[6], 0), 3)]; ev != "" && b.obs.RateChanged != nil {
+		b.obs.RateChanged(r.Fleet.Rate, ev)
+	}
+	if ev := [...]string{"", "opened", "half_opened", "closed", "reopened"}[min(max(res[7], 0), 4)]; ev != "" && b.obs.BreakerChanged != nil {
+		b.obs.BreakerChanged(r.Fleet.Breaker, ev)
+	}
 	return r, nil
+}
+
+func boolArg(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func (b *Budget) args(mode int, maxWait time.Duration, p pending) []any {
+	a, br := b.adaptive, b.breaker
+	hRate, hRem, hReset := 0.0, -1, int64(0)
+	if h := p.headers; h != nil {
+		hRate, hRem, hReset = h.Rate, h.Remaining, h.Reset.Microseconds()
+	}
+	var ttl int64
+	if a.Enabled || br.Enabled {
+		ttl = b.stateTTL.Milliseconds()
+	}
+	return []any{
+		mode, b.limit, b.burst, maxWait.Microseconds(),
+		boolArg(a.Enabled), a.Floor,
+		p.ok, p.rl, p.fail, p.probeOK, p.probeFail, p.retryAfter.Microseconds(),
+		hRate, hRem, hReset,
+		boolArg(br.Enabled), br.MinCalls, br.FailureRatio, br.Window.Microseconds(),
+		br.OpenInterval.Microseconds(), br.MaxOpenInterval.Microseconds(), br.GrowAfter.Microseconds(),
+		b.maxCool.Microseconds(), ttl,
+		a.Hold.Microseconds(), a.ReactionWindow.Microseconds(), a.EvidenceWindow.Microseconds(), a.Ramp,
+		a.CutShare, a.CutMin, a.ProbeShare, 0.5, 10,
+	}
+}
+
+// flushAfter is how long a failure or a 429 may wait for this process's
+// next booking before it is sent on its own: the breaker and the rate must
+// hear of trouble at once, and a ramp that meets 429s must stop before it
+// climbs further. Trouble is rare in steady running (a few percent of the
+// answers), so this costs a few percent of a script call per API call.
+const flushAfter = 100 * time.Millisecond
+
+// Report tells the fleet what the API answered to a call made with p. It
+// usually sends nothing: the answer travels with this process's next
+// booking. A probe's answer, a spent rate-limit window, and failures that
+// have waited flushAfter are sent at once; a Retry-After of LongRetryAfter
+// or more starts a fleet cool-down (CoolDown). It returns the error of
+// whatever it sent.
+func (b *Budget) Report(ctx context.Context, p Permit, r Result) error {
+	if b.unlimited() {
+		return nil
+	}
+	var q pending
+	switch r.Outcome {
+	case Accepted:
+		q.ok = 1
+	case RateLimited:
+		q.rl = 1
+		q.retryAfter = r.RetryAfter
+	case Failed:
+		q.fail = 1
+	default:
+		return fmt.Errorf("ratebudget: report: unknown outcome %d", r.Outcome)
+	}
+	if p.Probe {
+		// The probe tests the API's health: any answer but a failure
+		// closes the breaker; a 429 still counts as rate evidence.
+		if r.Outcome == Failed {
+			q.fail, q.probeFail = 0, 1
+		} else {
+			q.ok, q.probeOK = 0, 1
+		}
+	}
+	if h := r.Headers; h != nil && (h.Rate > 0 || h.Remaining >= 0) {
+		hc := *h
+		q.headers = &hc
+	}
+	b.mu.Lock()
+	b.pend.merge(q)
+	urgent := p.Probe || (q.headers != nil && q.headers.Remaining == 0 && q.headers.Reset > 0) ||
+		(q.bad() && b.now().Sub(b.lastFlush) >= flushAfter)
+	b.mu.Unlock()
+	var err error
+	if urgent {
+		_, err = b.call(ctx, 0, 0)
+	}
+	if r.Outcome == RateLimited && r.RetryAfter >= b.longRA {
+		err = errors.Join(err, b.CoolDown(ctx, r.RetryAfter))
+	}
+	return err
 }
 
 // CoolDown makes the whole fleet pause for d, typically the Retry-After of
 // a 429: no slot is booked before now+d (on the Redis clock), and the burst
 // is spent. Callers in this process that already hold a slot inside the
 // cool-down drop it when they reach it and book again; callers in other
-// processes use the slots they already hold (at most MaxWait of them). A
+// processes use the slots they already hold (at most Lookahead of them each). A
 // shorter cool-down never shortens a longer one in force. d is capped at
 // MaxCoolDown; d <= 0, or an unlimited budget, does nothing.
 func (b *Budget) CoolDown(ctx context.Context, d time.Duration) error {
@@ -393,8 +1061,12 @@ func (b *Budget) CoolDown(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 	d = min(d, b.maxCool)
+	var ttl int64
+	if b.adaptive.Enabled || b.breaker.Enabled {
+		ttl = b.stateTTL.Milliseconds()
+	}
 	us, err := coolDownScript.Run(ctx, b.rdb, []string{b.key},
-		b.intervalUS, b.burst, d.Microseconds()).Int64()
+		b.intervalU, b.burst, d.Microseconds(), ttl).Int64()
 	if err != nil {
 		return fmt.Errorf("ratebudget: cool down %s for %v: %w", b.key, d, err)
 	}
@@ -414,9 +1086,54 @@ func (b *Budget) CoolDownRemaining(ctx context.Context) (time.Duration, error) {
 	if b.unlimited() {
 		return 0, nil
 	}
-	us, err := coolDownRemainingScript.Run(ctx, b.rdb, []string{b.key}).Int64()
+	s, err := Inspect(ctx, b.rdb, b.key)
+	return s.CoolDown, err
+}
+
+// State is the shared state of a budget as Inspect reads it.
+type State struct {
+	// CoolDown is the shared cool-down remaining; 0 when none.
+	CoolDown time.Duration
+	// Rate is the rate in force now; Ceiling the limit of the process that
+	// last booked; Accepted the highest rate the API was recently seen to
+	// accept. All 0 when no process has booked yet (or the state expired).
+	Rate, Ceiling, Accepted float64
+	// Breaker is the breaker's state; BreakerRemaining the time until an
+	// open breaker next lets a probe through.
+	Breaker          BreakerState
+	BreakerRemaining time.Duration
+	// Hold is how long the current rate is held before the fleet probes
+	// above it; 0 when it is ramping (or fixed).
+	Hold time.Duration
+}
+
+// Inspect reads the shared state of the budget at key, as of now on the
+// Redis clock, without changing it: for status commands and gauges. It
+// assumes DefaultRamp for a ramp in progress.
+func Inspect(ctx context.Context, rdb redis.UniversalClient, key string) (State, error) {
+	res, err := inspectScript.Run(ctx, rdb, []string{key}, DefaultRamp).Int64Slice()
+	if err == nil && len(res) != 7 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("ratebudget: read cool-down of %s: %w", b.key, err)
+		return State{}, fmt.Errorf("ratebudget: read %s: %w", key, err)
+	}
+	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
+	return State{
+		CoolDown: us(res[0]),
+		Rate:     float64(res[1]) / 1000, Ceiling: float64(res[2]) / 1000, Accepted: float64(res[3]) / 1000,
+		Breaker: breakerState(res[4]), BreakerRemaining: us(res[5]), Hold: us(res[6]),
+	}, nil
+}
+
+// ClearCoolDown ends the cool-down of the budget at key, and closes its
+// breaker when closeBreaker is set: an operator's remedy for a pause the
+// API no longer warrants (a Retry-After of a day from a broken proxy). It
+// returns the cool-down that was left.
+func ClearCoolDown(ctx context.Context, rdb redis.UniversalClient, key string, closeBreaker bool) (time.Duration, error) {
+	us, err := clearScript.Run(ctx, rdb, []string{key}, boolArg(closeBreaker)).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("ratebudget: clear cool-down of %s: %w", key, err)
 	}
 	return time.Duration(us) * time.Microsecond, nil
 }

@@ -3,10 +3,31 @@ package ratebudget
 import "github.com/redis/go-redis/v9"
 
 // The budget's state is one Redis hash (one key, so every script is safe on
-// Redis Cluster) with two fields, both in microseconds of Redis server time:
+// Redis Cluster). Times are microseconds of Redis server time, rates calls
+// per second:
 //
-//	tat   theoretical arrival time: the next free slot of the steady schedule
+//	tat   theoretical arrival time: the next free slot of the schedule
 //	cool  end of the shared cool-down (absent or in the past: none)
+//	ceil  the ceiling the last writer was configured with (for readers)
+//
+// the adaptive rate (see the package doc, "Adaptive rate"):
+//
+//	rate  the rate held since tp, or the base of the ramp after tp
+//	good  the highest rate the API was seen to accept recently
+//	tp    end of the hold: from tp on the rate ramps up towards the ceiling
+//	tb    evidence from calls booked before the last decision is ignored until tb
+//	w0, wok, wrl  the evidence window: its start, accepted calls, 429s
+//	hf    until when the API's rate-limit headers hold the rate
+//
+// and the circuit breaker (see "Circuit breaker"):
+//
+//	bs    0 closed, 1 open, 2 half-open
+//	bu    end of the open interval
+//	bi    the open interval in force
+//	bo    when the breaker first opened, for the interval's growth
+//	bn, bf, bt    current bucket of outcomes: count, failures, start
+//	bn0, bf0, bt0 the previous bucket
+//	pt    when the half-open breaker granted its probe (0: none yet)
 //
 // Times are read with redis.call('TIME') inside the scripts, so the clocks of
 // the worker processes never enter the arithmetic: every process books on the
@@ -14,46 +35,269 @@ import "github.com/redis/go-redis/v9"
 // double (2^53 ~ 9e15). Values are written with string.format('%.3f') because
 // Lua's default number-to-string conversion keeps only 14 significant digits,
 // which would round TAT to 10 µs and drift the schedule.
-//
-// The key expires one second after both fields lie in the past: a state whose
-// TAT is past is the same as no state, so an idle budget leaves nothing behind.
 
-// reserveScript books the next free slot, GCRA by virtual scheduling:
+// bookScript is the one script of the hot path. It folds the outcomes this
+// process saw since its last call into the shared state (the adaptive rate's
+// evidence and the breaker's buckets), then, in mode 1, books the next free
+// slot, GCRA by virtual scheduling at the current rate r:
 //
-//	slot = max(now, TAT - tau),  tau = (burst-1) * interval
-//	TAT' = max(TAT, now) + interval
+//	slot = max(now, TAT - tau),  tau = (burst-1) / r
+//	TAT' = max(TAT, now) + 1/r
 //
-// so a fresh budget grants burst slots at once and then one every interval.
-// When the slot is more than max_wait away nothing is written: the caller is
-// told the delay and no slot is held for it.
+// so a fresh budget grants burst slots at once and then one every 1/r. The
+// rate only ever spaces new bookings, and r never exceeds the ceiling, so no
+// change of r can put more than ceiling + burst calls into one second. When
+// the slot is more than max_wait away nothing is booked. Mode 0 only folds
+// the outcomes in (a probe's answer, or failures that must not wait for the
+// next booking).
 //
-// ARGV: interval_us (may be fractional), burst, max_wait_us.
-// Returns {booked (0|1), delay_us, in_cooldown (0|1)}.
-var reserveScript = redis.NewScript(`
+// ARGV: see bookArgs in ratebudget.go.
+// Returns {booked, delay_us, reason (0 budget, 1 cool-down, 2 breaker),
+// rate_milli, breaker_state, probe, rate_event (0 none, 1 cut, 2 probe
+// failed, 3 set by headers), breaker_transition (0 none, 1 opened,
+// 2 half-opened, 3 closed, 4 re-opened), breaker_remaining_us}.
+var bookScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tau = (tonumber(ARGV[2]) - 1) * interval
-local max_wait = tonumber(ARGV[3])
+local A = {}
+for i = 1, #ARGV do A[i] = tonumber(ARGV[i]) end
+local mode, ceil, burst, max_wait = A[1], A[2], A[3], A[4]
+local adaptive, floor = A[5] == 1, A[6]
+local d_ok, d_rl, d_fail, d_pok, d_pfail, ra = A[7], A[8], A[9], A[10], A[11], A[12]
+local h_rate, h_rem, h_reset = A[13], A[14], A[15]
+local brk, b_min, b_ratio, b_win, b_open, b_max, b_grow = A[16] == 1, A[17], A[18], A[19], A[20], A[21], A[22]
+local max_cool, ttl = A[23], A[24]
+local hold, react, win, ramp = A[25], A[26], A[27], A[28]
+local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30], A[31], A[32], A[33]
 
-local v = redis.call('HMGET', KEYS[1], 'tat', 'cool')
+local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
+  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt'}
+local v = redis.call('HMGET', KEYS[1], unpack(names))
 local tat = tonumber(v[1]) or now
 local cool = tonumber(v[2]) or 0
-if tat < now then tat = now end
-local in_cool = 0
-if cool > now then in_cool = 1 end
+local rate = tonumber(v[3]) or ceil
+local good = tonumber(v[4]) or ceil
+local tp = tonumber(v[5]) or 0
+local tb = tonumber(v[6]) or 0
+local w0 = tonumber(v[7]) or now
+local wok = tonumber(v[8]) or 0
+local wrl = tonumber(v[9]) or 0
+local hf = tonumber(v[10]) or 0
+local bs = tonumber(v[11]) or 0
+local bu = tonumber(v[12]) or 0
+local bi = tonumber(v[13]) or b_open
+local bo = tonumber(v[14]) or 0
+local bn = tonumber(v[15]) or 0
+local bf = tonumber(v[16]) or 0
+local bt = tonumber(v[17]) or 0
+local bn0 = tonumber(v[18]) or 0
+local bf0 = tonumber(v[19]) or 0
+local bt0 = tonumber(v[20]) or 0
+local pt = tonumber(v[21]) or 0
 
-local slot = tat - tau
-if slot < now then slot = now end
-local delay = math.ceil(slot - now)
-if delay > max_wait then
-  return {0, delay, in_cool}
+local function clamp(x, lo, hi)
+  if x < lo then return lo end
+  if x > hi then return hi end
+  return x
+end
+-- A ceiling lowered by a new configuration applies at once.
+rate = clamp(rate, floor, ceil)
+good = clamp(good, floor, ceil)
+if tat < now then tat = now end
+
+local function cool_down(d)
+  if d > max_cool then d = max_cool end
+  local ends = now + d
+  if cool < ends then cool = ends end
+  local tau = (burst - 1) * 1000000 / ceil
+  if tat < ends + tau then tat = ends + tau end
 end
 
-tat = tat + interval
-redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', tat))
-redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(tat, cool) - now) / 1000) + 1000)
-return {1, delay, in_cool}
+-- current is the rate in force now: held until tp, then growing as a
+-- cubic of the time since, rate * (1 + ramp * s^3) (CUBIC's convex
+-- probe): gentle near the rate the API accepted, where a limit that did
+-- not move is met with a few 429s, and fast beyond it, where one that rose
+-- is found within seconds. Never above the ceiling.
+local function current()
+  if not adaptive then return ceil end
+  if now < tp then return rate end
+  local s = (now - tp) / 1000000
+  return clamp(rate * (1 + ramp * s * s * s), floor, ceil)
+end
+
+local event = 0
+if adaptive then
+  local r = current()
+  if h_rate > 0 then
+    -- The API states its policy: obey it, and do not probe above it
+    -- while it keeps saying so.
+    local target = ceil
+    if h_rate < ceil then target = math.max(floor, h_rate * 0.97) end
+    if math.abs(target - r) > 0.01 * r then event = 3 end
+    rate = target
+    good = clamp(h_rate, floor, ceil)
+    hf = now + 10000000
+    tp = hf
+    r = rate
+  end
+  if now >= tp and w0 < tp then
+    -- The ramp has begun: its evidence is its own.
+    w0, wok, wrl = now, 0, 0
+  end
+  if now >= tb then
+    wok = wok + d_ok
+    wrl = wrl + d_rl
+  else
+    -- Answers to calls booked before the last decision say nothing of it:
+    -- the window starts when they are in.
+    w0 = now
+  end
+  local el = now - w0
+  local n = wok + wrl
+  local decided = false
+  if wrl > 0 and now >= tb and now >= hf then
+    local share = wrl / n
+    if now >= tp and r > good * 1.05 and share >= probe_share then
+      -- A probe above the rate the API accepted met 429s: back to what it
+      -- accepted, or to most of the rate that drew them if that is higher
+      -- (the API's limit rose, but not this far).
+      -- The calls that drew the 429s were booked well before now, when
+      -- the ramp stood lower; what the API accepted during the ramp is the
+      -- better measure of how far its limit rose, if at all.
+      local acc = 0
+      if el >= 1000000 then acc = wok * 1000000 / el end
+      local nr = clamp(math.max(0.97 * good, 0.9 * math.min(acc, r)), floor, ceil)
+      if nr > good then good = nr end
+      rate = nr
+      event = 2
+      decided = true
+    elseif wrl >= cut_min and n >= 20 and share >= cut_share and el >= 250000 then
+      -- 429s show the fleet is above the API's limit. While above it, the
+      -- rate the API accepts is its limit: measure it and go just below.
+      -- Two measures of it, the accepted calls per second and the share
+      -- of the rate not refused; the lower is the safer.
+      local acc = math.min(wok * 1000000 / el, r * (1 - share))
+      good = clamp(acc, floor, ceil)
+      rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
+      event = 1
+      decided = true
+      if share >= cluster_share and wrl >= cluster_min then
+        -- The API refuses most calls: the shared limit is spent.
+        if ra <= 0 then ra = 1000000 end
+        cool_down(ra)
+      end
+    end
+    if decided then
+      tp = now + hold
+      tb = math.max(tat, now) + react
+    end
+  end
+  -- A window closes after win with at least 40 answers in it, so that a
+  -- share of a few percent means something at low rates too, or after ten
+  -- windows anyway.
+  if decided or (el >= win and n >= 40) or el >= 10 * win then
+    if not decided and wrl == 0 and n > 0 and now >= tp then
+      -- A clean window while ramping: what the API accepted is good, and
+      -- the ramp goes on from where it is.
+      local acc = wok * 1000000 / el
+      if acc > good then good = clamp(acc, floor, ceil) end
+      rate = r
+      tp = now
+    end
+    w0 = now
+    wok = 0
+    wrl = 0
+  end
+end
+if h_rem == 0 and h_reset > 0 then
+  -- The window's calls are spent: nobody calls before it resets.
+  cool_down(h_reset)
+end
+
+local trans = 0
+if brk then
+  if bs == 1 and now >= bu then
+    bs = 2
+    pt = 0
+    trans = 2
+  end
+  if bs == 0 then
+    local dn = d_ok + d_rl + d_fail
+    if dn > 0 then
+      if bt > 0 and now - bt > b_win then bn, bf, bt = 0, 0, 0 end
+      if bt == 0 then bt = now end
+      bn = bn + dn
+      bf = bf + d_fail
+      local tn, tf = bn, bf
+      if bt0 > 0 and now - bt0 <= b_win then
+        tn = tn + bn0
+        tf = tf + bf0
+      end
+      if tn >= b_min and tf >= b_ratio * tn then
+        bs = 1
+        bi = b_open
+        bo = now
+        bu = now + bi
+        trans = 1
+        bn, bf, bt, bn0, bf0, bt0 = 0, 0, 0, 0, 0, 0
+      elseif bn * 2 >= b_min then
+        bn0, bf0, bt0 = bn, bf, bt
+        bn, bf, bt = 0, 0, 0
+      end
+    end
+  end
+  if bs ~= 0 and d_pok > 0 then
+    bs = 0
+    bi = b_open
+    pt = 0
+    trans = 3
+    bn, bf, bt, bn0, bf0, bt0 = 0, 0, 0, 0, 0, 0
+  elseif bs == 2 and d_pfail > 0 then
+    if now - bo >= b_grow then bi = math.min(b_max, bi * 2) end
+    bs = 1
+    bu = now + bi
+    pt = 0
+    trans = 4
+  end
+end
+
+local r = current()
+local booked, delay, reason, probe = 0, 0, 0, 0
+if cool > now then reason = 1 end
+if mode == 1 then
+  if brk and bs == 1 then
+    delay, reason = math.ceil(bu - now), 2
+  elseif brk and bs == 2 and pt > 0 and now - pt < bi then
+    -- One probe at a time; a probe whose holder died lapses after bi.
+    delay, reason = math.ceil(math.min(1000000, pt + bi - now)), 2
+  else
+    local interval = 1000000 / r
+    local slot = tat - (burst - 1) * interval
+    if slot < now then slot = now end
+    delay = math.ceil(slot - now)
+    if delay <= max_wait then
+      booked = 1
+      tat = tat + interval
+      if brk and bs == 2 then
+        probe = 1
+        pt = now
+      end
+    end
+  end
+end
+
+local f = function(x) return string.format('%.3f', x) end
+redis.call('HSET', KEYS[1], 'tat', f(tat), 'cool', f(cool), 'ceil', f(ceil),
+  'rate', string.format('%.6f', rate), 'good', string.format('%.6f', good),
+  'tp', f(tp), 'tb', f(tb), 'w0', f(w0), 'wok', wok, 'wrl', wrl, 'hf', f(hf),
+  'bs', bs, 'bu', f(bu), 'bi', f(bi), 'bo', f(bo), 'bn', bn, 'bf', bf, 'bt', f(bt),
+  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt))
+local keep = math.ceil((math.max(tat, cool, bu) - now) / 1000) + 1000
+if ttl > keep then keep = ttl end
+redis.call('PEXPIRE', KEYS[1], keep)
+local left = 0
+if bs ~= 0 and bu > now then left = math.ceil(bu - now) end
+return {booked, delay, reason, math.floor(r * 1000 + 0.5), bs, probe, event, trans, left}
 `)
 
 // coolDownScript moves the booking clock forward for the whole fleet:
@@ -65,13 +309,14 @@ return {1, delay, in_cool}
 // spends the burst: an API that just answered 429 should not be met with a
 // burst the moment it allows calls again.
 //
-// ARGV: interval_us, burst, d_us. Returns the cool-down remaining in µs.
+// ARGV: interval_us, burst, d_us, ttl_ms. Returns the cool-down remaining in µs.
 var coolDownScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tau = (tonumber(ARGV[2]) - 1) * interval
 local d = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
 
 local v = redis.call('HMGET', KEYS[1], 'tat', 'cool')
 local tat = tonumber(v[1]) or now
@@ -81,17 +326,58 @@ if cool < ends then cool = ends end
 if tat < ends + tau then tat = ends + tau end
 
 redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', tat), 'cool', string.format('%.3f', cool))
-redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(tat, cool) - now) / 1000) + 1000)
+local keep = math.ceil((math.max(tat, cool) - now) / 1000) + 1000
+if ttl > keep then keep = ttl end
+redis.call('PEXPIRE', KEYS[1], keep)
 return math.ceil(cool - now)
 `)
 
-// coolDownRemainingScript returns the shared cool-down remaining in µs (0
-// when none is in force). A script rather than HGET so that the answer is on
-// the server's clock, in one round trip.
-var coolDownRemainingScript = redis.NewScript(`
+// inspectScript reads the state as of now on the server's clock, without
+// changing it. Returns {cool_remaining_us, rate_milli, ceil_milli,
+// good_milli, breaker_state, breaker_remaining_us, hold_remaining_us};
+// rate is the rate in force now (the ramp evaluated), as bookScript would
+// compute it for an adaptive budget. ARGV: ramp.
+var inspectScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cool = tonumber(redis.call('HGET', KEYS[1], 'cool')) or 0
-if cool <= now then return 0 end
-return math.ceil(cool - now)
+local ramp = tonumber(ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'cool', 'ceil', 'rate', 'good', 'tp', 'bs', 'bu')
+local cool = tonumber(v[1]) or 0
+local ceil = tonumber(v[2]) or 0
+local rate = tonumber(v[3]) or ceil
+local good = tonumber(v[4]) or ceil
+local tp = tonumber(v[5]) or 0
+local bs = tonumber(v[6]) or 0
+local bu = tonumber(v[7]) or 0
+local r = rate
+if now >= tp and ceil > 0 then
+  local s = (now - tp) / 1000000
+  r = math.min(ceil, rate * (1 + ramp * s * s * s))
+end
+if bs == 1 and bu <= now then bs = 2 end
+local left, hold, c = 0, 0, 0
+if bs ~= 0 and bu > now then left = math.ceil(bu - now) end
+if tp > now then hold = math.ceil(tp - now) end
+if cool > now then c = math.ceil(cool - now) end
+return {c, math.floor(r * 1000 + 0.5), math.floor(ceil * 1000 + 0.5), math.floor(good * 1000 + 0.5), bs, left, hold}
+`)
+
+// clearScript ends a cool-down and, when asked, closes the breaker: an
+// operator's way out of a pause the API no longer warrants. The schedule
+// starts afresh from now. ARGV: close_breaker (0|1). Returns the cool-down
+// that was left, in µs.
+var clearScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local v = redis.call('HMGET', KEYS[1], 'cool', 'tat')
+local cool = tonumber(v[1]) or 0
+local left = 0
+if cool > now then left = math.ceil(cool - now) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'cool', '0', 'tat', string.format('%.3f', now))
+  if tonumber(ARGV[1]) == 1 then
+    redis.call('HSET', KEYS[1], 'bs', '0', 'bu', '0', 'pt', '0', 'bn', '0', 'bf', '0', 'bn0', '0', 'bf0', '0')
+  end
+end
+return left
 `)

@@ -134,9 +134,11 @@ func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connec
 		return nil, err
 	}
 	var out Connector
-	if err := c.do(ctx, op, http.MethodPost, path+"/library/import", nil, &out); err != nil {
+	rl, err := c.do(ctx, op, http.MethodPost, path+"/library/import", nil, &out)
+	if err != nil {
 		return nil, err
 	}
+	out.RateLimit = rl
 	return &out, nil
 }
 
@@ -149,7 +151,7 @@ func (c *Client) GetConnectorVersion(ctx context.Context, orgID, connectorID, ve
 		return nil, err
 	}
 	var out ConnectorVersion
-	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -163,7 +165,7 @@ func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID s
 		return nil, err
 	}
 	var out ConnectorVersionPage
-	if err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -174,7 +176,7 @@ func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID s
 func (c *Client) ListPublicConnectors(ctx context.Context, page PageOptions) (*ConnectorPage, error) {
 	const op = "list public connectors"
 	var out ConnectorPage
-	if err := c.do(ctx, op, http.MethodGet, "/connectors", page.query(), &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, "/connectors", page.query(), &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -240,9 +242,11 @@ var errBodyTooLarge = errors.New("response body too large")
 // which is cheaper than reading them.
 const drainBytes = 4 << 10
 
-// do sends one request and decodes a 2xx JSON body into out. Non-2xx
-// responses become *Error; transport failures are returned wrapped with op.
-func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, out any) error {
+// do sends one request and decodes a 2xx JSON body into out, and returns
+// what the response's rate-limit headers said. Non-2xx responses become
+// *Error (carrying the rate limit too); transport failures are returned
+// wrapped with op.
+func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, out any) (RateLimit, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := c.base + path
@@ -251,7 +255,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
-		return fmt.Errorf("versori: %s: %w", op, err)
+		return unknownRateLimit, fmt.Errorf("versori: %s: %w", op, err)
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")
@@ -262,12 +266,13 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 		// *url.Error names the method and URL (IDs only), but its cause
 		// can quote the server (an unparseable Location header, say), so
 		// the text is scrubbed; the cause stays reachable for Classify.
-		return &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: %v", op, err)), err: err}
+		return unknownRateLimit, &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: %v", op, err)), err: err}
 	}
 	defer func() {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
 		_ = resp.Body.Close()
 	}()
+	rl := parseRateLimit(resp.Header, c.now())
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		limit := min(c.maxBody, maxErrorBodyBytes)
@@ -281,7 +286,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 				e.Message += " (to " + c.scrub(cleanText(loc.Scheme+"://"+loc.Host)) + ")"
 			}
 		}
-		return e
+		return rl, e
 	}
 
 	var body []byte
@@ -292,28 +297,30 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 		body, err = readLimited(resp.Body, c.maxBody)
 	}
 	if errors.Is(err, errBodyTooLarge) {
-		return &Error{
+		return rl, &Error{
 			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
 			RequestID: keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
 			Message:   fmt.Sprintf("response body larger than %d bytes", c.maxBody),
+			RateLimit: rl,
 		}
 	}
 	if err != nil {
 		// The connection failed while the body was read: the call's
 		// outcome is unknown, like any transport failure.
-		return &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: reading response: %v", op, err)), err: err}
+		return unknownRateLimit, &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: reading response: %v", op, err)), err: err}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		// The call may have been carried out: a server_error is retried,
 		// and a retry of an import that did happen meets a 409.
-		return &Error{
+		return rl, &Error{
 			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
 			RequestID:   keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
 			Message:     keep("decoding response: "+err.Error(), maxFieldLen, c.scrub),
 			BodyExcerpt: excerpt(body, c.scrub),
+			RateLimit:   rl,
 		}
 	}
-	return nil
+	return rl, nil
 }
 
 // readLimited reads at most limit bytes of r, and reports errBodyTooLarge

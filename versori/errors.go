@@ -66,6 +66,10 @@ type Error struct {
 	// BodyExcerpt is a short, sanitised excerpt of a body that was not the
 	// API's JSON error shape (an HTML page from a proxy, plain text).
 	BodyExcerpt string
+	// RateLimit is what the response's rate-limit headers said, so a 429
+	// (or any error) still teaches the caller the server's real limit;
+	// Remaining is -1 when they said nothing.
+	RateLimit RateLimit
 }
 
 // Error formats the facts on one line. It contains only what the server
@@ -199,6 +203,7 @@ func decodeError(op string, status int, h http.Header, body []byte, now time.Tim
 		StatusCode: status,
 		Class:      ClassForStatus(status),
 		RequestID:  keep(requestID(h), maxRequestIDLen, scrub),
+		RateLimit:  parseRateLimit(h, now),
 	}
 	if h != nil {
 		e.RetryAfter, e.HasRetryAfter = ParseRetryAfter(h.Get("Retry-After"), now)

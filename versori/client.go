@@ -1,6 +1,7 @@
 package versori
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,6 +128,17 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 // already holds the version, which callers count as success. Every other
 // failure is an *Error (the server answered) or a transport error; use
 // Classify to get its class.
+//
+// A 2xx with an empty body (a 204, or a 200 with nothing or only
+// whitespace in it) is a success, class imported: the status says the
+// import was carried out, and a retry could only meet a 409. The API's
+// answer is missing, though, so the Connector returned holds nothing but
+// its RateLimit; an empty ID is how a caller tells (and records) that the
+// body was empty. A non-empty body that is not a Connector stays an
+// *Error of class server_error.
+//
+// The returned Connector's RateLimit, or the *Error's, holds what the
+// response's rate-limit headers said; see RateLimitOf.
 func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*Connector, error) {
 	const op = "import connector version"
 	path, err := versionPath(op, orgID, connectorID, version)
@@ -134,7 +146,7 @@ func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connec
 		return nil, err
 	}
 	var out Connector
-	rl, err := c.do(ctx, op, http.MethodPost, path+"/library/import", nil, &out)
+	rl, err := c.do(ctx, op, http.MethodPost, path+"/library/import", nil, &out, true)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +163,7 @@ func (c *Client) GetConnectorVersion(ctx context.Context, orgID, connectorID, ve
 		return nil, err
 	}
 	var out ConnectorVersion
-	if _, err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, path, nil, &out, false); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -165,7 +177,7 @@ func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID s
 		return nil, err
 	}
 	var out ConnectorVersionPage
-	if _, err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out, false); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -176,7 +188,7 @@ func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID s
 func (c *Client) ListPublicConnectors(ctx context.Context, page PageOptions) (*ConnectorPage, error) {
 	const op = "list public connectors"
 	var out ConnectorPage
-	if _, err := c.do(ctx, op, http.MethodGet, "/connectors", page.query(), &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, "/connectors", page.query(), &out, false); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -245,8 +257,9 @@ const drainBytes = 4 << 10
 // do sends one request and decodes a 2xx JSON body into out, and returns
 // what the response's rate-limit headers said. Non-2xx responses become
 // *Error (carrying the rate limit too); transport failures are returned
-// wrapped with op.
-func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, out any) (RateLimit, error) {
+// wrapped with op. A 2xx with an empty (or all-whitespace) body leaves out
+// alone and succeeds when emptyOK, else is a server_error.
+func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, out any, emptyOK bool) (RateLimit, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := c.base + path
@@ -308,6 +321,17 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 		// The connection failed while the body was read: the call's
 		// outcome is unknown, like any transport failure.
 		return unknownRateLimit, &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: reading response: %v", op, err)), err: err}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if emptyOK {
+			return rl, nil // out left as it was
+		}
+		return rl, &Error{
+			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
+			RequestID: keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
+			Message:   "empty response body",
+			RateLimit: rl,
+		}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		// The call may have been carried out: a server_error is retried,

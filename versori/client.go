@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"net/http"
 	"net/url"
@@ -24,7 +23,7 @@ type Client struct {
 	timeout   time.Duration
 	maxBody   int64
 	hc        *http.Client
-	scrubber  *strings.Replacer
+	scrubber  *scrubber
 	now       func() time.Time
 }
 
@@ -57,20 +56,6 @@ func New(cfg Config) (*Client, error) {
 		scrubber:  newScrubber(r.key),
 		now:       time.Now,
 	}, nil
-}
-
-// newScrubber replaces the key in the forms a server could echo it back in:
-// as sent, JSON-, HTML- and URL-escaped.
-func newScrubber(key string) *strings.Replacer {
-	forms := map[string]bool{key: true, html.EscapeString(key): true, url.QueryEscape(key): true, url.PathEscape(key): true}
-	if b, err := json.Marshal(key); err == nil {
-		forms[string(b[1:len(b)-1])] = true
-	}
-	var pairs []string
-	for f := range forms {
-		pairs = append(pairs, f, redacted)
-	}
-	return strings.NewReplacer(pairs...)
 }
 
 func (c *Client) scrub(s string) string { return c.scrubber.Replace(s) }
@@ -288,9 +273,11 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 	rl := parseRateLimit(resp.Header, c.now())
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		limit := min(c.maxBody, maxErrorBodyBytes)
-		// A body cut at the limit or by a dropped connection still yields
-		// an error: the status alone decides the class.
+		// Read past the limit so that a key straddling it is scrubbed
+		// whole; excerpt cuts only after scrubbing. A body cut here or by
+		// a dropped connection still yields an error: the status alone
+		// decides the class.
+		limit := min(c.maxBody, maxErrorBodyBytes) + maxScrubMargin
 		body, _ := readLimited(resp.Body, limit)
 		e := decodeError(op, resp.StatusCode, resp.Header, body, c.now(), c.scrub)
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 && e.Message == "" {

@@ -65,11 +65,15 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 	sh.get(org).calls++
 	sh.mu.Unlock()
 
-	if violated, refuse, wait, omit := s.limiter.arrive(int64(now.Sub(s.epoch))); violated {
+	v := s.limiter.arrive(int64(now.Sub(s.epoch)))
+	v.headers(w.Header()) // on every answer below, whatever it is
+	if v.violated {
 		s.violations.Add(1)
-		if refuse {
-			if !omit {
-				w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
+		if v.refuse {
+			s.refusals.Add(1)
+			s.recordRefusal(now)
+			if !v.policy.OmitRetryAfter {
+				w.Header().Set("Retry-After", strconv.FormatInt(int64((v.wait+time.Second-1)/time.Second), 10))
 			}
 			s.writeError(w, http.StatusTooManyRequests, "rate_limited", "rate limit exceeded", nil, "")
 			return

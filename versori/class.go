@@ -17,6 +17,9 @@ type Class string
 // The outcome classes, as defined in the design's outcome table.
 const (
 	// ClassImported: 200, the version was copied into the organisation.
+	// An empty 2xx (204, or a blank 200) counts too: the status says the
+	// import happened; ImportPublicConnectorVersion then returns a
+	// Connector with an empty ID.
 	ClassImported Class = "imported"
 	// ClassAlreadyPresent: 409, the organisation already holds the version.
 	// It counts as success: a retry after an ambiguous failure meets it.

@@ -1,11 +1,11 @@
 package versori
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"net/http"
 	"net/url"
@@ -23,7 +23,7 @@ type Client struct {
 	timeout   time.Duration
 	maxBody   int64
 	hc        *http.Client
-	scrubber  *strings.Replacer
+	scrubber  *scrubber
 	now       func() time.Time
 }
 
@@ -56,20 +56,6 @@ func New(cfg Config) (*Client, error) {
 		scrubber:  newScrubber(r.key),
 		now:       time.Now,
 	}, nil
-}
-
-// newScrubber replaces the key in the forms a server could echo it back in:
-// as sent, JSON-, HTML- and URL-escaped.
-func newScrubber(key string) *strings.Replacer {
-	forms := map[string]bool{key: true, html.EscapeString(key): true, url.QueryEscape(key): true, url.PathEscape(key): true}
-	if b, err := json.Marshal(key); err == nil {
-		forms[string(b[1:len(b)-1])] = true
-	}
-	var pairs []string
-	for f := range forms {
-		pairs = append(pairs, f, redacted)
-	}
-	return strings.NewReplacer(pairs...)
 }
 
 func (c *Client) scrub(s string) string { return c.scrubber.Replace(s) }
@@ -127,6 +113,17 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 // already holds the version, which callers count as success. Every other
 // failure is an *Error (the server answered) or a transport error; use
 // Classify to get its class.
+//
+// A 2xx with an empty body (a 204, or a 200 with nothing or only
+// whitespace in it) is a success, class imported: the status says the
+// import was carried out, and a retry could only meet a 409. The API's
+// answer is missing, though, so the Connector returned holds nothing but
+// its RateLimit; an empty ID is how a caller tells (and records) that the
+// body was empty. A non-empty body that is not a Connector stays an
+// *Error of class server_error.
+//
+// The returned Connector's RateLimit, or the *Error's, holds what the
+// response's rate-limit headers said; see RateLimitOf.
 func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*Connector, error) {
 	const op = "import connector version"
 	path, err := versionPath(op, orgID, connectorID, version)
@@ -134,9 +131,11 @@ func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connec
 		return nil, err
 	}
 	var out Connector
-	if err := c.do(ctx, op, http.MethodPost, path+"/library/import", nil, &out); err != nil {
+	rl, err := c.do(ctx, op, http.MethodPost, path+"/library/import", nil, &out, true)
+	if err != nil {
 		return nil, err
 	}
+	out.RateLimit = rl
 	return &out, nil
 }
 
@@ -149,7 +148,7 @@ func (c *Client) GetConnectorVersion(ctx context.Context, orgID, connectorID, ve
 		return nil, err
 	}
 	var out ConnectorVersion
-	if err := c.do(ctx, op, http.MethodGet, path, nil, &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, path, nil, &out, false); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -163,7 +162,7 @@ func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID s
 		return nil, err
 	}
 	var out ConnectorVersionPage
-	if err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out, false); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -174,7 +173,7 @@ func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID s
 func (c *Client) ListPublicConnectors(ctx context.Context, page PageOptions) (*ConnectorPage, error) {
 	const op = "list public connectors"
 	var out ConnectorPage
-	if err := c.do(ctx, op, http.MethodGet, "/connectors", page.query(), &out); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, "/connectors", page.query(), &out, false); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -240,9 +239,12 @@ var errBodyTooLarge = errors.New("response body too large")
 // which is cheaper than reading them.
 const drainBytes = 4 << 10
 
-// do sends one request and decodes a 2xx JSON body into out. Non-2xx
-// responses become *Error; transport failures are returned wrapped with op.
-func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, out any) error {
+// do sends one request and decodes a 2xx JSON body into out, and returns
+// what the response's rate-limit headers said. Non-2xx responses become
+// *Error (carrying the rate limit too); transport failures are returned
+// wrapped with op. A 2xx with an empty (or all-whitespace) body leaves out
+// alone and succeeds when emptyOK, else is a server_error.
+func (c *Client) do(ctx context.Context, op, method, path string, query url.Values, out any, emptyOK bool) (RateLimit, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := c.base + path
@@ -251,7 +253,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
-		return fmt.Errorf("versori: %s: %w", op, err)
+		return unknownRateLimit, fmt.Errorf("versori: %s: %w", op, err)
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")
@@ -262,17 +264,20 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 		// *url.Error names the method and URL (IDs only), but its cause
 		// can quote the server (an unparseable Location header, say), so
 		// the text is scrubbed; the cause stays reachable for Classify.
-		return &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: %v", op, err)), err: err}
+		return unknownRateLimit, &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: %v", op, err)), err: err}
 	}
 	defer func() {
 		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
 		_ = resp.Body.Close()
 	}()
+	rl := parseRateLimit(resp.Header, c.now())
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		limit := min(c.maxBody, maxErrorBodyBytes)
-		// A body cut at the limit or by a dropped connection still yields
-		// an error: the status alone decides the class.
+		// Read past the limit so that a key straddling it is scrubbed
+		// whole; excerpt cuts only after scrubbing. A body cut here or by
+		// a dropped connection still yields an error: the status alone
+		// decides the class.
+		limit := min(c.maxBody, maxErrorBodyBytes) + maxScrubMargin
 		body, _ := readLimited(resp.Body, limit)
 		e := decodeError(op, resp.StatusCode, resp.Header, body, c.now(), c.scrub)
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 && e.Message == "" {
@@ -281,7 +286,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 				e.Message += " (to " + c.scrub(cleanText(loc.Scheme+"://"+loc.Host)) + ")"
 			}
 		}
-		return e
+		return rl, e
 	}
 
 	var body []byte
@@ -292,28 +297,41 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 		body, err = readLimited(resp.Body, c.maxBody)
 	}
 	if errors.Is(err, errBodyTooLarge) {
-		return &Error{
+		return rl, &Error{
 			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
 			RequestID: keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
 			Message:   fmt.Sprintf("response body larger than %d bytes", c.maxBody),
+			RateLimit: rl,
 		}
 	}
 	if err != nil {
 		// The connection failed while the body was read: the call's
 		// outcome is unknown, like any transport failure.
-		return &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: reading response: %v", op, err)), err: err}
+		return unknownRateLimit, &scrubbedError{msg: c.scrub(fmt.Sprintf("versori: %s: reading response: %v", op, err)), err: err}
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if emptyOK {
+			return rl, nil // out left as it was
+		}
+		return rl, &Error{
+			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
+			RequestID: keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
+			Message:   "empty response body",
+			RateLimit: rl,
+		}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		// The call may have been carried out: a server_error is retried,
 		// and a retry of an import that did happen meets a 409.
-		return &Error{
+		return rl, &Error{
 			Op: op, StatusCode: resp.StatusCode, Class: ClassServerError,
 			RequestID:   keep(requestID(resp.Header), maxRequestIDLen, c.scrub),
 			Message:     keep("decoding response: "+err.Error(), maxFieldLen, c.scrub),
 			BodyExcerpt: excerpt(body, c.scrub),
+			RateLimit:   rl,
 		}
 	}
-	return nil
+	return rl, nil
 }
 
 // readLimited reads at most limit bytes of r, and reports errBodyTooLarge

@@ -543,3 +543,37 @@ func TestLookups(t *testing.T) {
 		t.Errorf("catalogue in an outage: %v", err)
 	}
 }
+
+// TestEmptySuccessBody: a 204, or a 200 with an empty or blank body, is
+// imported (the status says it happened; a retry would meet a 409) with a
+// Connector whose empty ID records that no answer came. A lookup cannot
+// use an empty body: there it is a server_error.
+func TestEmptySuccessBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-RateLimit-Remaining", "5")
+		switch {
+		case strings.Contains(r.URL.Path, "/versions/nocontent"):
+			w.WriteHeader(http.StatusNoContent)
+		case strings.Contains(r.URL.Path, "/versions/blank"):
+			_, _ = io.WriteString(w, " \r\n\t ")
+		case strings.Contains(r.URL.Path, "/versions/empty"):
+			w.Header().Set("Content-Length", "0")
+		}
+	}))
+	defer srv.Close()
+	c, _ := versori.New(versori.Config{BaseURL: srv.URL, APIKey: "k"})
+	for _, v := range []string{"nocontent", "blank", "empty"} {
+		conn, err := c.ImportPublicConnectorVersion(t.Context(), newID(), fixedConnector, v)
+		if err != nil || versori.Classify(err) != versori.ClassImported {
+			t.Fatalf("%s: %s %v", v, versori.Classify(err), err)
+		}
+		if conn == nil || conn.ID != "" || conn.RateLimit.Remaining != 5 {
+			t.Errorf("%s: connector %+v, want an empty one with the rate limit", v, conn)
+		}
+	}
+	_, err := c.GetConnectorVersion(t.Context(), newID(), fixedConnector, "empty")
+	var apiErr *versori.Error
+	if !errors.As(err, &apiErr) || apiErr.Class != versori.ClassServerError || apiErr.Message != "empty response body" {
+		t.Errorf("empty lookup body: %#v", err)
+	}
+}

@@ -66,6 +66,10 @@ type Error struct {
 	// BodyExcerpt is a short, sanitised excerpt of a body that was not the
 	// API's JSON error shape (an HTML page from a proxy, plain text).
 	BodyExcerpt string
+	// RateLimit is what the response's rate-limit headers said, so a 429
+	// (or any error) still teaches the caller the server's real limit;
+	// Remaining is -1 when they said nothing.
+	RateLimit RateLimit
 }
 
 // Error formats the facts on one line. It contains only what the server
@@ -199,6 +203,7 @@ func decodeError(op string, status int, h http.Header, body []byte, now time.Tim
 		StatusCode: status,
 		Class:      ClassForStatus(status),
 		RequestID:  keep(requestID(h), maxRequestIDLen, scrub),
+		RateLimit:  parseRateLimit(h, now),
 	}
 	if h != nil {
 		e.RetryAfter, e.HasRetryAfter = ParseRetryAfter(h.Get("Retry-After"), now)
@@ -240,14 +245,19 @@ func detailsString(raw json.RawMessage) string {
 // excerpt turns an arbitrary body into a short single-line text: markup
 // tags and scripts dropped, entities left alone, control characters and
 // invalid UTF-8 removed, whitespace collapsed, and secrets scrubbed before
-// truncation so a key cut in half cannot survive.
+// any cut so a key cut in half cannot survive: the first maxErrorBodyBytes
+// are kept only after scrubbing them with maxScrubMargin more bytes.
 func excerpt(body []byte, scrub func(string) string) string {
-	if len(body) > maxErrorBodyBytes {
-		body = body[:maxErrorBodyBytes]
+	if len(body) > maxErrorBodyBytes+maxScrubMargin {
+		body = body[:maxErrorBodyBytes+maxScrubMargin]
 	}
 	// Scrub before stripping tags too: a key containing "<" would
 	// otherwise be cut apart by the stripping and escape the scrubber.
-	return keep(stripTags(scrub(string(body))), maxExcerptRunes, scrub)
+	s := scrub(string(body))
+	if len(s) > maxErrorBodyBytes {
+		s = s[:maxErrorBodyBytes]
+	}
+	return keep(stripTags(s), maxExcerptRunes, scrub)
 }
 
 // keep prepares text from a response for an Error: secrets scrubbed both

@@ -28,6 +28,12 @@ type Connector struct {
 	Tags             map[string][]string `json:"tags,omitempty"`
 	CreatedAt        time.Time           `json:"createdAt"`
 	UpdatedAt        time.Time           `json:"updatedAt"`
+
+	// RateLimit is what the import response's rate-limit headers said
+	// (Remaining -1 when nothing), set by ImportPublicConnectorVersion so a
+	// caller can pace itself to the server's real limit; other calls leave
+	// it zero. It is not part of the API's object and is never encoded.
+	RateLimit RateLimit `json:"-"`
 }
 
 // ConnectorVersion is one version of a connector. An imported copy is a

@@ -7,6 +7,7 @@
 // listen on anything but loopback unless --allow-remote is given.
 //
 //	fakeapi --addr 127.0.0.1:8081 --api-key test-key --latency 20ms --rate-limit 200 --fault-rate server_error=0.02
+//	fakeapi --rate-limit 50 --rate-limit-headers ietf --rate-limit-schedule 50@0s,10@20s,50@40s
 package main
 
 import (
@@ -88,6 +89,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		rateLimit   = fs.Float64("rate-limit", 0, "import calls per second the fake accepts (0: unlimited)")
 		rateBurst   = fs.Int("rate-burst", 1, "burst of the fake's rate limit")
 		observe     = fs.Bool("rate-limit-observe", false, "count rate violations without answering 429")
+		omitRA      = fs.Bool("rate-limit-omit-retry-after", false, "leave Retry-After out of the fake's 429s")
+		headers     = fs.String("rate-limit-headers", "none", "rate-limit headers on import answers: none, ietf (RateLimit, RateLimit-Policy) or x (X-RateLimit-*)")
+		schedule    = fs.String("rate-limit-schedule", "", "a limit that changes over time: PER_SECOND@OFFSET,... from start, e.g. 50@0s,10@20s,50@40s (burst and headers from the flags above)")
 		seed        = fs.Uint64("seed", 0, "seed for reproducible faults and latency (0: random)")
 		healthcheck = fs.Bool("healthcheck", false, "check that a fake is serving on --addr and exit 0 or 1 (for container health checks)")
 		rates       = faultRates{}
@@ -117,6 +121,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	default:
 		return usageError{fmt.Errorf("--latency-distribution %q: want constant, uniform, exponential or normal", *dist)}
 	}
+	style, err := versoritest.ParseHeaderStyle(*headers)
+	if err != nil {
+		return usageError{fmt.Errorf("--rate-limit-headers: %w", err)}
+	}
+	policy := versoritest.RateLimit{PerSecond: *rateLimit, Burst: *rateBurst, ObserveOnly: *observe, OmitRetryAfter: *omitRA, Headers: style}
+	var steps []versoritest.RateLimitStep
+	if *schedule != "" {
+		if steps, err = versoritest.ParseRateLimitSchedule(*schedule, policy); err != nil {
+			return usageError{fmt.Errorf("--rate-limit-schedule: %w", err)}
+		}
+	}
 	if *keyFile != "" {
 		b, err := os.ReadFile(*keyFile)
 		if err != nil {
@@ -128,7 +143,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	opts := []versoritest.Option{
 		versoritest.WithPrefix(*prefix),
 		versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Distribution(*dist), Mean: *latency, Jitter: *jitter, Max: *latencyMax}),
-		versoritest.WithRateLimitPolicy(versoritest.RateLimit{PerSecond: *rateLimit, Burst: *rateBurst, ObserveOnly: *observe}),
+		versoritest.WithRateLimitPolicy(policy),
 	}
 	if *key != "" {
 		opts = append(opts, versoritest.WithAPIKey(*key))
@@ -139,6 +154,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	s := versoritest.NewUnstartedServer(opts...)
 	if err := s.SetFaultRates(rates); err != nil {
 		return usageError{fmt.Errorf("--fault-rate: %w", err)}
+	}
+
+	if steps != nil {
+		// Counted from here, just before the fake starts listening.
+		s.SetRateLimitSchedule(steps)
 	}
 
 	admin := s.AdminHandler()

@@ -111,6 +111,10 @@ func TestRefusesBadUsage(t *testing.T) {
 		{"--fault-rate", "server_error=x"},
 		{"--fault-rate", "server_error=0.8,reset=0.8"},
 		{"--latency-distribution", "pareto"},
+		{"--rate-limit-headers", "draft"},
+		{"--rate-limit-schedule", "50"},
+		{"--rate-limit-schedule", "50@soon"},
+		{"--rate-limit-schedule", "-1@0s"},
 		{"--api-key-file", "/nonexistent/key"},
 		{"--no-such-flag"},
 		{"extra"},
@@ -147,5 +151,35 @@ func TestAllowRemote(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRateLimitFlags: the headers and schedule flags reach the fake: the
+// schedule's first step is in force, with its headers, and the stats count
+// the 429s.
+func TestRateLimitFlags(t *testing.T) {
+	addr, _ := start(t, "--api-key", "k", "--rate-limit", "100", "--rate-burst", "2",
+		"--rate-limit-headers", "ietf", "--rate-limit-schedule", "3@0s,100@1h", "--rate-limit-omit-retry-after")
+	c, err := versori.New(versori.Config{BaseURL: "http://" + addr + versoritest.DefaultPrefix, APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := c.ImportPublicConnectorVersion(t.Context(), "01J8Z3K4M5N6P7Q8R9S0T1V2W4", "01J8Z3K4M5N6P7Q8R9S0T1V2W3", "1")
+	if err != nil || conn.RateLimit.Rate != 3 || conn.RateLimit.Remaining != 1 {
+		t.Fatalf("first call: %v %+v", err, conn)
+	}
+	_, _ = c.ImportPublicConnectorVersion(t.Context(), "01J8Z3K4M5N6P7Q8R9S0T1V2W5", "01J8Z3K4M5N6P7Q8R9S0T1V2W3", "1")
+	_, err = c.ImportPublicConnectorVersion(t.Context(), "01J8Z3K4M5N6P7Q8R9S0T1V2W6", "01J8Z3K4M5N6P7Q8R9S0T1V2W3", "1")
+	if _, ok := versori.RetryAfter(err); versori.Classify(err) != versori.ClassRateLimited || ok || versori.RateLimitOf(nil, err).Rate != 3 {
+		t.Fatalf("third call: %v", err)
+	}
+	resp, err := http.Get("http://" + addr + "/_stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st versoritest.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.RateLimited != 1 {
+		t.Errorf("stats: %v %+v", err, st)
 	}
 }

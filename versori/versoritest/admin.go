@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -22,7 +23,10 @@ import (
 //	                                     FailNext when n > 0, else SetFault;
 //	                                     org empty means any; kind empty clears
 //	POST /_fault_rates?KIND=P&...         SetFaultRates (no parameters clears)
-//	POST /_rate_limit?per_second=R&burst=B[&observe=true]
+//	POST /_rate_limit?per_second=R&burst=B[&observe=true][&omit_retry_after=true][&headers=none|ietf|x]
+//	POST /_rate_limit_schedule?steps=R@OFFSET,...[&burst=B][&observe=true][&omit_retry_after=true][&headers=STYLE]
+//	                                     SetRateLimitSchedule from now (see
+//	                                     ParseRateLimitSchedule); no steps ends it
 //	POST /_latency?mean=D[&jitter=D][&distribution=NAME][&max=D]
 func (s *Server) AdminHandler() http.Handler {
 	m := http.NewServeMux()
@@ -82,19 +86,30 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 	m.HandleFunc("POST /_rate_limit", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		var p RateLimit
-		var err error
-		if v := q.Get("per_second"); v != "" {
+		p, err := rateLimitParams(q)
+		if v := q.Get("per_second"); v != "" && err == nil {
 			p.PerSecond, err = strconv.ParseFloat(v, 64)
 		}
-		err = firstErr(err, intParam(q.Get("burst"), &p.Burst))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		p.ObserveOnly = q.Get("observe") == "true"
 		s.SetRateLimitPolicy(p)
 		adminJSON(w, map[string]bool{"ok": true})
+	})
+	m.HandleFunc("POST /_rate_limit_schedule", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		base, err := rateLimitParams(q)
+		var steps []RateLimitStep
+		if spec := q.Get("steps"); spec != "" && err == nil {
+			steps, err = ParseRateLimitSchedule(spec, base)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SetRateLimitSchedule(steps)
+		adminJSON(w, map[string]any{"ok": true, "steps": len(steps)})
 	})
 	m.HandleFunc("POST /_latency", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -107,6 +122,28 @@ func (s *Server) AdminHandler() http.Handler {
 		adminJSON(w, map[string]bool{"ok": true})
 	})
 	return m
+}
+
+// rateLimitParams reads the policy settings other than the rate.
+func rateLimitParams(q url.Values) (RateLimit, error) {
+	var p RateLimit
+	var err error
+	p.Headers, err = ParseHeaderStyle(q.Get("headers"))
+	err = firstErr(err, intParam(q.Get("burst"), &p.Burst),
+		boolParam(q.Get("observe"), &p.ObserveOnly), boolParam(q.Get("omit_retry_after"), &p.OmitRetryAfter))
+	return p, err
+}
+
+func boolParam(v string, dst *bool) error {
+	if v == "" {
+		return nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", v)
+	}
+	*dst = b
+	return nil
 }
 
 func adminSwitch(set func(bool)) http.HandlerFunc {

@@ -49,6 +49,17 @@ const (
 	// FaultEchoJSON answers 500, or Fault.Status, with the API's JSON error
 	// shape whose message and details hold the request dump.
 	FaultEchoJSON FaultKind = "echo_json"
+	// FaultEchoPHP answers 502, or Fault.Status, with a JSON body that is
+	// not the API's error shape and echoes the request headers escaped as
+	// PHP's json_encode with JSON_HEX_* flags would: "/" as "\/", and "+",
+	// "<", ">", "&", "'" and '"' as \u00XX. A key holding "/" or "+" then
+	// reaches the client only in escaped form.
+	FaultEchoPHP FaultKind = "echo_php"
+	// FaultEchoPadded answers 500, or Fault.Status, with a plain-text body
+	// of Fault.Size spaces (DefaultEchoPadding when zero) followed by the
+	// request dump, so the Authorization header lands just past a
+	// client's 64 KiB read limit.
+	FaultEchoPadded FaultKind = "echo_padded"
 	// FaultUnavailable answers 503 with the API's JSON error body, and a
 	// Retry-After header only when Fault.RetryAfter is set: an overloaded
 	// service, for chaos rates that want 503s rather than 500s.
@@ -59,7 +70,7 @@ var allKinds = [...]FaultKind{
 	FaultRateLimited, FaultRateLimitedNoRetryAfter, FaultServerError,
 	FaultUnauthorized, FaultForbidden, FaultNotFound, FaultInvalid,
 	FaultHang, FaultSlowImport, FaultReset, FaultHTML, FaultOversized,
-	FaultEcho, FaultEchoJSON, FaultUnavailable,
+	FaultEcho, FaultEchoJSON, FaultUnavailable, FaultEchoPHP, FaultEchoPadded,
 }
 
 // FaultKinds returns every fault kind in a stable order.
@@ -93,7 +104,8 @@ type Fault struct {
 	RetryAfter string
 	// Delay bounds FaultHang and FaultSlowImport.
 	Delay time.Duration
-	// Size is the body size for FaultOversized.
+	// Size is the body size for FaultOversized, and the padding for
+	// FaultEchoPadded.
 	Size int64
 	// Code and Message replace the error body's code and message.
 	Code, Message string
@@ -101,6 +113,12 @@ type Fault struct {
 
 // DefaultOversizedBytes is FaultOversized's body size when Fault.Size is 0.
 const DefaultOversizedBytes = 50 << 20
+
+// DefaultEchoPadding is FaultEchoPadded's run of spaces when Fault.Size is
+// 0: with "Authorization: Bearer " after it, the key starts 14 bytes
+// before the 64 KiB mark, where a client that cuts before scrubbing keeps
+// its first part.
+const DefaultEchoPadding = 65_500
 
 // rateTable holds fault probabilities in FaultKinds order, cumulated.
 type rateTable struct {

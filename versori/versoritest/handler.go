@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
 
 	"github.com/oklog/ulid/v2"
 
@@ -64,11 +65,15 @@ func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
 	sh.get(org).calls++
 	sh.mu.Unlock()
 
-	if violated, refuse, wait, omit := s.limiter.arrive(int64(now.Sub(s.epoch))); violated {
+	v := s.limiter.arrive(int64(now.Sub(s.epoch)))
+	v.headers(w.Header()) // on every answer below, whatever it is
+	if v.violated {
 		s.violations.Add(1)
-		if refuse {
-			if !omit {
-				w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
+		if v.refuse {
+			s.refusals.Add(1)
+			s.recordRefusal(now)
+			if !v.policy.OmitRetryAfter {
+				w.Header().Set("Retry-After", strconv.FormatInt(int64((v.wait+time.Second-1)/time.Second), 10))
 			}
 			s.writeError(w, http.StatusTooManyRequests, "rate_limited", "rate limit exceeded", nil, "")
 			return
@@ -421,6 +426,19 @@ func (s *Server) fault(w http.ResponseWriter, r *http.Request, f *Fault) {
 	case FaultEchoJSON:
 		d := dumpRequest(r)
 		s.writeError(w, status(http.StatusInternalServerError), "echo", d, []versori.FieldError{{Field: "authorization", Message: r.Header.Get("Authorization")}}, d)
+	case FaultEchoPHP:
+		w.Header().Set("Content-Type", "application/json")
+		s.writeRaw(w, status(http.StatusBadGateway), phpEcho(r))
+	case FaultEchoPadded:
+		pad := f.Size
+		if pad <= 0 {
+			pad = DefaultEchoPadding
+		}
+		pad = min(pad, DefaultOversizedBytes)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		b := make([]byte, 0, int(pad)+512)
+		b = append(b, strings.Repeat(" ", int(pad))...)
+		s.writeRaw(w, status(http.StatusInternalServerError), append(b, dumpRequestHeadersFirst(r)...))
 	default:
 		s.writeError(w, http.StatusInternalServerError, "internal", "unknown fault "+string(f.Kind), nil, "")
 	}
@@ -455,6 +473,70 @@ func dumpRequest(r *http.Request) string {
 			fmt.Fprintf(&b, "%s: %s\n", k, v)
 		}
 	}
+	return b.String()
+}
+
+// dumpRequestHeadersFirst is the request dump with Authorization first, so
+// FaultEchoPadded's key sits right after the padding.
+func dumpRequestHeadersFirst(r *http.Request) string {
+	return "Authorization: " + r.Header.Get("Authorization") + "\n" + dumpRequest(r)
+}
+
+// phpEcho is a PHP-style gateway error echoing the request headers: a JSON
+// object that is not the API's error shape, escaped as PHP's json_encode
+// with JSON_HEX_TAG|JSON_HEX_AMP|JSON_HEX_APOS|JSON_HEX_QUOT escapes it.
+func phpEcho(r *http.Request) []byte {
+	keys := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		keys = append(keys, k)
+	}
+	// Authorization first, as a gateway that logs credentials first would:
+	// it then lands within the client's short excerpt.
+	sort.Slice(keys, func(i, j int) bool {
+		if (keys[i] == "Authorization") != (keys[j] == "Authorization") {
+			return keys[i] == "Authorization"
+		}
+		return keys[i] < keys[j]
+	})
+	var b strings.Builder
+	b.WriteString(`{"error":"Bad Gateway","headers":{`)
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(phpQuote(k))
+		b.WriteByte(':')
+		b.WriteString(phpQuote(strings.Join(r.Header[k], ", ")))
+	}
+	b.WriteString(`},"method":`)
+	b.WriteString(phpQuote(r.Method))
+	b.WriteString(`,"uri":`)
+	b.WriteString(phpQuote(r.URL.RequestURI()))
+	b.WriteString("}")
+	return []byte(b.String())
+}
+
+// phpQuote quotes s as a JSON string the way PHP does: "/" as "\/", and
+// the HEX_* characters and every non-ASCII or control byte as \u00XX.
+func phpQuote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '/':
+			b.WriteString(`\/`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, r1, r2)
+		case r == '+' || r == '<' || r == '>' || r == '&' || r == '\'' || r == '"' || r < 0x20 || r > 0x7e:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
 	return b.String()
 }
 

@@ -79,34 +79,34 @@ func TestLimiterGCRA(t *testing.T) {
 	ms := int64(time.Millisecond)
 	// Three at once pass, the fourth violates and waits one interval.
 	for i := range 3 {
-		if v, _, _, _ := l.arrive(0); v {
+		if l.arrive(0).violated {
 			t.Fatalf("call %d of the burst violated", i)
 		}
 	}
-	v, refuse, wait, _ := l.arrive(0)
-	if !v || !refuse || wait != 100*time.Millisecond {
-		t.Fatalf("fourth call: violated %t refuse %t wait %s", v, refuse, wait)
+	v := l.arrive(0)
+	if !v.violated || !v.refuse || v.wait != 100*time.Millisecond {
+		t.Fatalf("fourth call: %+v", v)
 	}
 	// One interval later exactly one more conforms.
-	if v, _, _, _ := l.arrive(100 * ms); v {
+	if l.arrive(100 * ms).violated {
 		t.Fatal("call after one interval violated")
 	}
-	if v, _, _, _ := l.arrive(100 * ms); !v {
+	if !l.arrive(100 * ms).violated {
 		t.Fatal("second call after one interval conformed")
 	}
 	// A steady stream at the rate never violates.
 	for i := range 100 {
-		if v, _, _, _ := l.arrive(int64(i+2) * 100 * ms * 2); v {
+		if l.arrive(int64(i+2) * 100 * ms * 2).violated {
 			t.Fatalf("steady call %d violated", i)
 		}
 	}
 	l.set(RateLimit{PerSecond: 10, ObserveOnly: true})
 	l.arrive(0)
-	if v, refuse, _, _ := l.arrive(0); !v || refuse {
-		t.Fatalf("observe only: violated %t refuse %t", v, refuse)
+	if v := l.arrive(0); !v.violated || v.refuse {
+		t.Fatalf("observe only: %+v", v)
 	}
 	l.set(RateLimit{})
-	if v, _, _, _ := l.arrive(0); v {
+	if l.arrive(0).violated {
 		t.Fatal("a disabled limiter counted a violation")
 	}
 }
@@ -151,5 +151,95 @@ func TestCallTimesBounded(t *testing.T) {
 	}
 	if last := times[len(times)-1]; last != int64(now.Add(time.Duration(s.maxTimes+9)).Sub(s.epoch)) {
 		t.Errorf("the newest arrival was dropped")
+	}
+}
+
+func TestLimiterSchedule(t *testing.T) {
+	var l limiter
+	l.set(RateLimit{PerSecond: 100, Burst: 1})
+	sec := int64(time.Second)
+	l.schedule(10*sec, []RateLimitStep{
+		{After: 20 * time.Second, Policy: RateLimit{PerSecond: 50}},
+		{After: 5 * time.Second, Policy: RateLimit{PerSecond: 10, Headers: HeadersX}}, // out of order: sorted
+	})
+	for _, tc := range []struct {
+		at   int64
+		want float64
+	}{{10 * sec, 100}, {14 * sec, 100}, {15 * sec, 10}, {29 * sec, 10}, {30 * sec, 50}, {99 * sec, 50}} {
+		if v := l.arrive(tc.at); v.policy.PerSecond != tc.want {
+			t.Errorf("at %ds: %v calls/s, want %v", tc.at/sec, v.policy.PerSecond, tc.want)
+		}
+	}
+	// A step at 0 applies at once; an empty schedule keeps the policy.
+	l.schedule(100*sec, []RateLimitStep{{Policy: RateLimit{PerSecond: 3}}})
+	l.schedule(100*sec, nil)
+	if v := l.arrive(200 * sec); v.policy.PerSecond != 3 {
+		t.Errorf("after ending the schedule: %v", v.policy.PerSecond)
+	}
+	// SetRateLimitPolicy ends a schedule.
+	l.schedule(200*sec, []RateLimitStep{{After: time.Second, Policy: RateLimit{PerSecond: 7}}})
+	l.set(RateLimit{PerSecond: 1})
+	if v := l.arrive(300 * sec); v.policy.PerSecond != 1 {
+		t.Errorf("a set policy was overridden by an ended schedule: %v", v.policy.PerSecond)
+	}
+}
+
+func TestLimiterState(t *testing.T) {
+	var l limiter
+	l.set(RateLimit{PerSecond: 10, Burst: 3})
+	ms := int64(time.Millisecond)
+	for i, want := range []int{2, 1, 0} {
+		if v := l.arrive(0); v.remaining != want || v.reset != time.Duration(i+1)*100*time.Millisecond {
+			t.Fatalf("call %d: remaining %d reset %s", i, v.remaining, v.reset)
+		}
+	}
+	if v := l.arrive(50 * ms); !v.refuse || v.remaining != 0 || v.reset != 50*time.Millisecond {
+		t.Fatalf("refused call: %+v", v)
+	}
+	if v := l.arrive(10_000 * ms); v.remaining != 2 || v.reset != 100*time.Millisecond {
+		t.Fatalf("after a quiet spell: %+v", v)
+	}
+}
+
+func TestParseRateLimitSchedule(t *testing.T) {
+	base := RateLimit{Burst: 4, Headers: HeadersIETF}
+	steps, err := ParseRateLimitSchedule("50@0s, 10@20s,0.5@1m", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []RateLimitStep{
+		{0, RateLimit{PerSecond: 50, Burst: 4, Headers: HeadersIETF}},
+		{20 * time.Second, RateLimit{PerSecond: 10, Burst: 4, Headers: HeadersIETF}},
+		{time.Minute, RateLimit{PerSecond: 0.5, Burst: 4, Headers: HeadersIETF}},
+	}
+	if len(steps) != len(want) {
+		t.Fatalf("steps %+v", steps)
+	}
+	for i := range want {
+		if steps[i] != want[i] {
+			t.Errorf("step %d: %+v, want %+v", i, steps[i], want[i])
+		}
+	}
+	for _, bad := range []string{"", ",", "50", "x@1s", "-1@1s", "NaN@1s", "5@-1s", "5@soon", "Inf@0s"} {
+		if _, err := ParseRateLimitSchedule(bad, base); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestHeaderStyle(t *testing.T) {
+	for _, h := range []HeaderStyle{HeadersNone, HeadersIETF, HeadersX} {
+		if got, err := ParseHeaderStyle(h.String()); err != nil || got != h {
+			t.Errorf("%s: %v %v", h, got, err)
+		}
+	}
+	if got, err := ParseHeaderStyle(""); err != nil || got != HeadersNone {
+		t.Errorf("empty: %v %v", got, err)
+	}
+	if _, err := ParseHeaderStyle("draft"); err == nil {
+		t.Error("unknown style accepted")
+	}
+	if HeaderStyle(9).String() != "HeaderStyle(9)" {
+		t.Error(HeaderStyle(9).String())
 	}
 }

@@ -80,6 +80,7 @@ type Server struct {
 
 	timesMu  sync.Mutex
 	times    []int64 // import call arrivals, ns since epoch
+	refused  []int64 // arrivals of calls the rate limit answered 429
 	maxTimes int
 
 	reqSeq     atomic.Uint64 // request IDs; cheaper than ULIDs and unique enough
@@ -88,6 +89,7 @@ type Server struct {
 	imports    atomic.Int64
 	conflicts  atomic.Int64
 	violations atomic.Int64
+	refusals   atomic.Int64
 	faults     [len(allKinds)]atomic.Int64
 	statuses   [600]atomic.Int64
 }
@@ -361,10 +363,10 @@ func (s *Server) Reset() {
 		sh.mu.Unlock()
 	}
 	s.timesMu.Lock()
-	s.times = nil
+	s.times, s.refused = nil, nil
 	s.timesMu.Unlock()
 	s.limiter.reset()
-	for _, c := range []*atomic.Int64{&s.requests, &s.calls, &s.imports, &s.conflicts, &s.violations} {
+	for _, c := range []*atomic.Int64{&s.requests, &s.calls, &s.imports, &s.conflicts, &s.violations, &s.refusals} {
 		c.Store(0)
 	}
 	for i := range s.faults {
@@ -509,11 +511,23 @@ func (s *Server) sleep(ctx context.Context, d time.Duration) bool {
 const maxCallTimes = 1 << 22
 
 func (s *Server) recordArrival(now time.Time) {
-	ns := int64(now.Sub(s.epoch))
 	s.timesMu.Lock()
-	if len(s.times) >= s.maxTimes {
-		s.times = s.times[:copy(s.times, s.times[len(s.times)/2:])]
-	}
-	s.times = append(s.times, ns)
+	s.times = appendBounded(s.times, int64(now.Sub(s.epoch)), s.maxTimes)
 	s.timesMu.Unlock()
+}
+
+// recordRefusal logs the arrival of a call the rate limit refused.
+func (s *Server) recordRefusal(now time.Time) {
+	s.timesMu.Lock()
+	s.refused = appendBounded(s.refused, int64(now.Sub(s.epoch)), s.maxTimes)
+	s.timesMu.Unlock()
+}
+
+// appendBounded appends ns, first dropping the older half of times when it
+// holds max.
+func appendBounded(times []int64, ns int64, max int) []int64 {
+	if len(times) >= max {
+		times = times[:copy(times, times[len(times)/2:])]
+	}
+	return append(times, ns)
 }

@@ -518,3 +518,43 @@ func TestAdminHandler(t *testing.T) {
 	}
 	call("GET", "/_reset", 405)
 }
+
+// TestEchoStyles: FaultEchoPHP sends valid JSON (not the API's shape) whose
+// Authorization value is PHP-escaped; FaultEchoPadded puts the header right
+// after Fault.Size spaces.
+func TestEchoStyles(t *testing.T) {
+	const key = "sk_test_a/b+c"
+	s := versoritest.NewServer(versoritest.WithAPIKey(key))
+	defer s.Close()
+	post := func(f versoritest.Fault) (int, string) {
+		t.Helper()
+		s.FailNext("", 1, f)
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/o/"+newID()+"/connectors/"+connector+"/versions/1.0.0/library/import", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	status, body := post(versoritest.Fault{Kind: versoritest.FaultEchoPHP})
+	var echo struct {
+		Headers map[string]string `json:"headers"`
+	}
+	if status != 502 || json.Unmarshal([]byte(body), &echo) != nil || echo.Headers["Authorization"] != "Bearer "+key {
+		t.Fatalf("php echo: %d %s", status, body)
+	}
+	if !strings.Contains(body, `sk_test_a\/b\u002bc`) || strings.Contains(body, key) {
+		t.Errorf("php echo not escaped as PHP does: %s", body)
+	}
+	status, body = post(versoritest.Fault{Kind: versoritest.FaultEchoPadded})
+	pad := int(versoritest.DefaultEchoPadding)
+	if status != 500 || len(body) < pad || strings.TrimLeft(body[:pad], " ") != "" || !strings.HasPrefix(body[pad:], "Authorization: Bearer "+key+"\n") {
+		t.Errorf("padded echo: %d, %q", status, body[min(len(body), pad):])
+	}
+	if _, body = post(versoritest.Fault{Kind: versoritest.FaultEchoPadded, Size: 3, Status: 503}); !strings.HasPrefix(body, "   Authorization: ") {
+		t.Errorf("padded echo with Size 3: %q", body)
+	}
+}

@@ -27,10 +27,53 @@ type Stats struct {
 	// MeanCallsPerSecond is the import call rate between the first and the
 	// last call (0 with fewer than two calls).
 	MeanCallsPerSecond float64 `json:"mean_calls_per_second"`
+	// RateLimited counts import calls the fake's rate limit answered 429
+	// (injected FaultRateLimited faults are counted under Faults).
+	RateLimited int64 `json:"rate_limited"`
+	// PerSecond counts import calls and rate-limit refusals in each whole
+	// second, so a test can see when a client was refused and how it
+	// recovered after the limit changed (SetRateLimitSchedule).
+	PerSecond SecondCounts `json:"per_second"`
 	// Faults counts faults injected, by kind.
 	Faults map[FaultKind]int64 `json:"faults"`
 	// Statuses counts responses by HTTP status code.
 	Statuses map[string]int64 `json:"statuses"`
+}
+
+// SecondCounts are per-second counts: entry i of each list is the second
+// starting at Start + i seconds, seconds counted from the fake's start.
+// Only the last MaxStatSeconds seconds with a call are kept.
+type SecondCounts struct {
+	Start       time.Time `json:"start"`
+	Calls       []int     `json:"calls"`
+	RateLimited []int     `json:"rate_limited"`
+}
+
+// MaxStatSeconds bounds SecondCounts, so /_stats stays small however long
+// the fake runs.
+const MaxStatSeconds = 3600
+
+// perSecond buckets the sorted call and refusal times (ns since epoch).
+func (s *Server) perSecond(calls, refused []int64) SecondCounts {
+	if len(calls) == 0 {
+		return SecondCounts{Calls: []int{}, RateLimited: []int{}}
+	}
+	sec := int64(time.Second)
+	first, last := calls[0]/sec, calls[len(calls)-1]/sec
+	first = max(first, last-MaxStatSeconds+1)
+	n := int(last - first + 1)
+	out := SecondCounts{Start: s.epoch.Add(time.Duration(first * sec)), Calls: make([]int, n), RateLimited: make([]int, n)}
+	for _, t := range calls {
+		if i := t/sec - first; i >= 0 {
+			out.Calls[i]++
+		}
+	}
+	for _, t := range refused {
+		if i := t/sec - first; i >= 0 && i < int64(n) {
+			out.RateLimited[i]++
+		}
+	}
+	return out
 }
 
 // Stats returns a snapshot of the counters.
@@ -41,6 +84,7 @@ func (s *Server) Stats() Stats {
 		Imports:        s.imports.Load(),
 		Conflicts:      s.conflicts.Load(),
 		RateViolations: s.violations.Load(),
+		RateLimited:    s.refusals.Load(),
 		Faults:         map[FaultKind]int64{},
 		Statuses:       map[string]int64{},
 	}
@@ -64,6 +108,7 @@ func (s *Server) Stats() Stats {
 			st.Statuses[strconv.Itoa(code)] = n
 		}
 	}
+	st.PerSecond = s.perSecond(s.sortedTimes(), s.sortedRefusals())
 	times := s.CallTimes()
 	st.MaxCallsPerSecond, _ = WorstWindow(times, time.Second)
 	if n := len(times); n > 1 && times[n-1].After(times[0]) {
@@ -152,6 +197,31 @@ func (s *Server) CallTimes() []time.Time {
 		out[i] = s.epoch.Add(time.Duration(ns))
 	}
 	return out
+}
+
+// RateLimited returns how many import calls the fake's rate limit
+// answered 429.
+func (s *Server) RateLimited() int { return int(s.refusals.Load()) }
+
+// RateLimitedTimes returns the arrival time of every import call the
+// fake's rate limit answered 429, in order (bounded like CallTimes), so a
+// test can count refusals in any stretch of time, e.g. after a schedule
+// step.
+func (s *Server) RateLimitedTimes() []time.Time {
+	times := s.sortedRefusals()
+	out := make([]time.Time, len(times))
+	for i, ns := range times {
+		out[i] = s.epoch.Add(time.Duration(ns))
+	}
+	return out
+}
+
+func (s *Server) sortedRefusals() []int64 {
+	s.timesMu.Lock()
+	times := slices.Clone(s.refused)
+	s.timesMu.Unlock()
+	slices.Sort(times)
+	return times
 }
 
 // MaxCallsInWindow returns the most import calls that arrived within any

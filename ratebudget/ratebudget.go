@@ -497,7 +497,7 @@ type Budget struct {
 	obs       Observer
 	lookahead time.Duration
 	// turn is held by the one caller of this process that books next.
-	turn chan struct{}
+	turn      chan struct{}
 	intervalU float64 // µs between calls at the ceiling
 
 	// cool records the last cool-down this process started: the other

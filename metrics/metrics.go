@@ -46,6 +46,13 @@ const (
 	NameCoolDownActive      = Namespace + "_cooldown_active"
 	NameCoolDownRemaining   = Namespace + "_cooldown_remaining_seconds"
 	NamePaused              = Namespace + "_queue_paused"
+	NameFleetRate           = Namespace + "_rate_fleet_calls_per_second"
+	NameRateAccepted        = Namespace + "_rate_accepted_calls_per_second"
+	NameRateFloor           = Namespace + "_rate_floor_calls_per_second"
+	NameRateAdaptive        = Namespace + "_rate_adaptive"
+	NameRateChanges         = Namespace + "_rate_changes_total"
+	NameBreakerState        = Namespace + "_breaker_state"
+	NameBreakerTransitions  = Namespace + "_breaker_transitions_total"
 	NameUnauthorized        = Namespace + "_unauthorized_total"
 	NameHandlersBusy        = Namespace + "_handlers_busy"
 	NameHandlersMax         = Namespace + "_handlers_max"
@@ -107,6 +114,30 @@ type Metrics struct {
 	// CoolDownRemaining is the time left in the shared cool-down.
 	CoolDownRemaining prometheus.Gauge
 
+	// FleetRate is the rate the fleet may call at now, in calls per second:
+	// the ceiling (RateLimit) for a fixed budget, the learned rate below it
+	// for an adaptive one. Read from the shared state, the same on every
+	// replica.
+	FleetRate prometheus.Gauge
+	// RateAccepted is the highest rate the API was recently seen to
+	// accept, as the adaptive budget measured it.
+	RateAccepted prometheus.Gauge
+	// RateFloor is the lowest rate the adaptive budget backs off to.
+	RateFloor prometheus.Gauge
+	// RateAdaptive is 1 when the fleet learns its rate, 0 on a fixed one.
+	RateAdaptive prometheus.Gauge
+	// RateChanges counts the fleet's rate decisions this process's reports
+	// caused, by event ("cut", "probe_failed", "headers"): once per decision
+	// fleet-wide, so sum() across replicas counts decisions.
+	RateChanges *prometheus.CounterVec
+	// BreakerState is 1 for the breaker's current state and 0 for the
+	// others, by state ("closed", "open", "half_open").
+	BreakerState *prometheus.GaugeVec
+	// BreakerTransitions counts breaker transitions this process's calls
+	// caused, by event ("opened", "half_opened", "closed", "reopened"):
+	// once per transition fleet-wide.
+	BreakerTransitions *prometheus.CounterVec
+
 	// Paused is 1 while the import queue is paused (after a 401 or by an
 	// operator).
 	Paused prometheus.Gauge
@@ -124,6 +155,17 @@ type Metrics struct {
 	// CollectorErrors counts failures of the collectors that read Redis at
 	// scrape time, by collector.
 	CollectorErrors *prometheus.CounterVec
+}
+
+// SetBreakerState sets BreakerState to 1 for state and 0 for the others.
+func (m *Metrics) SetBreakerState(state string) {
+	for _, s := range []string{"closed", "open", "half_open"} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.BreakerState.WithLabelValues(s).Set(v)
+	}
 }
 
 // BuildInfo describes the running binary for the build info metric.
@@ -199,6 +241,34 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Name: NameCoolDownRemaining,
 			Help: "Seconds left in the fleet's shared cool-down.",
 		}),
+		FleetRate: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: NameFleetRate,
+			Help: "Rate the fleet may call the API at now, in calls per second: the ceiling, or the learned rate below it.",
+		}),
+		RateAccepted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: NameRateAccepted,
+			Help: "Highest rate the API was recently seen to accept, in calls per second (adaptive budget).",
+		}),
+		RateFloor: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: NameRateFloor,
+			Help: "Lowest rate the adaptive budget backs off to, in calls per second.",
+		}),
+		RateAdaptive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: NameRateAdaptive,
+			Help: "1 when the fleet learns the API's rate below the ceiling, 0 on a fixed schedule.",
+		}),
+		RateChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameRateChanges,
+			Help: "Decisions of the fleet's adaptive rate caused by this process's reports, by event.",
+		}, []string{"event"}),
+		BreakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: NameBreakerState,
+			Help: "1 for the fleet's circuit breaker's current state, 0 for the others.",
+		}, []string{"state"}),
+		BreakerTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameBreakerTransitions,
+			Help: "Transitions of the fleet's circuit breaker caused by this process's calls, by event.",
+		}, []string{"event"}),
 		Paused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: NamePaused,
 			Help: "1 while the import queue is paused (after a 401 or by an operator).",
@@ -226,9 +296,16 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	}
 	// Series that exist from the start make rate() and absent-value alerts
 	// behave before the first event of their kind.
-	for _, reason := range []string{"budget", "cooldown", "api_429"} {
+	for _, reason := range []string{"budget", "cooldown", "api_429", "breaker"} {
 		m.RateDeferred.WithLabelValues(reason)
 	}
+	for _, ev := range []string{"cut", "probe_failed", "headers"} {
+		m.RateChanges.WithLabelValues(ev)
+	}
+	for _, ev := range []string{"opened", "half_opened", "closed", "reopened"} {
+		m.BreakerTransitions.WithLabelValues(ev)
+	}
+	m.SetBreakerState("closed")
 	for _, reason := range []string{"poison", "succeeded", "failed", "cancelled"} {
 		m.Skipped.WithLabelValues(reason)
 	}
@@ -245,6 +322,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		m.Imports, m.CallDuration, m.CallsInFlight, m.OrgsFinished, m.AttemptsPerOrg, m.Retries, m.Skipped,
 		m.RateLimit, m.RateBurst, m.RateGranted, m.RateWait, m.RateDeferred,
 		m.CoolDowns, m.CoolDownActive, m.CoolDownRemaining,
+		m.FleetRate, m.RateAccepted, m.RateFloor, m.RateAdaptive, m.RateChanges, m.BreakerState, m.BreakerTransitions,
 		m.Paused, m.Unauthorized,
 		m.HandlersBusy, m.HandlersMax, m.TasksInFlight,
 		m.CollectorErrors,

@@ -546,9 +546,20 @@ func (b *Budget) coolDown() localCoolDown {
 // cool-downs and breakers on one Redis.
 func KeyForQueue(queue string) string { return DefaultKey + ":" + queue }
 
+// Check reports whether New would accept cfg, without a Redis client: a
+// service validates its configuration at start with it.
+func Check(cfg Config) error {
+	_, err := build(nil, cfg, false)
+	return err
+}
+
 // New returns a Budget on rdb. It checks cfg and applies defaults; it sends
 // nothing to Redis. rdb may be nil when cfg.Limit <= 0.
 func New(rdb redis.UniversalClient, cfg Config) (*Budget, error) {
+	return build(rdb, cfg, true)
+}
+
+func build(rdb redis.UniversalClient, cfg Config, needClient bool) (*Budget, error) {
 	b := &Budget{
 		rdb:   rdb,
 		key:   cfg.Key,
@@ -569,7 +580,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Budget, error) {
 	if cfg.Limit < MinLimit || cfg.Limit > MaxLimit {
 		return nil, fmt.Errorf("ratebudget: limit %v calls/s outside [%v, %v] (0 means unlimited)", cfg.Limit, MinLimit, MaxLimit)
 	}
-	if rdb == nil {
+	if rdb == nil && needClient {
 		return nil, errors.New("ratebudget: a Redis client is required when a limit is set")
 	}
 	switch {

@@ -21,12 +21,13 @@ type Importer interface {
 	ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*versori.Connector, error)
 }
 
-// RateBudget hands out slots of the rate budget the whole fleet shares;
-// *ratebudget.Budget implements it. Wait returns a *ratebudget.DelayError
-// when the next slot is too far away to hold a handler for it.
+// RateBudget hands out slots of the rate budget the whole fleet shares,
+// and hears what the API answered; *ratebudget.Budget implements it.
+// Acquire returns a *ratebudget.DelayError when the next slot is too far
+// away to hold a handler for it, or the fleet's breaker is open.
 type RateBudget interface {
-	Wait(ctx context.Context) (time.Duration, error)
-	CoolDown(ctx context.Context, d time.Duration) error
+	Acquire(ctx context.Context) (ratebudget.Permit, error)
+	Report(ctx context.Context, p ratebudget.Permit, r ratebudget.Result) error
 }
 
 // QueuePauser pauses a queue for every worker sharing the Redis;
@@ -60,6 +61,10 @@ type HandlerConfig struct {
 	// is tried again; by then the queue is paused, so it runs only after an
 	// operator resumes it. Default 30 s.
 	UnauthorizedDelay time.Duration
+	// LongRetryAfter is the Retry-After from which the budget pauses the
+	// whole fleet (counted as a cool-down). Default
+	// ratebudget.DefaultLongRetryAfter.
+	LongRetryAfter time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -122,6 +127,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.UnauthorizedDelay <= 0 {
 		cfg.UnauthorizedDelay = 30 * time.Second
 	}
+	if cfg.LongRetryAfter <= 0 {
+		cfg.LongRetryAfter = ratebudget.DefaultLongRetryAfter
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -165,10 +173,17 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 	h.m.TasksInFlight.Inc()
 	defer h.m.TasksInFlight.Dec()
-	if err := h.waitForSlot(ctx); err != nil {
+	permit, err := h.waitForSlot(ctx)
+	if err != nil {
 		var delay *ratebudget.DelayError
 		if errors.As(err, &delay) {
 			h.m.RateDeferred.WithLabelValues(delay.Reason).Inc()
+			if delay.Reason == ratebudget.ReasonBreaker {
+				// The API fails for everyone: wait for the breaker
+				// without using an attempt.
+				log.debug("breaker open, holding the task", "retry_in", delay.RetryIn)
+				return &RetryLaterError{Class: versori.ClassServerError, Delay: delay.RetryIn, Err: err}
+			}
 			log.debug("rate budget spent, handing the task back", "retry_in", delay.RetryIn, "reason", delay.Reason)
 			return &RetryLaterError{Class: versori.ClassRateLimited, Delay: delay.RetryIn, Err: err}
 		}
@@ -192,6 +207,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	} else if err == nil {
 		status = 200
 	}
+	h.report(ctx, log, permit, class, conn, err)
 	h.m.Imports.WithLabelValues(string(class), versori.StatusClass(status)).Inc()
 	h.m.CallDuration.WithLabelValues(string(class)).Observe(took.Seconds())
 	log.with("class", class, "http_status", status, "duration_ms", took.Milliseconds())
@@ -209,14 +225,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return nil
 
 	case class == versori.ClassRateLimited:
+		// The Retry-After is this task's own wait; the budget pauses the
+		// whole fleet only when the evidence says the shared limit is
+		// spent (429s cluster, or a long Retry-After: see report).
 		delay, ok := versori.RetryAfter(err)
-		if ok && delay > 0 && h.cfg.Budget != nil {
-			// Everyone shares the API's limit, so everyone backs off.
-			if cerr := h.cfg.Budget.CoolDown(ctx, delay); cerr != nil {
-				log.warn("could not start the shared cool-down", "err", cerr)
-			} else {
-				h.m.CoolDowns.Inc()
-			}
+		if ok && delay >= h.cfg.LongRetryAfter && h.cfg.Budget != nil {
+			h.m.CoolDowns.Inc()
 		}
 		if !ok || delay <= 0 {
 			delay = h.cfg.RateLimitedDelay
@@ -284,17 +298,40 @@ func (h *Handler) record(ctx context.Context, p Payload) (ledger.Record, error) 
 	return h.cfg.Ledger.Org(ctx, p.RolloutID, p.OrgID)
 }
 
-func (h *Handler) waitForSlot(ctx context.Context) error {
+func (h *Handler) waitForSlot(ctx context.Context) (ratebudget.Permit, error) {
 	if h.cfg.Budget == nil {
-		return nil
+		return ratebudget.Permit{}, nil
 	}
-	waited, err := h.cfg.Budget.Wait(ctx)
+	p, err := h.cfg.Budget.Acquire(ctx)
 	if err != nil {
-		return err
+		return p, err
 	}
 	h.m.RateGranted.Inc()
-	h.m.RateWait.Observe(waited.Seconds())
-	return nil
+	h.m.RateWait.Observe(p.Waited.Seconds())
+	return p, nil
+}
+
+// report tells the budget what the API answered, so the fleet learns its
+// rate and its breaker sees broad failures. A 401 or a refusal about one
+// organisation says the API is up and did not refuse for rate.
+func (h *Handler) report(ctx context.Context, log *taskLog, p ratebudget.Permit, class versori.Class, conn *versori.Connector, callErr error) {
+	if h.cfg.Budget == nil {
+		return
+	}
+	r := ratebudget.Result{Outcome: ratebudget.Accepted}
+	switch {
+	case class == versori.ClassRateLimited:
+		r.Outcome = ratebudget.RateLimited
+		r.RetryAfter, _ = versori.RetryAfter(callErr)
+	case class.Retryable():
+		r.Outcome = ratebudget.Failed
+	}
+	if rl := versori.RateLimitOf(conn, callErr); rl.Known() {
+		r.Headers = &ratebudget.Headers{Rate: rl.Rate, Remaining: rl.Remaining, Reset: rl.Reset}
+	}
+	if err := h.cfg.Budget.Report(ctx, p, r); err != nil {
+		log.warn("could not report the answer to the rate budget", "err", err)
+	}
 }
 
 // finish records the organisation's outcome. prior is the number of

@@ -75,23 +75,27 @@ func apiError(status int, retryAfter time.Duration) error {
 type fakeBudget struct {
 	mu        sync.Mutex
 	coolDowns []time.Duration
+	results   []ratebudget.Result
 	refuse    int
 }
 
-func (b *fakeBudget) Wait(context.Context) (time.Duration, error) {
+func (b *fakeBudget) Acquire(context.Context) (ratebudget.Permit, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.refuse > 0 {
 		b.refuse--
-		return 0, &ratebudget.DelayError{RetryIn: 20 * time.Millisecond, Reason: "budget"}
+		return ratebudget.Permit{}, &ratebudget.DelayError{RetryIn: 20 * time.Millisecond, Reason: "budget"}
 	}
-	return time.Millisecond, nil
+	return ratebudget.Permit{Waited: time.Millisecond}, nil
 }
 
-func (b *fakeBudget) CoolDown(_ context.Context, d time.Duration) error {
+func (b *fakeBudget) Report(_ context.Context, _ ratebudget.Permit, r ratebudget.Result) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.coolDowns = append(b.coolDowns, d)
+	b.results = append(b.results, r)
+	if r.Outcome == ratebudget.RateLimited && r.RetryAfter >= ratebudget.DefaultLongRetryAfter {
+		b.coolDowns = append(b.coolDowns, r.RetryAfter)
+	}
 	return nil
 }
 
@@ -260,7 +264,8 @@ func TestHandlerOutcomeClasses(t *testing.T) {
 }
 
 // TestRateLimitedUsesNoAttempt: five 429s in a row on a task allowed one
-// retry still end in an import, and each Retry-After starts a fleet cool-down.
+// retry still end in an import. Each 429 is reported to the budget with its
+// Retry-After, which is the task's own wait: a short one pauses nobody else.
 func TestRateLimitedUsesNoAttempt(t *testing.T) {
 	h := newHarness(t, 1)
 	r429 := apiError(429, 30*time.Millisecond)
@@ -275,10 +280,22 @@ func TestRateLimitedUsesNoAttempt(t *testing.T) {
 		t.Fatalf("calls = %d, want 6", got)
 	}
 	h.budget.mu.Lock()
-	cool := slices.Clone(h.budget.coolDowns)
+	cool, results := slices.Clone(h.budget.coolDowns), slices.Clone(h.budget.results)
 	h.budget.mu.Unlock()
-	if len(cool) != 4 || cool[0] != 30*time.Millisecond {
-		t.Fatalf("cool-downs = %v, want four of 30ms (not for the 429 without Retry-After)", cool)
+	if len(cool) != 0 {
+		t.Fatalf("cool-downs = %v, want none for a 30 ms Retry-After", cool)
+	}
+	var limited []time.Duration
+	for _, r := range results {
+		if r.Outcome == ratebudget.RateLimited {
+			limited = append(limited, r.RetryAfter)
+		}
+	}
+	if want := []time.Duration{30 * time.Millisecond, 30 * time.Millisecond, 30 * time.Millisecond, 0, 30 * time.Millisecond}; !slices.Equal(limited, want) {
+		t.Fatalf("429s reported with Retry-After %v, want %v", limited, want)
+	}
+	if last := results[len(results)-1]; last.Outcome != ratebudget.Accepted {
+		t.Fatalf("last report = %+v, want Accepted", last)
 	}
 	if got := testutil.ToFloat64(h.metrics.RateDeferred.WithLabelValues("budget")); got != 3 {
 		t.Fatalf("deferred{budget} = %v, want 3", got)

@@ -32,6 +32,7 @@ type config struct {
 	MetricsAddr     string        // METRICS_ADDR
 	LogLevel        string        // LOG_LEVEL
 	EnablePprof     bool          // ENABLE_PPROF
+	Rate            rateSettings  // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
 
 	// client is the API client built while checking the settings; nil in
 	// demo mode, whose API is only known once the demo starts.
@@ -119,6 +120,8 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 	if v := str("IMPORT_RATE_BURST", ""); v != "" {
 		c.RateBurst = integer("IMPORT_RATE_BURST", c.RateBurst, 1, 100000)
 	}
+
+	c.Rate = loadRateSettings(getenv, bad, c.RateLimit, c.RateBurst)
 
 	switch strings.ToLower(c.AuthScheme) {
 	case "bearer":

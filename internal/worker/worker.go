@@ -46,6 +46,19 @@ type Config struct {
 	RateLimit float64
 	// RateBurst is the fleet-wide burst. Default max(1, RateLimit/20).
 	RateBurst int
+	// RateAdaptive makes the fleet learn the API's rate below RateLimit,
+	// which is then the ceiling (see ratebudget, "Adaptive rate").
+	RateAdaptive bool
+	// RateFloor is the lowest rate an adaptive fleet backs off to. Default
+	// RateLimit/100, at least 0.1.
+	RateFloor float64
+	// Breaker configures the fleet's circuit breaker; Breaker.Enabled
+	// turns it on. Zero fields take ratebudget's defaults.
+	Breaker ratebudget.BreakerConfig
+	// RateKey is the Redis key of the fleet's budget. Default
+	// ratebudget.KeyForQueue(Queue): fleets serving different queues keep
+	// separate budgets.
+	RateKey string
 	// RateMaxWait is the longest a handler holds a booked slot before the
 	// task is handed back as rate_limited. Default 5 s.
 	RateMaxWait time.Duration
@@ -89,6 +102,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 20
+	}
+	if c.RateKey == "" {
+		c.RateKey = ratebudget.KeyForQueue(c.Queue)
 	}
 	if c.RateMaxWait <= 0 {
 		c.RateMaxWait = 5 * time.Second
@@ -149,11 +165,21 @@ func Run(ctx context.Context, cfg Config) error {
 	var budget tasks.RateBudget
 	var rb *ratebudget.Budget
 	if cfg.RateLimit > 0 {
-		rb, err = ratebudget.New(cfg.Redis, ratebudget.Config{Limit: cfg.RateLimit, Burst: cfg.RateBurst, MaxWait: cfg.RateMaxWait})
+		rb, err = ratebudget.New(cfg.Redis, ratebudget.Config{
+			Limit: cfg.RateLimit, Burst: cfg.RateBurst, MaxWait: cfg.RateMaxWait, Key: cfg.RateKey,
+			Adaptive: ratebudget.AdaptiveConfig{Enabled: cfg.RateAdaptive, Floor: cfg.RateFloor},
+			Breaker:  cfg.Breaker,
+			Observer: budgetObserver(log, m),
+		})
 		if err != nil {
 			return fmt.Errorf("rate budget: %w", err)
 		}
 		m.RateBurst.Set(float64(rb.Burst()))
+		m.FleetRate.Set(cfg.RateLimit)
+		m.RateFloor.Set(rb.Floor())
+		if cfg.RateAdaptive {
+			m.RateAdaptive.Set(1)
+		}
 		budget = rb
 	}
 
@@ -218,7 +244,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("worker started",
 		"queue", cfg.Queue, "concurrency", cfg.Concurrency, "rate_limit", cfg.RateLimit,
-		"rate_burst", burstOf(rb), "shutdown_timeout", cfg.ShutdownTimeout.String(), "metrics_addr", addrOf(ln))
+		"rate_burst", burstOf(rb), "rate_adaptive", cfg.RateAdaptive, "breaker", cfg.Breaker.Enabled, "rate_key", cfg.RateKey, "shutdown_timeout", cfg.ShutdownTimeout.String(), "metrics_addr", addrOf(ln))
 	if cfg.Ready != nil {
 		if ln != nil {
 			cfg.Ready <- ln.Addr()
@@ -230,7 +256,7 @@ func Run(ctx context.Context, cfg Config) error {
 	refreshCtx, stopRefresh := context.WithCancel(context.Background())
 	go func() {
 		defer close(refreshDone)
-		refreshGauges(refreshCtx, cfg.Queue, inspector, rb, m)
+		refreshGauges(refreshCtx, cfg.Redis, cfg.Queue, inspector, rb, m)
 	}()
 
 	<-ctx.Done()
@@ -297,17 +323,25 @@ func refuseBodies(h http.Handler) http.Handler {
 // refreshGauges keeps the gauges that mirror shared state (the cool-down and
 // the queue's pause flag) current, so a pause by an operator or another
 // replica shows on every replica.
-func refreshGauges(ctx context.Context, queue string, inspector *asynq.Inspector, rb *ratebudget.Budget, m *metrics.Metrics) {
+func refreshGauges(ctx context.Context, rdb redis.UniversalClient, queue string, inspector *asynq.Inspector, rb *ratebudget.Budget, m *metrics.Metrics) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
 		if rb != nil {
-			if d, err := rb.CoolDownRemaining(ctx); err == nil {
+			if st, err := ratebudget.Inspect(ctx, rdb, rb.Key()); err == nil {
+				d := st.CoolDown
 				m.CoolDownRemaining.Set(d.Seconds())
 				if d > 0 {
 					m.CoolDownActive.Set(1)
 				} else {
 					m.CoolDownActive.Set(0)
+				}
+				if st.Ceiling > 0 {
+					// Before the first booking the state is empty: keep
+					// the configured figures.
+					m.FleetRate.Set(st.Rate)
+					m.RateAccepted.Set(st.Accepted)
+					m.SetBreakerState(string(st.Breaker))
 				}
 			}
 		}
@@ -337,6 +371,28 @@ func onlyImports(mux *asynq.ServeMux, log *slog.Logger, m *metrics.Metrics) asyn
 		m.Skipped.WithLabelValues("poison").Inc()
 		log.Error("archiving task of unknown type", "task_id", id, "type", t.Type())
 		return fmt.Errorf("%w: unknown task type %q", asynq.SkipRetry, t.Type())
+	}
+}
+
+// budgetObserver logs each fleet decision once (the process whose report
+// caused it logs it) and counts it, so a fleet adapting its rate or
+// tripping its breaker writes one line per change, never one per call.
+func budgetObserver(log *slog.Logger, m *metrics.Metrics) ratebudget.Observer {
+	return ratebudget.Observer{
+		RateChanged: func(rate float64, event string) {
+			m.RateChanges.WithLabelValues(event).Inc()
+			m.FleetRate.Set(rate)
+			log.Info("fleet rate changed", "event", event, "rate", rate)
+		},
+		BreakerChanged: func(to ratebudget.BreakerState, event string) {
+			m.BreakerTransitions.WithLabelValues(event).Inc()
+			m.SetBreakerState(string(to))
+			if to == ratebudget.BreakerOpen {
+				log.Warn("circuit breaker "+event+": the API fails broadly, holding every worker's calls", "state", to)
+				return
+			}
+			log.Info("circuit breaker "+event, "state", to)
+		},
 	}
 }
 

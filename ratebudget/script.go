@@ -274,6 +274,9 @@ if mode == 1 then
     local interval = 1000000 / r
     local slot = tat - (burst - 1) * interval
     if slot < now then slot = now end
+    -- The burst is spaced at the rate in force, which may be below the
+    -- one the cool-down spent it at: never book inside a cool-down.
+    if slot < cool then slot = cool end
     delay = math.ceil(slot - now)
     if delay <= max_wait then
       booked = 1

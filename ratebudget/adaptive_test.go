@@ -1,0 +1,206 @@
+package ratebudget
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+
+// report sends n answers of one outcome through b at once (mode 0).
+func reportN(t *testing.T, b *Budget, p Permit, r Result, n int) {
+	t.Helper()
+	for range n {
+		b.mu.Lock()
+		b.lastFlush = time.Time{} // every report is sent at once
+		b.mu.Unlock()
+		if err := b.Report(context.Background(), p, r); err != nil {
+			t.Fatalf("Report: %v", err)
+		}
+	}
+}
+
+// The breaker opens on broad failures, refuses bookings while open, lets
+// one probe through when the interval ends, and closes on its success.
+func TestBreakerOpensProbesAndCloses(t *testing.T) {
+	m, c := frozen(t)
+	cfg := Config{Limit: 100, Breaker: BreakerConfig{Enabled: true}}
+	b := mustNew(t, c, cfg)
+	other := mustNew(t, client(t, m.Addr()), cfg)
+	ctx := context.Background()
+	var events []string
+	b.obs.BreakerChanged = func(to BreakerState, ev string) { events = append(events, ev) }
+
+	reportN(t, b, Permit{}, Result{Outcome: Accepted}, 10)
+	reportN(t, b, Permit{}, Result{Outcome: Failed}, 9)
+	if r := reserve(t, b); !r.Booked || r.Fleet.Breaker != BreakerClosed {
+		t.Fatalf("9 failures of 19 opened the breaker: %+v", r)
+	}
+	reportN(t, b, Permit{}, Result{Outcome: Failed}, 1)
+	r := reserve(t, other)
+	if r.Booked || r.Reason != ReasonBreaker || r.Delay != DefaultOpenInterval {
+		t.Fatalf("after 10 failures of 20, another process booked %+v; want refused for %v (breaker)", r, DefaultOpenInterval)
+	}
+	if _, err := other.Wait(ctx); err == nil {
+		t.Fatal("Wait succeeded with the breaker open")
+	} else if de, ok := IsDelay(err); !ok || de.Reason != ReasonBreaker {
+		t.Fatalf("Wait = %v, want a breaker DelayError", err)
+	}
+
+	m.SetTime(t0.Add(DefaultOpenInterval))
+	probe := reserve(t, other)
+	if !probe.Booked || !probe.Probe || probe.Fleet.Breaker != BreakerHalfOpen {
+		t.Fatalf("at the end of the open interval: %+v, want the probe", probe)
+	}
+	if r := reserve(t, b); r.Booked || r.Reason != ReasonBreaker {
+		t.Fatalf("a second caller got %+v while the probe is out", r)
+	}
+	reportN(t, other, Permit{Probe: true}, Result{Outcome: Accepted}, 1)
+	if r := reserve(t, b); !r.Booked || r.Fleet.Breaker != BreakerClosed {
+		t.Fatalf("after the probe's success: %+v, want closed", r)
+	}
+	if len(events) == 0 || events[0] != "opened" {
+		t.Errorf("transitions seen by the process that tripped it: %v", events)
+	}
+}
+
+// A probe whose holder died (a SIGKILLed worker never reports) lapses after
+// one open interval, and a failed probe opens the breaker again.
+func TestBreakerProbeLapsesAndReopens(t *testing.T) {
+	m, c := frozen(t)
+	cfg := Config{Limit: 100, Breaker: BreakerConfig{Enabled: true, MinCalls: 4}}
+	dead, alive := mustNew(t, c, cfg), mustNew(t, client(t, m.Addr()), cfg)
+	reportN(t, alive, Permit{}, Result{Outcome: Failed}, 4)
+	now := t0.Add(DefaultOpenInterval)
+	m.SetTime(now)
+	if r := reserve(t, dead); !r.Probe {
+		t.Fatalf("no probe: %+v", r)
+	}
+	// dead never reports.
+	m.SetTime(now.Add(DefaultOpenInterval - time.Millisecond))
+	if r := reserve(t, alive); r.Booked {
+		t.Fatalf("second probe granted before the first lapsed: %+v", r)
+	}
+	m.SetTime(now.Add(DefaultOpenInterval))
+	r := reserve(t, alive)
+	if !r.Probe {
+		t.Fatalf("the dead worker's probe did not lapse within one open interval: %+v", r)
+	}
+	reportN(t, alive, Permit{Probe: true}, Result{Outcome: Failed}, 1)
+	if r := reserve(t, alive); r.Booked || r.Reason != ReasonBreaker || r.Fleet.Breaker != BreakerOpen {
+		t.Fatalf("after a failed probe: %+v, want open again", r)
+	}
+}
+
+// 5% failures never open the breaker; 429s and answers about one
+// organisation never count as failures.
+func TestBreakerIgnoresScatteredFailures(t *testing.T) {
+	_, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 100, Breaker: BreakerConfig{Enabled: true}})
+	for i := range 400 {
+		r := Result{Outcome: Accepted}
+		switch {
+		case i%20 == 0:
+			r.Outcome = Failed
+		case i%3 == 0:
+			r.Outcome = RateLimited
+		}
+		reportN(t, b, Permit{}, r, 1)
+	}
+	if r := reserve(t, b); r.Fleet.Breaker != BreakerClosed {
+		t.Fatalf("breaker %s after 5%% failures", r.Fleet.Breaker)
+	}
+}
+
+// 429s that show the fleet far above the API's limit cut the rate to just
+// under what the API accepted; isolated ones change nothing; the rate never
+// leaves [floor, ceiling].
+func TestAdaptiveCutsToWhatTheAPIAccepts(t *testing.T) {
+	m, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 50, Adaptive: AdaptiveConfig{Enabled: true}})
+	var events []string
+	b.obs.RateChanged = func(rate float64, ev string) { events = append(events, ev) }
+	if r := reserve(t, b); r.Fleet.Rate != 50 {
+		t.Fatalf("fresh rate %v, want the ceiling", r.Fleet.Rate)
+	}
+	// One second at 50 calls against a limit of 10: 10 accepted, 40 refused.
+	for i := range 50 {
+		m.SetTime(t0.Add(time.Duration(i) * 20 * time.Millisecond))
+		out := Result{Outcome: RateLimited, RetryAfter: 100 * time.Millisecond}
+		if i%5 == 0 {
+			out = Result{Outcome: Accepted}
+		}
+		reportN(t, b, Permit{}, out, 1)
+		if len(events) > 0 {
+			break
+		}
+	}
+	st, err := Inspect(context.Background(), c, DefaultKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0] != "cut" || st.Rate < 0.5 || st.Rate > 10 {
+		t.Fatalf("events %v, rate %v after 80%% 429s at 50/s; want one cut to under 10/s", events, st.Rate)
+	}
+	if st.Hold <= 0 {
+		t.Fatalf("no hold after the cut: %+v", st)
+	}
+
+	// A fresh fleet at its ceiling: 2% scattered 429s change nothing.
+	m2, c2 := frozen(t)
+	b2 := mustNew(t, c2, Config{Limit: 100, Adaptive: AdaptiveConfig{Enabled: true}})
+	b2.obs.RateChanged = func(rate float64, ev string) { t.Errorf("rate changed (%s) to %v on 2%% scattered 429s", ev, rate) }
+	for i := range 1000 {
+		m2.SetTime(t0.Add(time.Duration(i) * 10 * time.Millisecond))
+		out := Result{Outcome: Accepted}
+		if i%50 == 7 {
+			out = Result{Outcome: RateLimited, RetryAfter: time.Second}
+		}
+		reportN(t, b2, Permit{}, out, 1)
+	}
+	if r := reserve(t, b2); r.Fleet.Rate != 100 {
+		t.Fatalf("rate %v after scattered 429s, want the ceiling", r.Fleet.Rate)
+	}
+}
+
+// A stated policy sets the rate directly; a spent window pauses the fleet
+// until it resets; a policy above the ceiling leaves the ceiling.
+func TestAdaptiveObeysRateLimitHeaders(t *testing.T) {
+	_, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 50, Adaptive: AdaptiveConfig{Enabled: true}})
+	reportN(t, b, Permit{}, Result{Outcome: Accepted, Headers: &Headers{Rate: 20, Remaining: 5, Reset: time.Second}}, 1)
+	if r := reserve(t, b); r.Fleet.Rate != 19.4 {
+		t.Fatalf("rate %v after a policy of 20/s, want 0.97 of it", r.Fleet.Rate)
+	}
+	reportN(t, b, Permit{}, Result{Outcome: Accepted, Headers: &Headers{Rate: 20, Remaining: 0, Reset: 800 * time.Millisecond}}, 1)
+	if r := reserve(t, b); r.Reason != ReasonCooldown || r.Delay < 800*time.Millisecond {
+		t.Fatalf("after remaining 0, reset 800ms: %+v, want a cool-down of 800 ms", r)
+	}
+	reportN(t, b, Permit{}, Result{Outcome: Accepted, Headers: &Headers{Rate: 500, Remaining: -1}}, 1)
+	if r := reserve(t, b); r.Fleet.Rate != 50 {
+		t.Fatalf("rate %v after a policy above the ceiling, want the ceiling 50", r.Fleet.Rate)
+	}
+}
+
+// ClearCoolDown ends a cool-down (a Retry-After of a day capped to
+// MaxCoolDown) and can close the breaker.
+func TestClearCoolDown(t *testing.T) {
+	_, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 10, Breaker: BreakerConfig{Enabled: true, MinCalls: 2}})
+	ctx := context.Background()
+	if err := b.CoolDown(ctx, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	reportN(t, b, Permit{}, Result{Outcome: Failed}, 2)
+	left, err := ClearCoolDown(ctx, c, DefaultKey, true)
+	if err != nil || left != DefaultMaxCoolDown {
+		t.Fatalf("ClearCoolDown = %v, %v; want the capped %v left", left, err, DefaultMaxCoolDown)
+	}
+	st, err := Inspect(ctx, c, DefaultKey)
+	if err != nil || st.CoolDown != 0 || st.Breaker != BreakerClosed {
+		t.Fatalf("after clearing: %+v, %v", st, err)
+	}
+	if r := reserve(t, b); !r.Booked {
+		t.Fatalf("booking after clearing: %+v", r)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
+	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -140,8 +141,8 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		}
 		c.EnablePprof = b
 	}
-	if c.Queue != "" && !validQueue(c.Queue) {
-		bad("WORKER_QUEUE", "%q holds characters other than letters, digits, '-', '_' and '.'", c.Queue)
+	if err := tasks.ValidateQueue(c.Queue); err != nil {
+		bad("WORKER_QUEUE", "%v", err)
 	}
 
 	if demo {
@@ -193,18 +194,6 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		return c, errs
 	}
 	return c, nil
-}
-
-func validQueue(q string) bool {
-	if len(q) > 64 {
-		return false
-	}
-	for _, r := range q {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // versoriConfig is the API client's configuration.

@@ -43,6 +43,9 @@ type app struct {
 	redisURL string
 	jsonOut  bool
 	queue    string
+	// queueSet is true when --queue was given on the command line (not
+	// taken from $WORKER_QUEUE or the default).
+	queueSet bool
 }
 
 // exitError carries the exit status of an error.
@@ -148,6 +151,20 @@ func (a *app) openRollout(ctx context.Context, id string) (rdb redis.UniversalCl
 		return nil, nil, r, c, err
 	}
 	return rdb, led, r, c, nil
+}
+
+// rolloutQueue returns the queue a rollout's tasks are on: the one recorded
+// with the rollout, or --queue for a rollout recorded before queues were
+// kept. A --queue given explicitly that differs from the recorded one is
+// bad usage: acting on it would miss every task of the rollout.
+func (a *app) rolloutQueue(r ledger.Rollout) (string, error) {
+	switch {
+	case r.Queue == "":
+		return a.queue, nil
+	case a.queueSet && a.queue != r.Queue:
+		return "", usageError("--queue %s: rollout %s was enqueued on queue %s; drop --queue or pass --queue %s", a.queue, r.ID, r.Queue, r.Queue)
+	}
+	return r.Queue, nil
 }
 
 // rollout returns a rollout's definition and counters; an invalid or unknown

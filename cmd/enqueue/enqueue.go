@@ -143,6 +143,13 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		if errors.Is(err, tasks.ErrRolloutMismatch) {
 			return usageError("rollout %q already exists for another connector or version; choose another --rollout", e.rolloutID)
 		}
+		if errors.Is(err, tasks.ErrQueueMismatch) {
+			ro, _, rerr := p.Ledger().Rollout(ctx, e.rolloutID)
+			if rerr == nil {
+				return usageError("--queue %s: rollout %q was enqueued on queue %s; re-run it with --queue %s", e.queue, e.rolloutID, ro.Queue, ro.Queue)
+			}
+			return usageError("--queue %s: rollout %q was enqueued on another queue", e.queue, e.rolloutID)
+		}
 		return err
 	}
 	if !e.jsonOut {

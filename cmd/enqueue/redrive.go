@@ -70,7 +70,11 @@ func (r *retryCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	res, err := redrive(ctx, rdb, led, ro, classes, r.queue)
+	queue, err := r.rolloutQueue(ro)
+	if err != nil {
+		return err
+	}
+	res, err := redrive(ctx, rdb, led, ro, classes, queue)
 	if err != nil {
 		return fmt.Errorf("%v (re-drove %s of the failed organisations so far; running retry again is safe)", err, thousands(res.Requeued))
 	}
@@ -102,15 +106,15 @@ func redrive(ctx context.Context, rdb redis.UniversalClient, led *ledger.Ledger,
 	var mu sync.Mutex
 
 	handle := func(batch []string) error {
-		n, err := led.Requeue(ctx, ro.ID, batch)
-		res.Requeued += n
+		claimed, err := led.ClaimFailed(ctx, ro.ID, batch)
+		res.Requeued += len(claimed)
 		if err != nil {
 			return err
 		}
-		// Requeue moved only those still failed. Any others were moved by a
-		// concurrent retry or finished meanwhile; a task for them is
-		// harmless, as the handler skips settled organisations.
-		return forEach(ctx, batch, func(org string) error {
+		// Only what this run claimed gets a task: the others were claimed
+		// by a concurrent retry (which enqueues them) or are no longer
+		// failed, so the counts printed are what this run did.
+		return forEach(ctx, claimed, func(org string) error {
 			id := tasks.TaskID(ro.ID, org)
 			err := insp.DeleteTask(queue, id)
 			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
@@ -185,7 +189,11 @@ func (c *cancelCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	res, err := cancelRollout(ctx, rdb, led, ro.ID, c.queue)
+	queue, err := c.rolloutQueue(ro)
+	if err != nil {
+		return err
+	}
+	res, err := cancelRollout(ctx, rdb, led, ro.ID, queue)
 	if err != nil {
 		return fmt.Errorf("%v (cancelled %s organisations so far; running cancel again is safe)", err, thousands(res.Cancelled))
 	}

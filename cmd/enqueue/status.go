@@ -113,6 +113,9 @@ func (s *statusCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer rdb.Close()
+	if s.queue, err = s.rolloutQueue(r); err != nil {
+		return err
+	}
 	st := newStatus(r, c)
 	if s.watch {
 		st, err = s.follow(ctx, rdb, led, r.ID, st)

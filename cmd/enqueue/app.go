@@ -129,7 +129,9 @@ func (a *app) connect(ctx context.Context) (redis.UniversalClient, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if pctx.Err() != nil {
+		if explained := redisconn.Explain(url, err); explained != err {
+			err = explained
+		} else if pctx.Err() != nil {
 			err = fmt.Errorf("no answer within %s", pingTimeout)
 		}
 		return nil, fmt.Errorf("redis at %s unreachable: %v", redisconn.Redact(url), err)

@@ -131,7 +131,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		Build:           metrics.BuildInfo{Version: buildinfo.Version, Commit: buildinfo.Commit},
 	})
 	if err != nil {
-		log.Error("worker failed", "redis", redisconn.Redact(cfg.RedisURL), "err", err)
+		log.Error("worker failed", "redis", redisconn.Redact(cfg.RedisURL), "err", redisconn.Explain(cfg.RedisURL, err))
 		return exitRuntime
 	}
 	return exitOK

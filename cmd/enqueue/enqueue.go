@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"iter"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/versori/import-worker/orglist"
+	"github.com/versori/import-worker/ratebudget"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
@@ -112,15 +114,22 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 
 	if e.dryRun {
 		res.DryRun, res.RateLimit = true, rate
-		eta := time.Duration(float64(stats.unique) / rate * float64(time.Second))
-		res.ETASeconds = eta.Seconds()
+		var eta time.Duration
+		if rate > 0 {
+			eta = time.Duration(float64(stats.unique) / rate * float64(time.Second))
+			res.ETASeconds = eta.Seconds()
+		}
 		if e.jsonOut {
 			return e.printJSON(res)
 		}
-		fmt.Fprintf(e.stdout, "dry run: %s organisations to import (duplicates dropped: %s, invalid IDs skipped: %s)\n",
-			thousands(stats.unique), thousands(stats.duplicates), thousands(stats.invalid))
-		fmt.Fprintf(e.stdout, "at the fleet's %s imports/s that takes about %s; nothing was written\n",
-			strconv.FormatFloat(rate, 'f', -1, 64), humanDuration(eta))
+		fmt.Fprintf(e.stdout, "dry run: %s to import (duplicates dropped: %s, invalid IDs skipped: %s)\n",
+			counted(stats.unique, "organisation"), thousands(stats.duplicates), thousands(stats.invalid))
+		if rate == 0 {
+			fmt.Fprintf(e.stdout, "the fleet has no rate limit (0), so the time depends on the workers and the API; nothing was written\n")
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "at the fleet's %s imports/s that takes %s; nothing was written\n",
+			strconv.FormatFloat(rate, 'f', -1, 64), about(eta))
 		return nil
 	}
 
@@ -153,8 +162,8 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	if !e.jsonOut {
-		fmt.Fprintf(e.stderr, "rollout %s: enqueuing %s organisations (re-run with --rollout %s to resume if interrupted)\n",
-			e.rolloutID, thousands(stats.unique), e.rolloutID)
+		fmt.Fprintf(e.stderr, "rollout %s: enqueuing %s (re-run with --rollout %s to resume if interrupted)\n",
+			e.rolloutID, counted(stats.unique, "organisation"), e.rolloutID)
 	}
 
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
@@ -179,8 +188,8 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted")
 		}
-		return fmt.Errorf("%v after enqueuing %s of %s organisations; re-run the same command with --rollout %s to enqueue the rest",
-			err, thousands(sum.Total()), thousands(stats.unique), e.rolloutID)
+		return fmt.Errorf("%v after enqueuing %s of %s; re-run the same command with --rollout %s to enqueue the rest",
+			err, thousands(sum.Total()), counted(stats.unique, "organisation"), e.rolloutID)
 	}
 	if e.jsonOut {
 		return e.printJSON(res)
@@ -227,9 +236,11 @@ func (e *enqueueCmd) rate() (float64, error) {
 	if v == "" {
 		return defaultRateLimit, nil
 	}
+	// The worker's bounds, so the ETA is never computed for a rate the
+	// fleet cannot run at; 0 (unlimited) has no ETA.
 	r, err := strconv.ParseFloat(v, 64)
-	if err != nil || r <= 0 || r > 1e6 {
-		return 0, usageError("%s %q: want a number of calls per second above 0", src, v)
+	if err != nil || math.IsNaN(r) || r != 0 && (r < ratebudget.MinLimit || r > ratebudget.MaxLimit) {
+		return 0, usageError("%s %q: want a number of calls per second from %v to %v, or 0 (unlimited)", src, v, ratebudget.MinLimit, ratebudget.MaxLimit)
 	}
 	return r, nil
 }

@@ -76,7 +76,7 @@ func (r *retryCmd) run(cmd *cobra.Command, args []string) error {
 	}
 	res, err := redrive(ctx, rdb, led, ro, classes, queue)
 	if err != nil {
-		return fmt.Errorf("%v (re-drove %s of the failed organisations so far; running retry again is safe)", err, thousands(res.Requeued))
+		return fmt.Errorf("%v (re-drove %s so far; running retry again is safe)", err, counted(res.Requeued, "failed organisation"))
 	}
 	if r.jsonOut {
 		return r.printJSON(res)
@@ -85,8 +85,8 @@ func (r *retryCmd) run(cmd *cobra.Command, args []string) error {
 		fmt.Fprintf(r.stdout, "rollout %s: no failed organisations to retry\n", ro.ID)
 		return nil
 	}
-	fmt.Fprintf(r.stdout, "rollout %s: %s failed organisations back to pending (%s tasks enqueued, %s already running)\nwatch it with: enqueue status %s --watch\n",
-		ro.ID, thousands(res.Requeued), thousands(res.Enqueued), thousands(res.Running), ro.ID)
+	fmt.Fprintf(r.stdout, "rollout %s: %s back to pending (%s enqueued, %s already running)\nwatch it with: enqueue status %s --watch\n",
+		ro.ID, counted(res.Requeued, "failed organisation"), counted(res.Enqueued, "task"), thousands(res.Running), ro.ID)
 	return nil
 }
 
@@ -195,13 +195,13 @@ func (c *cancelCmd) run(cmd *cobra.Command, args []string) error {
 	}
 	res, err := cancelRollout(ctx, rdb, led, ro.ID, queue)
 	if err != nil {
-		return fmt.Errorf("%v (cancelled %s organisations so far; running cancel again is safe)", err, thousands(res.Cancelled))
+		return fmt.Errorf("%v (cancelled %s so far; running cancel again is safe)", err, counted(res.Cancelled, "organisation"))
 	}
 	if c.jsonOut {
 		return c.printJSON(res)
 	}
-	fmt.Fprintf(c.stdout, "rollout %s: %s pending organisations cancelled, %s queued tasks removed, %s imports in flight left to finish\n",
-		ro.ID, thousands(res.Cancelled), thousands(res.TasksDeleted), thousands(res.Running))
+	fmt.Fprintf(c.stdout, "rollout %s: %s cancelled, %s removed, %s in flight left to finish\n",
+		ro.ID, counted(res.Cancelled, "pending organisation"), counted(res.TasksDeleted, "queued task"), counted(res.Running, "import"))
 	return nil
 }
 

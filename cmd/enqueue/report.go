@@ -124,11 +124,11 @@ func (r *reportCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	if r.output != "" {
-		fmt.Fprintf(r.stderr, "wrote %s rows to %s\n", thousands(n), r.output)
+		fmt.Fprintf(r.stderr, "wrote %s to %s\n", counted(n, "row"), r.output)
 	}
 	if mismatched > 0 {
-		fmt.Fprintf(r.stderr, "warning: %s organisations got another version than the rollout's usual %q (versions: %s); see the version_mismatch column\n",
-			thousands(mismatched), majority, classList(counts.ByVersion))
+		fmt.Fprintf(r.stderr, "warning: %s got another version than the rollout's usual %q (versions: %s); see the version_mismatch column\n",
+			counted(mismatched, "organisation"), majority, classList(counts.ByVersion))
 	}
 	return nil
 }

@@ -102,7 +102,7 @@ func TestReportFlagsVersionMismatch(t *testing.T) {
 	if a := byOrg[orgA]; a.DurationMS != 40 || a.FinishedAt == "" || a.Class != "imported" || a.HTTPStatus != 200 || a.Attempts != 1 {
 		t.Errorf("succeeded row %+v", a)
 	}
-	if !strings.Contains(r.stderr, "1 organisations got another version") {
+	if !strings.Contains(r.stderr, "1 organisation got another version") {
 		t.Errorf("no warning about the straddled publication:\n%s", r.stderr)
 	}
 

@@ -225,3 +225,38 @@ func TestReportOutputSpecialFiles(t *testing.T) {
 		t.Errorf("%s is a regular file on this machine", os.DevNull)
 	}
 }
+
+// TestWatchRetriesFailedReads stops Redis while status --watch runs: the
+// watch keeps trying within --timeout and ends when the rollout does, once
+// Redis is back. A negative --timeout is bad usage, not "interrupted".
+func TestWatchRetriesFailedReads(t *testing.T) {
+	s := redistest.Start(t, redistest.Options{AppendOnly: true})
+	ctx := context.Background()
+	led := ledger.New(s.Client(), ledger.Options{})
+	led.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: testConnector, Version: "1.0.0"})
+	led.AddOrgs(ctx, "r1", []string{orgA})
+	env := map[string]string{"REDIS_URL": s.URL()}
+
+	r := cli(t, env, "", "status", "r1", "--watch", "--timeout", "-1s")
+	if r.code != 2 || !strings.Contains(r.stderr, "must not be negative") {
+		t.Errorf("negative --timeout: exit %d: %s", r.code, r.stderr)
+	}
+
+	done := make(chan result, 1)
+	go func() { done <- cli(t, env, "", "status", "r1", "--watch", "--interval", "50ms", "--timeout", "60s") }()
+	time.Sleep(300 * time.Millisecond)
+	s.Stop()
+	time.Sleep(time.Second)
+	s.Resume()
+	if _, err := ledger.New(s.Client(), ledger.Options{}).Finish(ctx, "r1", orgA, ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.code != 0 || !strings.Contains(r.stdout, "state      done") || !strings.Contains(r.stderr, "failed, retrying") {
+			t.Errorf("watch across a Redis outage: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("the watch did not end after Redis came back")
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,7 +92,7 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 	}
 	defer os.Remove(spool.Name())
 	defer spool.Close()
-	stats, name, err := e.readList(spool)
+	stats, name, err := e.readList(ctx, spool)
 	if err != nil {
 		return err
 	}
@@ -245,18 +246,20 @@ func (e *enqueueCmd) rate() (float64, error) {
 	return r, nil
 }
 
-type listStats struct{ unique, duplicates, invalid int }
+// listStats counts what readList read; lines is the last line read.
+type listStats struct{ unique, duplicates, invalid, lines int }
 
 // readList reads --orgs, reporting each invalid line on stderr, and writes
-// the distinct valid IDs to spool, one a line.
-func (e *enqueueCmd) readList(spool io.Writer) (listStats, string, error) {
+// the distinct valid IDs to spool, one a line. It stops as soon as ctx is
+// done, however slow or endless the input.
+func (e *enqueueCmd) readList(ctx context.Context, spool io.Writer) (listStats, string, error) {
 	var st listStats
 	src, name, err := e.openList()
 	if err != nil {
 		return st, name, err
 	}
 	defer src.Close()
-	lr := orglist.NewReader(src, orglist.Options{})
+	lr := orglist.NewReader(newCtxReader(ctx, src), orglist.Options{})
 	var seen orglist.Set
 	w := bufio.NewWriter(spool)
 	for {
@@ -265,12 +268,16 @@ func (e *enqueueCmd) readList(spool io.Writer) (listStats, string, error) {
 			break
 		}
 		var he *orglist.HeaderError
-		if errors.As(err, &he) {
-			return st, name, usageError("%s: %v", name, err)
-		}
-		if err != nil {
+		var le *orglist.LineError
+		switch {
+		case ctx.Err() != nil:
+			return st, name, fmt.Errorf("interrupted while reading %s (after line %d); nothing was enqueued", name, st.lines)
+		case errors.As(err, &he), errors.As(err, &le):
+			return st, name, usageError("%s: %v; nothing was enqueued", name, err)
+		case err != nil:
 			return st, name, fmt.Errorf("read %s: %w", name, err)
 		}
+		st.lines = ent.Line
 		if ent.Err != nil {
 			st.invalid++
 			fmt.Fprintf(e.stderr, "%s:%d: %v\n", name, ent.Line, ent.Err)

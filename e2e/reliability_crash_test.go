@@ -128,10 +128,25 @@ func orphanedTasks(t *testing.T, f *fleet) map[string]bool {
 // and a worker started afterwards completes the rollout without importing
 // any organisation twice.
 func TestReliabilitySIGTERMWithCallsInFlight(t *testing.T) {
+	stopWithCallsInFlight(t, syscall.SIGTERM, "SIGTERM")
+}
+
+// TestReliabilitySIGHUPWithCallsInFlight is fault 4 with SIGHUP, which a
+// closed terminal or a supervisor's reload sends: the worker used to die of
+// it at once (exit 129), cutting the calls in flight off; it must stop as
+// gracefully as on SIGTERM.
+func TestReliabilitySIGHUPWithCallsInFlight(t *testing.T) {
+	stopWithCallsInFlight(t, syscall.SIGHUP, "SIGHUP")
+}
+
+// stopWithCallsInFlight sends sig to a worker with 50 calls in flight and
+// checks the graceful stop of fault 4.
+func stopWithCallsInFlight(t *testing.T, sig syscall.Signal, name string) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
 	t.Parallel()
+	rollout := strings.ToLower(name)
 	const (
 		n       = 150
 		workers = 50
@@ -145,20 +160,20 @@ func TestReliabilitySIGTERMWithCallsInFlight(t *testing.T) {
 	const shutdownTimeout = 12 * time.Second // 2s + 5s + 5s, the default
 	f.start(1, env)
 	w := f.workers[0]
-	f.enqueue("sigterm", n)
+	f.enqueue(rollout, n)
 
 	if !eventually(30*time.Second, func() bool { return api.TotalCalls()-api.Imports() >= workers }) {
 		t.Fatalf("never %d calls in flight: %d calls, %d imports", workers, api.TotalCalls(), api.Imports())
 	}
 	inFlight := api.TotalCalls() - api.Imports()
-	w.Signal(syscall.SIGTERM)
+	w.Signal(sig)
 	signalled := time.Now()
 	notReady := eventually(time.Second, func() bool { return httpStatus(w.Addr, "/readyz") == 503 })
 	code := w.Wait(shutdownTimeout + 10*time.Second)
 	took := time.Since(signalled)
 
 	if code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0 (took %s)", code, took)
+		t.Fatalf("exit code %d after %s, want 0 (took %s)", code, name, took)
 	}
 	if took >= shutdownTimeout {
 		t.Errorf("the worker took %s to stop, longer than its shutdown timeout %s", took, shutdownTimeout)
@@ -170,7 +185,7 @@ func TestReliabilitySIGTERMWithCallsInFlight(t *testing.T) {
 	if calls != imports {
 		t.Errorf("the API saw %d calls but completed %d imports: %d calls were cut off", calls, imports, calls-imports)
 	}
-	_, c, err := f.led.Rollout(context.Background(), "sigterm")
+	_, c, err := f.led.Rollout(context.Background(), rollout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +197,7 @@ func TestReliabilitySIGTERMWithCallsInFlight(t *testing.T) {
 	}
 
 	f.start(1, env)
-	c = f.waitDone("sigterm", 2*time.Minute)
+	c = f.waitDone(rollout, 2*time.Minute)
 	if c.Succeeded != n || c.Failed != 0 {
 		t.Errorf("counts = %+v, want all %d succeeded", c, n)
 	}
@@ -190,7 +205,7 @@ func TestReliabilitySIGTERMWithCallsInFlight(t *testing.T) {
 		t.Errorf("%d organisations were imported twice (409)", api.Conflicts())
 	}
 	checkEveryOrgImportedOnce(t, api, n)
-	figure(t, "SIGTERM with %d calls in flight (API latency 2s, concurrency 50): exit 0 after %.1fs (shutdown timeout %s); %d calls made, %d completed and recorded before exit; "+
+	figure(t, "%s with %d calls in flight (API latency 2s, concurrency 50): exit 0 after %.1fs (shutdown timeout %s); %d calls made, %d completed and recorded before exit; "+
 		"after a restart all %d succeeded, imported twice: %d",
-		inFlight, took.Seconds(), shutdownTimeout, calls, imports, n, api.Conflicts())
+		name, inFlight, took.Seconds(), shutdownTimeout, calls, imports, n, api.Conflicts())
 }

@@ -26,7 +26,7 @@
 // <p> is Options.Prefix ("versori-import" by default; it must not hold
 // braces, or it would become the hash tag of every key).
 //
-//	<p>:rollout:{<id>}:def     HASH  id, connector_id, version, created_at_ms
+//	<p>:rollout:{<id>}:def     HASH  id, connector_id, version, created_at_ms, queue
 //	<p>:rollout:{<id>}:orgs    HASH  organisation ID -> record (compact JSON, below)
 //	<p>:rollout:{<id>}:counts  HASH  counter name -> integer (below)
 //	<p>:rollouts               ZSET  rollout ID scored by created_at_ms

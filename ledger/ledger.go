@@ -20,6 +20,10 @@ var (
 	// ErrRolloutMismatch means a rollout with the given ID exists for a
 	// different connector or version.
 	ErrRolloutMismatch = errors.New("rollout exists with a different connector or version")
+	// ErrQueueMismatch means a rollout with the given ID was enqueued on
+	// another queue: its tasks live there, so retry and cancel must act
+	// there too.
+	ErrQueueMismatch = errors.New("rollout exists on another queue")
 	// ErrOrgNotFound means the rollout exists but the organisation was never
 	// added to it.
 	ErrOrgNotFound = errors.New("organisation not in rollout")
@@ -104,6 +108,11 @@ type Rollout struct {
 	// (it may be "latest" or "default").
 	Version   string
 	CreatedAt time.Time
+	// Queue is the asynq queue the rollout's tasks were enqueued on, so
+	// retry and cancel act where the tasks are. Empty for a rollout
+	// recorded before queues were kept, or by a caller that does not say;
+	// CreateRollout records the first non-empty queue it is given.
+	Queue string
 	// Total is the number of organisations added. CreateRollout ignores it;
 	// reads fill it from the counters.
 	Total int64
@@ -157,6 +166,8 @@ func scriptErr(code int64, rolloutID, orgID string) error {
 		return fmt.Errorf("ledger: organisation %q in rollout %q: %w", orgID, rolloutID, ErrOrgNotFound)
 	case -3:
 		return fmt.Errorf("ledger: rollout %q: %w", rolloutID, ErrRolloutMismatch)
+	case -4:
+		return fmt.Errorf("ledger: rollout %q: %w", rolloutID, ErrQueueMismatch)
 	}
 	return fmt.Errorf("ledger: rollout %q: unexpected script result %d", rolloutID, code)
 }
@@ -164,8 +175,9 @@ func scriptErr(code int64, rolloutID, orgID string) error {
 // CreateRollout records r's definition and lists it among the rollouts. It
 // is idempotent: created is false when the same definition already exists,
 // and the error wraps ErrRolloutMismatch when the ID is taken by a
-// different connector or version. A zero CreatedAt means now; r.Total is
-// ignored.
+// different connector or version, or ErrQueueMismatch when it was recorded
+// on another queue (an empty r.Queue matches any). A zero CreatedAt means
+// now; r.Total is ignored.
 func (l *Ledger) CreateRollout(ctx context.Context, r Rollout) (created bool, err error) {
 	if err := checkID("rollout", r.ID, true); err != nil {
 		return false, err
@@ -177,7 +189,7 @@ func (l *Ledger) CreateRollout(ctx context.Context, r Rollout) (created bool, er
 		r.CreatedAt = l.opts.Clock()
 	}
 	res, err := createScript.Run(ctx, l.rdb, l.keys(r.ID).list(),
-		r.ID, r.ConnectorID, r.Version, r.CreatedAt.UnixMilli()).Slice()
+		r.ID, r.ConnectorID, r.Version, r.CreatedAt.UnixMilli(), r.Queue).Slice()
 	if err != nil {
 		return false, fmt.Errorf("ledger: create rollout %q: %w", r.ID, err)
 	}
@@ -370,6 +382,7 @@ func summary(id string, def, counts map[string]string) (Rollout, Counts, error) 
 		ConnectorID: def["connector_id"],
 		Version:     def["version"],
 		CreatedAt:   time.UnixMilli(ms),
+		Queue:       def["queue"],
 		Total:       c.Total,
 	}
 	return r, c, nil

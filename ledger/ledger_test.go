@@ -748,3 +748,90 @@ func TestRolloutCount(t *testing.T) {
 		}
 	})
 }
+
+// TestRolloutQueue checks that a rollout keeps the queue it was first
+// created on, refuses another, and accepts an empty one (a caller that does
+// not know it); a rollout recorded without a queue takes the first given.
+func TestRolloutQueue(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		l := ledger.New(rdb, ledger.Options{Prefix: prefix})
+		def := ledger.Rollout{ID: "r1", ConnectorID: "c1", Version: "1.0.0", Queue: "hostile"}
+		if _, err := l.CreateRollout(ctx, def); err != nil {
+			t.Fatal(err)
+		}
+		if r, _, err := l.Rollout(ctx, "r1"); err != nil || r.Queue != "hostile" {
+			t.Fatalf("Rollout = %+v, %v; want queue hostile", r, err)
+		}
+		other := def
+		other.Queue = "imports"
+		if _, err := l.CreateRollout(ctx, other); !errors.Is(err, ledger.ErrQueueMismatch) {
+			t.Errorf("CreateRollout on another queue = %v; want ErrQueueMismatch", err)
+		}
+		other.Queue = ""
+		if _, err := l.CreateRollout(ctx, other); err != nil {
+			t.Errorf("CreateRollout without a queue = %v; want nil", err)
+		}
+
+		old := ledger.Rollout{ID: "r2", ConnectorID: "c1", Version: "1.0.0"}
+		if _, err := l.CreateRollout(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		old.Queue = "q2"
+		if _, err := l.CreateRollout(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		if r, _, _ := l.Rollout(ctx, "r2"); r.Queue != "q2" {
+			t.Errorf("queue of a rollout recorded without one = %q; want q2", r.Queue)
+		}
+	})
+}
+
+// TestClaimFailedConcurrently runs many claims of the same failed
+// organisations at once: each organisation is claimed exactly once, and the
+// claims together are exactly what moved.
+func TestClaimFailedConcurrently(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		orgs := orgIDs(50)
+		l, _ := newLedger(t, rdb, prefix, orgs...)
+		for _, o := range orgs {
+			if _, err := l.Finish(ctx, "r1", o, ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const claimers = 8
+		got := make([][]string, claimers)
+		errs := make([]error, claimers)
+		done := make(chan int)
+		for i := range claimers {
+			go func() {
+				got[i], errs[i] = l.ClaimFailed(ctx, "r1", orgs)
+				done <- i
+			}()
+		}
+		for range claimers {
+			<-done
+		}
+		seen := map[string]int{}
+		for i := range claimers {
+			if errs[i] != nil {
+				t.Fatal(errs[i])
+			}
+			for _, o := range got[i] {
+				seen[o]++
+			}
+		}
+		for _, o := range orgs {
+			if seen[o] != 1 {
+				t.Errorf("organisation %s claimed %d times; want 1", o, seen[o])
+			}
+		}
+		if c := counts(t, l, "r1"); c.Failed != 0 || c.Pending != int64(len(orgs)) {
+			t.Errorf("counts after the claims = %s", fmtCounts(c))
+		}
+		if moved, err := l.ClaimFailed(ctx, "r1", orgs); err != nil || len(moved) != 0 {
+			t.Errorf("claim of nothing failed = %v, %v; want none", moved, err)
+		}
+	})
+}

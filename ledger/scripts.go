@@ -60,16 +60,23 @@ end
 `
 
 // createScript stores the definition unless one exists.
-// ARGV: id, connector_id, version, created_at_ms.
+// ARGV: id, connector_id, version, created_at_ms, queue ("" for unknown).
 // Returns {1, created} when stored, {0, created} when an identical one
-// existed, {-3, created} when a different one did.
+// existed, {-3, created} when one with another connector or version did,
+// {-4, created} when one on another queue did. A definition without a
+// queue gets the one given.
 var createScript = redis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 'connector_id', 'version', 'created_at_ms')
+local cur = redis.call('HMGET', KEYS[1], 'connector_id', 'version', 'created_at_ms', 'queue')
 if cur[1] then
-  if cur[1] == ARGV[2] and cur[2] == ARGV[3] then return {0, cur[3]} end
-  return {-3, cur[3]}
+  if cur[1] ~= ARGV[2] or cur[2] ~= ARGV[3] then return {-3, cur[3]} end
+  if ARGV[5] ~= '' then
+    if cur[4] and cur[4] ~= ARGV[5] then return {-4, cur[3]} end
+    if not cur[4] then redis.call('HSET', KEYS[1], 'queue', ARGV[5]) end
+  end
+  return {0, cur[3]}
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'connector_id', ARGV[2], 'version', ARGV[3], 'created_at_ms', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[5]) end
 redis.call('HSETNX', KEYS[3], 'total', 0)
 return {1, ARGV[4]}
 `)
@@ -156,11 +163,12 @@ return 1
 // to state ARGV[2], keeping the rest of the record. finished_at is set when
 // the target is not pending and cleared when it is.
 // ARGV: from, to, now_ms, organisation IDs...
-// Returns how many moved.
+// Returns the IDs that moved (a list), or -1 for an unknown rollout. The
+// move is atomic, so of two concurrent calls each ID moves in one only.
 var transitionScript = redis.NewScript(prelude + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local from, to, now = ARGV[1], ARGV[2], ARGV[3]
-local n = 0
+local moved = {}
 for i = 4, #ARGV do
   local raw = redis.call('HGET', KEYS[2], ARGV[i])
   if raw then
@@ -172,11 +180,11 @@ for i = 4, #ARGV do
       setnum(r, 'u', now)
       redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(r))
       move(KEYS[3], old, r)
-      n = n + 1
+      moved[#moved + 1] = ARGV[i]
     end
   end
 end
-return n
+return moved
 `)
 
 // registerScript is addScript that also reports each organisation's state

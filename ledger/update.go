@@ -133,30 +133,42 @@ func (l *Ledger) missing(ctx context.Context, k keys, rolloutID, orgID string) e
 // cancelled or unknown) are left alone. The records keep their attempts and
 // last error, so they count as retrying until they finish again.
 func (l *Ledger) Requeue(ctx context.Context, rolloutID string, orgIDs []string) (int, error) {
+	moved, err := l.transition(ctx, rolloutID, orgIDs, Failed, Pending)
+	return len(moved), err
+}
+
+// ClaimFailed is Requeue returning which organisations this call moved, in
+// the order listed. The move is atomic per batch, so of two retries running
+// at once each organisation is claimed by one only, and a caller that
+// enqueues tasks for what it claimed never counts or enqueues another's.
+func (l *Ledger) ClaimFailed(ctx context.Context, rolloutID string, orgIDs []string) ([]string, error) {
 	return l.transition(ctx, rolloutID, orgIDs, Failed, Pending)
 }
 
 // Cancel moves the listed organisations that are pending to cancelled and
 // returns how many moved. Others are left alone.
 func (l *Ledger) Cancel(ctx context.Context, rolloutID string, orgIDs []string) (int, error) {
-	return l.transition(ctx, rolloutID, orgIDs, Pending, Cancelled)
+	moved, err := l.transition(ctx, rolloutID, orgIDs, Pending, Cancelled)
+	return len(moved), err
 }
 
-func (l *Ledger) transition(ctx context.Context, rolloutID string, orgIDs []string, from, to State) (int, error) {
+// transition moves the listed organisations found in state from to state to
+// and returns those it moved.
+func (l *Ledger) transition(ctx context.Context, rolloutID string, orgIDs []string, from, to State) ([]string, error) {
 	if err := checkID("rollout", rolloutID, true); err != nil {
-		return 0, err
+		return nil, err
 	}
 	for _, id := range orgIDs {
 		if err := checkID("organisation", id, false); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	if len(orgIDs) == 0 {
 		_, _, err := l.Rollout(ctx, rolloutID)
-		return 0, err
+		return nil, err
 	}
 	k := l.keys(rolloutID).list()
-	moved := 0
+	var moved []string
 	for start := 0; start < len(orgIDs); start += l.opts.BatchSize {
 		batch := orgIDs[start:min(start+l.opts.BatchSize, len(orgIDs))]
 		args := make([]any, 0, len(batch)+3)
@@ -164,14 +176,24 @@ func (l *Ledger) transition(ctx context.Context, rolloutID string, orgIDs []stri
 		for _, id := range batch {
 			args = append(args, id)
 		}
-		n, err := transitionScript.Run(ctx, l.rdb, k, args...).Int64()
+		res, err := transitionScript.Run(ctx, l.rdb, k, args...).Result()
 		if err != nil {
 			return moved, fmt.Errorf("ledger: move organisations of rollout %q from %s to %s: %w", rolloutID, from, to, err)
 		}
-		if n < 0 {
-			return moved, scriptErr(n, rolloutID, "")
+		switch v := res.(type) {
+		case int64:
+			return moved, scriptErr(v, rolloutID, "")
+		case []any:
+			for _, id := range v {
+				s, ok := id.(string)
+				if !ok {
+					return moved, fmt.Errorf("ledger: move organisations of rollout %q: unexpected script result %v", rolloutID, res)
+				}
+				moved = append(moved, s)
+			}
+		default:
+			return moved, fmt.Errorf("ledger: move organisations of rollout %q: unexpected script result %v", rolloutID, res)
 		}
-		moved += int(n)
 	}
 	return moved, nil
 }

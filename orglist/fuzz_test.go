@@ -48,11 +48,18 @@ func FuzzParse(f *testing.F) {
 		entries, err := read(bytes.NewReader(data))
 		if err != nil {
 			var he *HeaderError
-			if !errors.As(err, &he) {
+			var le *LineError
+			switch {
+			case errors.As(err, &he):
+				if he.Line < 1 || he.Line > lines {
+					t.Fatalf("header error on line %d of %d", he.Line, lines)
+				}
+			case errors.As(err, &le):
+				if le.Line < 1 || le.Line > lines || len(data) <= MinSkipBytes || !errors.Is(err, ErrLineTooLong) {
+					t.Fatalf("line error %v on line %d of %d, %d bytes", err, le.Line, lines, len(data))
+				}
+			default:
 				t.Fatalf("unexpected error type %T: %v", err, err)
-			}
-			if he.Line < 1 || he.Line > lines {
-				t.Fatalf("header error on line %d of %d", he.Line, lines)
 			}
 		}
 		upper := bytes.ToUpper(data)

@@ -18,8 +18,9 @@
 // stop the read: it comes back as an Entry with Err set and its line number,
 // so a caller can report every bad line at once. Neither does a line longer
 // than Options.MaxLineBytes, which is skipped and reported the same way.
-// Only a read error, or a CSV header without the organisation_id column,
-// ends the read with an error.
+// Only a read error, a CSV header without the organisation_id column, or a
+// line that runs on past MinSkipBytes without ending (a binary file,
+// /dev/zero), ends the read with an error.
 package orglist
 
 import (
@@ -30,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 
 	"github.com/versori/import-worker/versori"
 )
@@ -63,8 +65,28 @@ func (f Format) String() string {
 }
 
 // ErrLineTooLong is wrapped by the Err of an Entry whose line exceeded
-// Options.MaxLineBytes.
+// Options.MaxLineBytes, and by the *LineError that ends the read of a line
+// that runs on past the skip limit (MinSkipBytes) without a line end.
 var ErrLineTooLong = errors.New("line too long")
+
+// MinSkipBytes bounds how much of one over-long line is read and skipped
+// (or 16 times Options.MaxLineBytes, when larger): a line that has not ended
+// by then (a binary file, /dev/zero) is not a list, and reading on would
+// take for ever. Skipping costs no memory, and 64 MiB of input is read in a
+// fraction of a second.
+const MinSkipBytes = 64 << 20
+
+// LineError ends a read at a line that cannot be skipped.
+type LineError struct {
+	// Line is the line's number.
+	Line int
+	// Err wraps ErrLineTooLong.
+	Err error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+
+func (e *LineError) Unwrap() error { return e.Err }
 
 // ErrNoColumn is wrapped by the error of a CSV list whose header has no
 // organisation_id column.
@@ -121,6 +143,7 @@ type Reader struct {
 	format Format
 	column int // index of the organisation_id column in CSV rows
 	eof    bool
+	err    error // the *LineError that ended the read, returned again
 }
 
 // NewReader returns a Reader reading the list from r. It buffers its own
@@ -137,8 +160,9 @@ func NewReader(r io.Reader, opts Options) *Reader {
 func (r *Reader) Format() Format { return r.format }
 
 // Next returns the next entry. It returns io.EOF at the end of the list, a
-// *HeaderError for a CSV header without the organisation_id column, and the
-// read error of the underlying reader; after an error other than an invalid
+// *HeaderError for a CSV header without the organisation_id column, a
+// *LineError for a line that runs on past the skip limit, and the read
+// error of the underlying reader; after an error other than an invalid
 // entry, the Reader returns the same kind of error again.
 func (r *Reader) Next() (Entry, error) {
 	for {
@@ -176,10 +200,11 @@ func (r *Reader) Next() (Entry, error) {
 			}
 			value = strings.TrimSpace(fields[r.column])
 		}
-		if err := versori.ValidateID("organisation ID", value); err != nil {
+		id, err := CanonicalID("organisation ID", value)
+		if err != nil {
 			return Entry{Line: r.line, Err: err}, nil
 		}
-		return Entry{Line: r.line, ID: strings.ToUpper(value)}, nil
+		return Entry{Line: r.line, ID: id}, nil
 	}
 }
 
@@ -187,12 +212,22 @@ func (r *Reader) Next() (Entry, error) {
 // r.max is consumed whole and reported as too long, so one huge line costs
 // at most the buffer, never its length.
 func (r *Reader) readLine() (line []byte, tooLong bool, err error) {
+	if r.err != nil {
+		return nil, false, r.err
+	}
 	if r.eof {
 		return nil, false, io.EOF
 	}
 	var buf []byte
+	skipped := 0
 	for {
 		chunk, err := r.r.ReadSlice('\n')
+		skipped += len(chunk)
+		if tooLong && skipped > r.skipLimit() && !bytes.HasSuffix(chunk, []byte("\n")) {
+			// Stop here, for good: the rest is not read.
+			r.err = &LineError{Line: r.line + 1, Err: fmt.Errorf("%w: more than %d bytes without a line end (not a list of IDs?)", ErrLineTooLong, r.skipLimit())}
+			return nil, false, r.err
+		}
 		if !tooLong {
 			// +2: a CRLF line end is not part of the line.
 			if len(buf)+len(chunk) > r.max+2 {
@@ -221,6 +256,9 @@ func (r *Reader) readLine() (line []byte, tooLong bool, err error) {
 		return buf, false, nil
 	}
 }
+
+// skipLimit is how much of one line is read before it ends the read.
+func (r *Reader) skipLimit() int { return max(MinSkipBytes, 16*r.max) }
 
 func trimEOL(b []byte) []byte {
 	b = bytes.TrimSuffix(b, []byte("\n"))
@@ -275,4 +313,30 @@ func quote(s string) string {
 		return fmt.Sprintf("%q…", strings.ToValidUTF8(s[:max], ""))
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// CanonicalID validates id as a ULID (versori.ValidateID) and returns it in
+// canonical form, upper-case Crockford base32, so one organisation or
+// connector spelt in any case is one ledger record and one task. kind names
+// the value in the error, e.g. "organisation ID". The error is a
+// *versori.InvalidIDError; for an ID holding a non-ASCII character (a
+// full-width digit looks like a digit) it names that character and its
+// position instead of a length that counts bytes.
+func CanonicalID(kind, id string) (string, error) {
+	err := versori.ValidateID(kind, id)
+	if err == nil {
+		return strings.ToUpper(id), nil
+	}
+	var ie *versori.InvalidIDError
+	if errors.As(err, &ie) && strings.Contains(ie.Problem, "characters long") {
+		pos := 0
+		for _, r := range id {
+			pos++
+			if r > unicode.MaxASCII {
+				ie.Problem = fmt.Sprintf("character %d (%q) is not Crockford base32 (ASCII letters and digits only)", pos, r)
+				break
+			}
+		}
+	}
+	return "", err
 }

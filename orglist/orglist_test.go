@@ -277,3 +277,47 @@ func bytesPerMember(n int, ids []string, add func(string)) float64 {
 	runtime.ReadMemStats(&after)
 	return float64(after.TotalAlloc-before.TotalAlloc) / float64(n)
 }
+
+// TestEndlessLineEndsTheRead: input with no line end (a binary file,
+// /dev/zero) ends the read with an error naming the line once it has run
+// past the skip limit, instead of being read for ever; a NUL-filled line
+// that does end is an invalid entry.
+func TestEndlessLineEndsTheRead(t *testing.T) {
+	lr := NewReader(io.MultiReader(strings.NewReader(idA+"\n"), zeros{}), Options{})
+	e, err := lr.Next()
+	if err != nil || e.ID != idA {
+		t.Fatalf("first entry %+v, %v", e, err)
+	}
+	_, err = lr.Next()
+	var le *LineError
+	if !errors.As(err, &le) || le.Line != 2 || !errors.Is(err, ErrLineTooLong) || !strings.Contains(err.Error(), "line 2: line too long") {
+		t.Fatalf("endless line: %v; want a *LineError on line 2", err)
+	}
+	if _, again := lr.Next(); !errors.Is(again, ErrLineTooLong) {
+		t.Errorf("next call after the error: %v; want the same error", again)
+	}
+
+	g := readAll(t, strings.NewReader("\x00\x00\x00\n"+idA+"\n"), Options{})
+	if g.err != nil || len(g.invalid) != 1 || g.invalid[0] != 1 || len(g.ids) != 1 || g.ids[0] != "2:"+idA {
+		t.Errorf("NUL line: %+v", g)
+	}
+}
+
+// zeros reads as an endless run of NUL bytes, like /dev/zero.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func TestCanonicalID(t *testing.T) {
+	if id, err := CanonicalID("organisation ID", strings.ToLower(idA)); err != nil || id != idA {
+		t.Errorf("CanonicalID(lower) = %q, %v; want %q", id, err, idA)
+	}
+	_, err := CanonicalID("organisation ID", idA[:25]+"\uff11")
+	var ie *versori.InvalidIDError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "character 26 ('１') is not Crockford base32") || strings.Contains(err.Error(), "characters long") {
+		t.Errorf("full-width digit: %v", err)
+	}
+}

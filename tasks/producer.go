@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/orglist"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -28,13 +29,23 @@ type Rollout struct {
 
 // Validate checks the rollout's fields.
 func (r Rollout) Validate() error {
+	_, err := r.canonical()
+	return err
+}
+
+// canonical validates r and returns it with the connector ID in canonical
+// form (upper case), so a re-run spelling it in another case is the same
+// rollout, not "another connector".
+func (r Rollout) canonical() (Rollout, error) {
 	if err := ValidateRolloutID(r.ID); err != nil {
-		return err
+		return r, err
 	}
-	if err := versori.ValidateID("connector", r.ConnectorID); err != nil {
-		return err
+	id, err := orglist.CanonicalID("connector", r.ConnectorID)
+	if err != nil {
+		return r, err
 	}
-	return versori.ValidateVersion(r.Version)
+	r.ConnectorID = id
+	return r, versori.ValidateVersion(r.Version)
 }
 
 // ProducerConfig configures a Producer. The zero value is usable.
@@ -98,14 +109,21 @@ func (s Summary) Total() int { return s.Enqueued + s.AlreadyEnqueued }
 // connector or version.
 var ErrRolloutMismatch = ledger.ErrRolloutMismatch
 
-// CreateRollout records the rollout's definition in the ledger. Calling it
-// again with the same definition is harmless; with another connector or
-// version it returns an error wrapping ErrRolloutMismatch.
+// ErrQueueMismatch is returned when a rollout ID is reused on another queue
+// than the one its tasks were enqueued on.
+var ErrQueueMismatch = ledger.ErrQueueMismatch
+
+// CreateRollout records the rollout's definition, with the producer's
+// queue, in the ledger. Calling it again with the same definition is
+// harmless; with another connector or version it returns an error wrapping
+// ErrRolloutMismatch, on another queue one wrapping ErrQueueMismatch. The
+// connector ID is compared in canonical form.
 func (p *Producer) CreateRollout(ctx context.Context, r Rollout) error {
-	if err := r.Validate(); err != nil {
+	r, err := r.canonical()
+	if err != nil {
 		return err
 	}
-	_, err := p.ledger.CreateRollout(ctx, ledger.Rollout{ID: r.ID, ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: time.Now()})
+	_, err = p.ledger.CreateRollout(ctx, ledger.Rollout{ID: r.ID, ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: time.Now(), Queue: p.cfg.Task.Queue})
 	if err != nil {
 		return fmt.Errorf("create rollout %s: %w", r.ID, err)
 	}
@@ -122,7 +140,8 @@ func (p *Producer) Enqueue(ctx context.Context, r Rollout, orgID string) (bool, 
 }
 
 // EnqueueAll records the rollout and enqueues every organisation orgIDs
-// yields, reading it as a stream: memory stays bounded by BatchSize and
+// yields, in canonical form (upper case: one organisation spelt in several
+// cases is one record and one task), reading it as a stream: memory stays bounded by BatchSize and
 // Concurrency whatever the length of the list. Organisations the rollout
 // already holds are not enqueued again unless their record is pending and
 // their task is missing (a producer that crashed between the two writes),
@@ -132,6 +151,10 @@ func (p *Producer) Enqueue(ctx context.Context, r Rollout, orgID string) (bool, 
 // On error the summary counts what was done; calling again resumes.
 func (p *Producer) EnqueueAll(ctx context.Context, r Rollout, orgIDs iter.Seq[string], progress func(Summary)) (Summary, error) {
 	var sum Summary
+	r, err := r.canonical()
+	if err != nil {
+		return sum, err
+	}
 	if err := p.CreateRollout(ctx, r); err != nil {
 		return sum, err
 	}
@@ -149,8 +172,9 @@ func (p *Producer) EnqueueAll(ctx context.Context, r Rollout, orgIDs iter.Seq[st
 		}
 		return err
 	}
-	for id := range orgIDs {
-		if err := versori.ValidateID("organisation", id); err != nil {
+	for raw := range orgIDs {
+		id, err := orglist.CanonicalID("organisation", raw)
+		if err != nil {
 			_ = flush()
 			return sum, err
 		}

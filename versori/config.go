@@ -3,6 +3,7 @@ package versori
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -136,10 +137,9 @@ func (cfg Config) resolve() (resolved, error) {
 	case cfg.APIKey != "" && cfg.APIKeyFile != "":
 		return r, errors.New("API key: set the key or the key file, not both")
 	case cfg.APIKeyFile != "":
-		b, err := os.ReadFile(cfg.APIKeyFile)
+		b, err := readKeyFile(cfg.APIKeyFile, keyFileTimeout)
 		if err != nil {
-			// The path is not secret; the contents are never printed.
-			return r, fmt.Errorf("API key file: %w", err)
+			return r, err
 		}
 		r.key = strings.TrimSpace(string(b))
 		if r.key == "" {
@@ -178,6 +178,51 @@ func (cfg Config) resolve() (resolved, error) {
 		return r, errors.New("user agent: must be one line")
 	}
 	return r, nil
+}
+
+// Bounds on reading Config.APIKeyFile. A key is a short line; a longer file
+// is the wrong file (VERSORI_API_KEY_FILE=/dev/zero read 1.4 GB in 3 s), and
+// a FIFO nobody writes to would hang the start without a word.
+const (
+	maxKeyFileBytes = 4 << 10
+	keyFileTimeout  = 5 * time.Second
+)
+
+// readKeyFile reads the key file, refusing one longer than maxKeyFileBytes
+// and giving up after timeout. On a timeout the read is left to finish (or
+// block) in its goroutine: the file is a FIFO or a stalled mount, and the
+// caller stops at the error anyway. Errors name the path, which is not
+// secret, and never the contents.
+func readKeyFile(path string, timeout time.Duration) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		f, err := os.Open(path)
+		if err != nil {
+			done <- result{err: fmt.Errorf("API key file: %w", err)}
+			return
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+		switch {
+		case err != nil:
+			err = fmt.Errorf("API key file: %w", err)
+		case len(b) > maxKeyFileBytes:
+			b, err = nil, fmt.Errorf("API key file %s: longer than %d bytes; a key is one short line (is it the right file?)", path, maxKeyFileBytes)
+		}
+		done <- result{b, err}
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case res := <-done:
+		return res.b, res.err
+	case <-timer.C:
+		return nil, fmt.Errorf("API key file %s: no key read within %s (a FIFO nobody writes to, or a stalled file system?)", path, timeout)
+	}
 }
 
 // checkKey refuses keys that cannot be sent in a header. The message never

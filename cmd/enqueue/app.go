@@ -43,6 +43,9 @@ type app struct {
 	redisURL string
 	jsonOut  bool
 	queue    string
+	// queueSet is true when --queue was given on the command line (not
+	// taken from $WORKER_QUEUE or the default).
+	queueSet bool
 }
 
 // exitError carries the exit status of an error.
@@ -126,7 +129,9 @@ func (a *app) connect(ctx context.Context) (redis.UniversalClient, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if pctx.Err() != nil {
+		if explained := redisconn.Explain(url, err); explained != err {
+			err = explained
+		} else if pctx.Err() != nil {
 			err = fmt.Errorf("no answer within %s", pingTimeout)
 		}
 		return nil, fmt.Errorf("redis at %s unreachable: %v", redisconn.Redact(url), err)
@@ -148,6 +153,20 @@ func (a *app) openRollout(ctx context.Context, id string) (rdb redis.UniversalCl
 		return nil, nil, r, c, err
 	}
 	return rdb, led, r, c, nil
+}
+
+// rolloutQueue returns the queue a rollout's tasks are on: the one recorded
+// with the rollout, or --queue for a rollout recorded before queues were
+// kept. A --queue given explicitly that differs from the recorded one is
+// bad usage: acting on it would miss every task of the rollout.
+func (a *app) rolloutQueue(r ledger.Rollout) (string, error) {
+	switch {
+	case r.Queue == "":
+		return a.queue, nil
+	case a.queueSet && a.queue != r.Queue:
+		return "", usageError("--queue %s: rollout %s was enqueued on queue %s; drop --queue or pass --queue %s", a.queue, r.ID, r.Queue, r.Queue)
+	}
+	return r.Queue, nil
 }
 
 // rollout returns a rollout's definition and counters; an invalid or unknown

@@ -249,3 +249,30 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagesCountAndRate: counts are pluralised ("1 organisation"), a
+// short ETA is "under a second" (not "about under a second"), and
+// --rate-limit takes the worker's bounds, with 0 meaning unlimited.
+func TestMessagesCountAndRate(t *testing.T) {
+	one := writeFile(t, "one.txt", orgA+"\n")
+	r := cli(t, nil, "", enqueueArgs(one, "--dry-run", "--rate-limit", "100")...)
+	if r.code != exitOK || !strings.Contains(r.stdout, "1 organisation to import") || !strings.Contains(r.stdout, "takes under a second") {
+		t.Errorf("exit %d, stdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, bad := range []string{"20000", "0.0001", "-1", "NaN"} {
+		r = cli(t, nil, "", enqueueArgs(one, "--dry-run", "--rate-limit", bad)...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "from 0.001 to 10000") {
+			t.Errorf("--rate-limit %s: exit %d: %s", bad, r.code, r.stderr)
+		}
+	}
+	r = cli(t, map[string]string{"IMPORT_RATE_LIMIT": "0"}, "", enqueueArgs(one, "--dry-run")...)
+	if r.code != exitOK || !strings.Contains(r.stdout, "no rate limit") {
+		t.Errorf("IMPORT_RATE_LIMIT=0: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	// A full-width digit is named, not counted as a length in bytes.
+	wide := writeFile(t, "wide.txt", orgA[:25]+"\uff11\n")
+	r = cli(t, nil, "", enqueueArgs(wide, "--dry-run")...)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "character 26 ('１') is not Crockford base32") {
+		t.Errorf("full-width digit: exit %d: %s", r.code, r.stderr)
+	}
+}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"iter"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/versori/import-worker/orglist"
+	"github.com/versori/import-worker/ratebudget"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
@@ -89,7 +92,7 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 	}
 	defer os.Remove(spool.Name())
 	defer spool.Close()
-	stats, name, err := e.readList(spool)
+	stats, name, err := e.readList(ctx, spool)
 	if err != nil {
 		return err
 	}
@@ -112,15 +115,22 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 
 	if e.dryRun {
 		res.DryRun, res.RateLimit = true, rate
-		eta := time.Duration(float64(stats.unique) / rate * float64(time.Second))
-		res.ETASeconds = eta.Seconds()
+		var eta time.Duration
+		if rate > 0 {
+			eta = time.Duration(float64(stats.unique) / rate * float64(time.Second))
+			res.ETASeconds = eta.Seconds()
+		}
 		if e.jsonOut {
 			return e.printJSON(res)
 		}
-		fmt.Fprintf(e.stdout, "dry run: %s organisations to import (duplicates dropped: %s, invalid IDs skipped: %s)\n",
-			thousands(stats.unique), thousands(stats.duplicates), thousands(stats.invalid))
-		fmt.Fprintf(e.stdout, "at the fleet's %s imports/s that takes about %s; nothing was written\n",
-			strconv.FormatFloat(rate, 'f', -1, 64), humanDuration(eta))
+		fmt.Fprintf(e.stdout, "dry run: %s to import (duplicates dropped: %s, invalid IDs skipped: %s)\n",
+			counted(stats.unique, "organisation"), thousands(stats.duplicates), thousands(stats.invalid))
+		if rate == 0 {
+			fmt.Fprintf(e.stdout, "the fleet has no rate limit (0), so the time depends on the workers and the API; nothing was written\n")
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "at the fleet's %s imports/s that takes %s; nothing was written\n",
+			strconv.FormatFloat(rate, 'f', -1, 64), about(eta))
 		return nil
 	}
 
@@ -143,11 +153,18 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		if errors.Is(err, tasks.ErrRolloutMismatch) {
 			return usageError("rollout %q already exists for another connector or version; choose another --rollout", e.rolloutID)
 		}
+		if errors.Is(err, tasks.ErrQueueMismatch) {
+			ro, _, rerr := p.Ledger().Rollout(ctx, e.rolloutID)
+			if rerr == nil {
+				return usageError("--queue %s: rollout %q was enqueued on queue %s; re-run it with --queue %s", e.queue, e.rolloutID, ro.Queue, ro.Queue)
+			}
+			return usageError("--queue %s: rollout %q was enqueued on another queue", e.queue, e.rolloutID)
+		}
 		return err
 	}
 	if !e.jsonOut {
-		fmt.Fprintf(e.stderr, "rollout %s: enqueuing %s organisations (re-run with --rollout %s to resume if interrupted)\n",
-			e.rolloutID, thousands(stats.unique), e.rolloutID)
+		fmt.Fprintf(e.stderr, "rollout %s: enqueuing %s (re-run with --rollout %s to resume if interrupted)\n",
+			e.rolloutID, counted(stats.unique, "organisation"), e.rolloutID)
 	}
 
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
@@ -172,8 +189,8 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted")
 		}
-		return fmt.Errorf("%v after enqueuing %s of %s organisations; re-run the same command with --rollout %s to enqueue the rest",
-			err, thousands(sum.Total()), thousands(stats.unique), e.rolloutID)
+		return fmt.Errorf("%v after enqueuing %s of %s; re-run the same command with --rollout %s to enqueue the rest",
+			err, thousands(sum.Total()), counted(stats.unique, "organisation"), e.rolloutID)
 	}
 	if e.jsonOut {
 		return e.printJSON(res)
@@ -220,25 +237,29 @@ func (e *enqueueCmd) rate() (float64, error) {
 	if v == "" {
 		return defaultRateLimit, nil
 	}
+	// The worker's bounds, so the ETA is never computed for a rate the
+	// fleet cannot run at; 0 (unlimited) has no ETA.
 	r, err := strconv.ParseFloat(v, 64)
-	if err != nil || r <= 0 || r > 1e6 {
-		return 0, usageError("%s %q: want a number of calls per second above 0", src, v)
+	if err != nil || math.IsNaN(r) || r != 0 && (r < ratebudget.MinLimit || r > ratebudget.MaxLimit) {
+		return 0, usageError("%s %q: want a number of calls per second from %v to %v, or 0 (unlimited)", src, v, ratebudget.MinLimit, ratebudget.MaxLimit)
 	}
 	return r, nil
 }
 
-type listStats struct{ unique, duplicates, invalid int }
+// listStats counts what readList read; lines is the last line read.
+type listStats struct{ unique, duplicates, invalid, lines int }
 
 // readList reads --orgs, reporting each invalid line on stderr, and writes
-// the distinct valid IDs to spool, one a line.
-func (e *enqueueCmd) readList(spool io.Writer) (listStats, string, error) {
+// the distinct valid IDs to spool, one a line. It stops as soon as ctx is
+// done, however slow or endless the input.
+func (e *enqueueCmd) readList(ctx context.Context, spool io.Writer) (listStats, string, error) {
 	var st listStats
 	src, name, err := e.openList()
 	if err != nil {
 		return st, name, err
 	}
 	defer src.Close()
-	lr := orglist.NewReader(src, orglist.Options{})
+	lr := orglist.NewReader(newCtxReader(ctx, src), orglist.Options{})
 	var seen orglist.Set
 	w := bufio.NewWriter(spool)
 	for {
@@ -247,12 +268,16 @@ func (e *enqueueCmd) readList(spool io.Writer) (listStats, string, error) {
 			break
 		}
 		var he *orglist.HeaderError
-		if errors.As(err, &he) {
-			return st, name, usageError("%s: %v", name, err)
-		}
-		if err != nil {
+		var le *orglist.LineError
+		switch {
+		case ctx.Err() != nil:
+			return st, name, fmt.Errorf("interrupted while reading %s (after line %d); nothing was enqueued", name, st.lines)
+		case errors.As(err, &he), errors.As(err, &le):
+			return st, name, usageError("%s: %v; nothing was enqueued", name, err)
+		case err != nil:
 			return st, name, fmt.Errorf("read %s: %w", name, err)
 		}
+		st.lines = ent.Line
 		if ent.Err != nil {
 			st.invalid++
 			fmt.Fprintf(e.stderr, "%s:%d: %v\n", name, ent.Line, ent.Err)

@@ -36,6 +36,21 @@ func plural[T int | int64](n T) string {
 	return "s"
 }
 
+// counted is n with its noun, pluralised: "1 organisation",
+// "2,000 organisations".
+func counted[T int | int64](n T, noun string) string {
+	return thousands(n) + " " + noun + plural(n)
+}
+
+// about says how long d takes: "about 3m20s", or "under a second" (never
+// "about under a second").
+func about(d time.Duration) string {
+	if d < time.Second {
+		return humanDuration(d)
+	}
+	return "about " + humanDuration(d)
+}
+
 func joinAnd(items []string) string {
 	switch len(items) {
 	case 0:

@@ -70,9 +70,13 @@ func (r *retryCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	res, err := redrive(ctx, rdb, led, ro, classes, r.queue)
+	queue, err := r.rolloutQueue(ro)
 	if err != nil {
-		return fmt.Errorf("%v (re-drove %s of the failed organisations so far; running retry again is safe)", err, thousands(res.Requeued))
+		return err
+	}
+	res, err := redrive(ctx, rdb, led, ro, classes, queue)
+	if err != nil {
+		return fmt.Errorf("%v (re-drove %s so far; running retry again is safe)", err, counted(res.Requeued, "failed organisation"))
 	}
 	if r.jsonOut {
 		return r.printJSON(res)
@@ -81,8 +85,8 @@ func (r *retryCmd) run(cmd *cobra.Command, args []string) error {
 		fmt.Fprintf(r.stdout, "rollout %s: no failed organisations to retry\n", ro.ID)
 		return nil
 	}
-	fmt.Fprintf(r.stdout, "rollout %s: %s failed organisations back to pending (%s tasks enqueued, %s already running)\nwatch it with: enqueue status %s --watch\n",
-		ro.ID, thousands(res.Requeued), thousands(res.Enqueued), thousands(res.Running), ro.ID)
+	fmt.Fprintf(r.stdout, "rollout %s: %s back to pending (%s enqueued, %s already running)\nwatch it with: enqueue status %s --watch\n",
+		ro.ID, counted(res.Requeued, "failed organisation"), counted(res.Enqueued, "task"), thousands(res.Running), ro.ID)
 	return nil
 }
 
@@ -102,15 +106,15 @@ func redrive(ctx context.Context, rdb redis.UniversalClient, led *ledger.Ledger,
 	var mu sync.Mutex
 
 	handle := func(batch []string) error {
-		n, err := led.Requeue(ctx, ro.ID, batch)
-		res.Requeued += n
+		claimed, err := led.ClaimFailed(ctx, ro.ID, batch)
+		res.Requeued += len(claimed)
 		if err != nil {
 			return err
 		}
-		// Requeue moved only those still failed. Any others were moved by a
-		// concurrent retry or finished meanwhile; a task for them is
-		// harmless, as the handler skips settled organisations.
-		return forEach(ctx, batch, func(org string) error {
+		// Only what this run claimed gets a task: the others were claimed
+		// by a concurrent retry (which enqueues them) or are no longer
+		// failed, so the counts printed are what this run did.
+		return forEach(ctx, claimed, func(org string) error {
 			id := tasks.TaskID(ro.ID, org)
 			err := insp.DeleteTask(queue, id)
 			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
@@ -185,15 +189,19 @@ func (c *cancelCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer rdb.Close()
-	res, err := cancelRollout(ctx, rdb, led, ro.ID, c.queue)
+	queue, err := c.rolloutQueue(ro)
 	if err != nil {
-		return fmt.Errorf("%v (cancelled %s organisations so far; running cancel again is safe)", err, thousands(res.Cancelled))
+		return err
+	}
+	res, err := cancelRollout(ctx, rdb, led, ro.ID, queue)
+	if err != nil {
+		return fmt.Errorf("%v (cancelled %s so far; running cancel again is safe)", err, counted(res.Cancelled, "organisation"))
 	}
 	if c.jsonOut {
 		return c.printJSON(res)
 	}
-	fmt.Fprintf(c.stdout, "rollout %s: %s pending organisations cancelled, %s queued tasks removed, %s imports in flight left to finish\n",
-		ro.ID, thousands(res.Cancelled), thousands(res.TasksDeleted), thousands(res.Running))
+	fmt.Fprintf(c.stdout, "rollout %s: %s cancelled, %s removed, %s in flight left to finish\n",
+		ro.ID, counted(res.Cancelled, "pending organisation"), counted(res.TasksDeleted, "queued task"), counted(res.Running, "import"))
 	return nil
 }
 

@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -122,11 +124,11 @@ func (r *reportCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	if r.output != "" {
-		fmt.Fprintf(r.stderr, "wrote %s rows to %s\n", thousands(n), r.output)
+		fmt.Fprintf(r.stderr, "wrote %s to %s\n", counted(n, "row"), r.output)
 	}
 	if mismatched > 0 {
-		fmt.Fprintf(r.stderr, "warning: %s organisations got another version than the rollout's usual %q (versions: %s); see the version_mismatch column\n",
-			thousands(mismatched), majority, classList(counts.ByVersion))
+		fmt.Fprintf(r.stderr, "warning: %s got another version than the rollout's usual %q (versions: %s); see the version_mismatch column\n",
+			counted(mismatched, "organisation"), majority, classList(counts.ByVersion))
 	}
 	return nil
 }
@@ -161,13 +163,38 @@ func parseClasses(classes []string) ([]string, error) {
 	return out, nil
 }
 
-// openOutput returns where the report goes and a commit function. A file is
-// written under a temporary name and renamed by commit, so an interrupted
-// run never leaves a partial report under the name asked for.
+// openOutput returns where the report goes and a commit function. A regular
+// file (or a new name) is written under a temporary name and renamed by
+// commit, so an interrupted run never leaves a partial report under the name
+// asked for. Anything else that can be written (a FIFO, a terminal,
+// /dev/null, /dev/stdout) is written in place: renaming over it would
+// replace the special file with a regular one, and its reader would get
+// nothing. A directory is refused.
 func (r *reportCmd) openOutput() (io.WriteCloser, func() error, error) {
 	if r.output == "" || r.output == "-" {
 		r.output = ""
 		return nopWriteCloser{r.stdout}, func() error { return nil }, nil
+	}
+	fi, err := os.Stat(r.output)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil, nil, usageError("--output %s is a directory; name a file to write the report to", r.output)
+	case err == nil && !fi.Mode().IsRegular():
+		// O_TRUNC is ignored by devices and FIFOs; no O_CREATE, so a
+		// special file removed meanwhile is not recreated as a regular one.
+		f, err := os.OpenFile(r.output, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			return nil, nil, usageError("--output: %v", unwrapPath(err))
+		}
+		commit := func() error {
+			if err := f.Close(); err != nil {
+				return fmt.Errorf("write %s: %w", r.output, err)
+			}
+			return nil
+		}
+		return f, commit, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, nil, usageError("--output: %v", unwrapPath(err))
 	}
 	f, err := os.CreateTemp(filepath.Dir(r.output), "."+filepath.Base(r.output)+".*")
 	if err != nil {

@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,7 +102,7 @@ func TestReportFlagsVersionMismatch(t *testing.T) {
 	if a := byOrg[orgA]; a.DurationMS != 40 || a.FinishedAt == "" || a.Class != "imported" || a.HTTPStatus != 200 || a.Attempts != 1 {
 		t.Errorf("succeeded row %+v", a)
 	}
-	if !strings.Contains(r.stderr, "1 organisations got another version") {
+	if !strings.Contains(r.stderr, "1 organisation got another version") {
 		t.Errorf("no warning about the straddled publication:\n%s", r.stderr)
 	}
 
@@ -148,5 +152,111 @@ func TestWatchWithoutTerminal(t *testing.T) {
 	r = cli(t, env, "", "status", "r1", "--watch", "--interval", "20ms", "--timeout", "30s")
 	if r.code != 0 || !strings.Contains(r.stderr, "100.0%  2/2 finished: 1 succeeded, 0 failed, 1 cancelled") || !strings.Contains(r.stdout, "state      done") {
 		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestReportOutputSpecialFiles checks that --output writes into a FIFO in
+// place (renaming over it would leave its reader with nothing and replace it
+// with a regular file), refuses a directory with a clear error, and still
+// writes a regular file whole.
+func TestReportOutputSpecialFiles(t *testing.T) {
+	s := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	led := ledger.New(s.Client(), ledger.Options{})
+	if _, err := led.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: testConnector, Version: "1.0.0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := led.AddOrgs(ctx, "r1", []string{orgA, orgB}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"REDIS_URL": s.URL()}
+	dir := t.TempDir()
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		f, err := os.Open(fifo)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- b
+	}()
+	r := cli(t, env, "", "report", "r1", "--format", "csv", "--output", fifo)
+	if r.code != 0 {
+		t.Fatalf("report to a FIFO: exit %d: %s", r.code, r.stderr)
+	}
+	select {
+	case b := <-got:
+		if n := strings.Count(string(b), "\n"); n != 3 {
+			t.Errorf("the FIFO's reader got %d lines, want 3 (header and 2 rows):\n%s", n, b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the FIFO's reader got no end of file")
+	}
+	if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Errorf("the FIFO was replaced: %v, %v", fi.Mode(), err)
+	}
+
+	r = cli(t, env, "", "report", "r1", "--output", dir)
+	if r.code != 2 || !strings.Contains(r.stderr, "is a directory") || strings.Contains(r.stderr, "rename") {
+		t.Errorf("report to a directory: exit %d: %s", r.code, r.stderr)
+	}
+
+	file := filepath.Join(dir, "report.csv")
+	r = cli(t, env, "", "report", "r1", "--output", file)
+	b, err := os.ReadFile(file)
+	if r.code != 0 || err != nil || strings.Count(string(b), "\n") != 3 {
+		t.Errorf("report to a file: exit %d, %v: %s\n%s", r.code, err, r.stderr, b)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+
+	// /dev/null is only looked at: it must be a character device, which
+	// is what the in-place branch serves.
+	if fi, err := os.Stat(os.DevNull); err == nil && fi.Mode().IsRegular() {
+		t.Errorf("%s is a regular file on this machine", os.DevNull)
+	}
+}
+
+// TestWatchRetriesFailedReads stops Redis while status --watch runs: the
+// watch keeps trying within --timeout and ends when the rollout does, once
+// Redis is back. A negative --timeout is bad usage, not "interrupted".
+func TestWatchRetriesFailedReads(t *testing.T) {
+	s := redistest.Start(t, redistest.Options{AppendOnly: true})
+	ctx := context.Background()
+	led := ledger.New(s.Client(), ledger.Options{})
+	led.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: testConnector, Version: "1.0.0"})
+	led.AddOrgs(ctx, "r1", []string{orgA})
+	env := map[string]string{"REDIS_URL": s.URL()}
+
+	r := cli(t, env, "", "status", "r1", "--watch", "--timeout", "-1s")
+	if r.code != 2 || !strings.Contains(r.stderr, "must not be negative") {
+		t.Errorf("negative --timeout: exit %d: %s", r.code, r.stderr)
+	}
+
+	done := make(chan result, 1)
+	go func() { done <- cli(t, env, "", "status", "r1", "--watch", "--interval", "50ms", "--timeout", "60s") }()
+	time.Sleep(300 * time.Millisecond)
+	s.Stop()
+	time.Sleep(time.Second)
+	s.Resume()
+	if _, err := ledger.New(s.Client(), ledger.Options{}).Finish(ctx, "r1", orgA, ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.code != 0 || !strings.Contains(r.stdout, "state      done") || !strings.Contains(r.stderr, "failed, retrying") {
+			t.Errorf("watch across a Redis outage: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("the watch did not end after Redis came back")
 	}
 }

@@ -44,6 +44,15 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input
 		RunE:          runE(e.run),
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	// Every command checks --queue with the worker's own rule, so none
+	// acts on a queue no worker would serve.
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := tasks.ValidateQueue(a.queue); err != nil {
+			return usageError("--queue: %v", err)
+		}
+		a.queueSet = cmd.Flags().Changed("queue")
+		return nil
+	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError("%v (see '%s --help')", err, cmd.CommandPath())
 	})

@@ -107,12 +107,18 @@ func (s *statusCmd) run(cmd *cobra.Command, args []string) error {
 	if s.interval <= 0 {
 		return usageError("--interval must be positive")
 	}
+	if s.timeout < 0 {
+		return usageError("--timeout %s: must not be negative (0 waits for ever)", s.timeout)
+	}
 	ctx := cmd.Context()
 	rdb, led, r, c, err := s.openRollout(ctx, args[0])
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	if s.queue, err = s.rolloutQueue(r); err != nil {
+		return err
+	}
 	st := newStatus(r, c)
 	if s.watch {
 		st, err = s.follow(ctx, rdb, led, r.ID, st)
@@ -159,7 +165,11 @@ func (w watcher) run(ctx context.Context, rdb redis.UniversalClient, st statusRe
 	start := w.now()
 	rate := newRateMeter(start, st.finished())
 	lastLine, lastPrint := "", time.Time{}
-	var err error
+	var (
+		err      error
+		readErr  error // the last failed read of the counters, if the last read failed
+		lastWarn time.Time
+	)
 	for {
 		now := w.now()
 		st.setRate(rate.add(now, st.finished()))
@@ -186,6 +196,9 @@ func (w watcher) run(ctx context.Context, rdb redis.UniversalClient, st statusRe
 		}
 		if w.timeout > 0 && now.Sub(start) > w.timeout {
 			err = fmt.Errorf("rollout %s not done after %s", w.id, w.timeout)
+			if readErr != nil {
+				err = fmt.Errorf("%w (the last read of the counters failed: %v)", err, readErr)
+			}
 			break
 		}
 		select {
@@ -197,11 +210,25 @@ func (w watcher) run(ctx context.Context, rdb redis.UniversalClient, st statusRe
 			break
 		}
 		r, c, rerr := w.led.Rollout(ctx, w.id)
-		if rerr != nil {
-			err = rerr
+		switch {
+		case rerr == nil:
+			st, readErr = newStatus(r, c), nil
+			continue
+		case ctx.Err() != nil:
+			err = errors.New("interrupted")
+		case errors.Is(rerr, ledger.ErrRolloutNotFound):
+			err = rerr // deleted meanwhile: nothing to wait for
+		}
+		if err != nil {
 			break
 		}
-		st = newStatus(r, c)
+		// Redis did not answer (a restart, a failover): keep trying until
+		// --timeout, as the worker does, saying so now and then.
+		readErr = rerr
+		if now := w.now(); now.Sub(lastWarn) >= lineEvery {
+			fmt.Fprintf(w.stderr, "reading rollout %s failed, retrying: %s\n", w.id, oneLine(rerr.Error()))
+			lastWarn = now
+		}
 	}
 	if bar != nil {
 		bar.Finish()

@@ -9,6 +9,8 @@ import (
 
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
+	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -39,6 +41,15 @@ type config struct {
 	client *versori.Client
 }
 
+// Upper bounds on durations. The call timeout and the rate wait are added
+// into the shutdown timeout, so each is bounded well below overflow; an hour
+// is far past any sensible value.
+const (
+	maxCallWait = time.Hour
+	maxBackoff  = 24 * time.Hour
+	maxShutdown = 3 * time.Hour
+)
+
 // configError lists every problem found, one line each, so an operator fixes
 // them all in one go.
 type configError []string
@@ -59,19 +70,28 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		}
 		return def
 	}
-	dur := func(name string, def time.Duration) time.Duration {
+	// dur reads a positive duration of at most max: larger values are
+	// mistakes, and sums of them (the shutdown timeout) must not overflow.
+	dur := func(name string, def, max time.Duration) time.Duration {
 		v := str(name, "")
 		if v == "" {
 			return def
 		}
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			if n, nerr := strconv.ParseFloat(v, 64); nerr == nil {
+			if n, nerr := strconv.ParseFloat(v, 64); nerr == nil && !math.IsNaN(n) && !math.IsInf(n, 0) {
+				if n > max.Seconds() {
+					n = max.Seconds() + 1 // refused below, without overflowing
+				}
 				d, err = time.Duration(n*float64(time.Second)), nil
 			}
 		}
 		if err != nil || d <= 0 {
 			bad(name, "%q is not a positive duration (e.g. 30s)", v)
+			return def
+		}
+		if d > max {
+			bad(name, "%s is longer than the %s allowed", v, max)
 			return def
 		}
 		return d
@@ -95,21 +115,21 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		APIKey:      getenv("VERSORI_API_KEY"),
 		APIKeyFile:  str("VERSORI_API_KEY_FILE", ""),
 		AuthScheme:  str("VERSORI_AUTH_SCHEME", "Bearer"),
-		CallTimeout: dur("VERSORI_TIMEOUT", 30*time.Second),
+		CallTimeout: dur("VERSORI_TIMEOUT", 30*time.Second, maxCallWait),
 		Concurrency: integer("WORKER_CONCURRENCY", 20, 1, 10000),
 		Queue:       str("WORKER_QUEUE", "imports"),
 		MetricsAddr: str("METRICS_ADDR", ":9090"),
 		LogLevel:    strings.ToLower(str("LOG_LEVEL", "info")),
-		RateMaxWait: dur("IMPORT_RATE_MAX_WAIT", 5*time.Second),
-		BackoffBase: dur("RETRY_BACKOFF_BASE", time.Second),
-		BackoffCap:  dur("RETRY_BACKOFF_CAP", time.Minute),
+		RateMaxWait: dur("IMPORT_RATE_MAX_WAIT", 5*time.Second, maxCallWait),
+		BackoffBase: dur("RETRY_BACKOFF_BASE", time.Second, maxBackoff),
+		BackoffCap:  dur("RETRY_BACKOFF_CAP", time.Minute, maxBackoff),
 	}
 
 	c.RateLimit = 10
 	if v := str("IMPORT_RATE_LIMIT", ""); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e6 {
-			bad("IMPORT_RATE_LIMIT", "%q is not a number of calls per second from 0 (unlimited) to 1000000", v)
+		if err != nil || math.IsNaN(f) || f != 0 && (f < ratebudget.MinLimit || f > ratebudget.MaxLimit) {
+			bad("IMPORT_RATE_LIMIT", "%q is not a number of calls per second from %v to %v, or 0 (unlimited)", v, ratebudget.MinLimit, ratebudget.MaxLimit)
 		} else {
 			c.RateLimit = f
 		}
@@ -118,11 +138,22 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 	// API see 1.06 R in one second, past design.md's 1.05.
 	c.RateBurst = int(math.Max(1, math.Floor(c.RateLimit/20)))
 	if v := str("IMPORT_RATE_BURST", ""); v != "" {
-		c.RateBurst = integer("IMPORT_RATE_BURST", c.RateBurst, 1, 100000)
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil || n < 1 || n > 100000:
+			bad("IMPORT_RATE_BURST", "%q is not a whole number from 1 to 100000", v)
+		case c.RateLimit > 0 && float64(n) > math.Max(1, c.RateLimit):
+			// More than a second's budget at once: the API would see
+			// more than the limit in one second.
+			bad("IMPORT_RATE_BURST", "%d is above IMPORT_RATE_LIMIT %v: the calls the API sees in one second would exceed the limit (keep it near limit / 20)", n, c.RateLimit)
+		default:
+			c.RateBurst = n
+		}
 	}
 
 	c.Rate = loadRateSettings(getenv, bad, c.RateLimit, c.RateBurst)
 
+	schemeOK := true
 	switch strings.ToLower(c.AuthScheme) {
 	case "bearer":
 		c.AuthScheme = "Bearer"
@@ -130,6 +161,7 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		c.AuthScheme = "JWT"
 	default:
 		bad("VERSORI_AUTH_SCHEME", "%q is not Bearer or JWT", c.AuthScheme)
+		schemeOK = false
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -143,8 +175,8 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		}
 		c.EnablePprof = b
 	}
-	if c.Queue != "" && !validQueue(c.Queue) {
-		bad("WORKER_QUEUE", "%q holds characters other than letters, digits, '-', '_' and '.'", c.Queue)
+	if err := tasks.ValidateQueue(c.Queue); err != nil {
+		bad("WORKER_QUEUE", "%v", err)
 	}
 
 	if demo {
@@ -165,27 +197,12 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		case c.APIKeyFile == "" && strings.TrimSpace(c.APIKey) == "":
 			bad("VERSORI_API_KEY", "is required (or VERSORI_API_KEY_FILE naming a file that holds it)")
 		default:
-			// The client checks the base URL, the scheme and the key, and
-			// reads the key file; its errors name the setting in words.
-			client, err := versori.New(c.versoriConfig())
-			if err != nil {
-				name := "VERSORI_BASE_URL"
-				switch msg := err.Error(); {
-				case strings.Contains(msg, "API key") && c.APIKeyFile != "":
-					name = "VERSORI_API_KEY_FILE"
-				case strings.Contains(msg, "API key"):
-					name = "VERSORI_API_KEY"
-				case strings.Contains(msg, "auth scheme"):
-					name = "VERSORI_AUTH_SCHEME"
-				}
-				bad(name, "%v", err)
-			}
-			c.client = client
+			c.client = c.checkClient(bad, schemeOK)
 		}
 	}
 
 	min, def := worker.ShutdownBounds(c.RateMaxWait, c.CallTimeout)
-	c.ShutdownTimeout = dur("WORKER_SHUTDOWN_TIMEOUT", def)
+	c.ShutdownTimeout = dur("WORKER_SHUTDOWN_TIMEOUT", def, maxShutdown)
 	if c.ShutdownTimeout <= min {
 		bad("WORKER_SHUTDOWN_TIMEOUT", "%s must exceed IMPORT_RATE_MAX_WAIT + VERSORI_TIMEOUT (%s), or calls cut off at shutdown run twice", c.ShutdownTimeout, min)
 	}
@@ -198,16 +215,35 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 	return c, nil
 }
 
-func validQueue(q string) bool {
-	if len(q) > 64 {
-		return false
+// checkClient builds the API client, which checks the base URL and the key
+// (and reads the key file), and reports every problem it finds, each once:
+// a bad base URL must not hide a bad key, and a bad auth scheme, already
+// reported by loadConfig (schemeOK false), is not reported again. It returns
+// nil when anything is wrong.
+func (c config) checkClient(bad func(name, format string, args ...any), schemeOK bool) *versori.Client {
+	vc := c.versoriConfig()
+	if !schemeOK {
+		vc.AuthScheme = "Bearer"
 	}
-	for _, r := range q {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
+	client, err := versori.New(vc)
+	if err == nil {
+		return client
 	}
-	return true
+	keyVar := "VERSORI_API_KEY"
+	if c.APIKeyFile != "" {
+		keyVar = "VERSORI_API_KEY_FILE"
+	}
+	if !strings.Contains(err.Error(), "base URL") {
+		bad(keyVar, "%v", err)
+		return nil
+	}
+	bad("VERSORI_BASE_URL", "%v", err)
+	// Check the key on its own, against the default base URL.
+	vc.BaseURL = ""
+	if _, err := versori.New(vc); err != nil {
+		bad(keyVar, "%v", err)
+	}
+	return nil
 }
 
 // versoriConfig is the API client's configuration.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,5 +170,92 @@ func TestRunRedisUnreachableExits1(t *testing.T) {
 	code := run(nil, env(map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "VERSORI_API_KEY": "k", "METRICS_ADDR": "127.0.0.1:0"}), &out, &errb)
 	if code != exitRuntime || !strings.Contains(errb.String(), "redis unreachable") {
 		t.Fatalf("exit %d:\n%s", code, errb.String())
+	}
+}
+
+// TestLoadConfigBounds covers values that used to pass the check and fail
+// later (or overflow): each must be refused at start, naming its variable.
+func TestLoadConfigBounds(t *testing.T) {
+	for _, tc := range []struct {
+		set  map[string]string
+		want string // "" means accepted
+	}{
+		{map[string]string{"IMPORT_RATE_LIMIT": "20000"}, "IMPORT_RATE_LIMIT: \"20000\" is not a number of calls per second from 0.001 to 10000"},
+		{map[string]string{"IMPORT_RATE_LIMIT": "0.0001"}, "IMPORT_RATE_LIMIT:"},
+		{map[string]string{"IMPORT_RATE_LIMIT": "Inf"}, "IMPORT_RATE_LIMIT:"},
+		{map[string]string{"IMPORT_RATE_LIMIT": "0"}, ""},
+		{map[string]string{"IMPORT_RATE_LIMIT": "10000"}, ""},
+		{map[string]string{"IMPORT_RATE_LIMIT": "0.001"}, ""},
+		{map[string]string{"IMPORT_RATE_MAX_WAIT": "2562047h", "VERSORI_TIMEOUT": "2562047h"}, "IMPORT_RATE_MAX_WAIT: 2562047h is longer than the 1h0m0s allowed"},
+		{map[string]string{"VERSORI_TIMEOUT": "2562047h"}, "VERSORI_TIMEOUT: 2562047h is longer"},
+		{map[string]string{"VERSORI_TIMEOUT": "1e300"}, "VERSORI_TIMEOUT: 1e300 is longer"},
+		{map[string]string{"IMPORT_RATE_MAX_WAIT": "1h", "VERSORI_TIMEOUT": "1h"}, ""},
+		{map[string]string{"WORKER_SHUTDOWN_TIMEOUT": "100000h"}, "WORKER_SHUTDOWN_TIMEOUT: 100000h is longer"},
+		{map[string]string{"IMPORT_RATE_BURST": "100000"}, "IMPORT_RATE_BURST: 100000 is above IMPORT_RATE_LIMIT 10"},
+		{map[string]string{"IMPORT_RATE_BURST": "11"}, "IMPORT_RATE_BURST: 11 is above"},
+		{map[string]string{"IMPORT_RATE_BURST": "10"}, ""},
+		{map[string]string{"IMPORT_RATE_BURST": "1", "IMPORT_RATE_LIMIT": "0.5"}, ""},
+		{map[string]string{"IMPORT_RATE_BURST": "500", "IMPORT_RATE_LIMIT": "0"}, ""},
+	} {
+		e := valid()
+		for k, v := range tc.set {
+			e[k] = v
+		}
+		c, err := loadConfig(env(e), false)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: unexpected error %v", tc.set, err)
+		case tc.want == "" && c.ShutdownTimeout <= 0:
+			t.Errorf("%v: shutdown timeout %s", tc.set, c.ShutdownTimeout)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: error %v, want one saying %q", tc.set, err, tc.want)
+		}
+	}
+}
+
+// TestLoadConfigKeyFileBounded: a key file that never ends is refused at
+// start, naming the variable, within a moment.
+func TestLoadConfigKeyFileBounded(t *testing.T) {
+	e := valid()
+	delete(e, "VERSORI_API_KEY")
+	e["VERSORI_API_KEY_FILE"] = "/dev/zero"
+	start := time.Now()
+	_, err := loadConfig(env(e), false)
+	if err == nil || !strings.HasPrefix(err.Error(), "VERSORI_API_KEY_FILE:") || !strings.Contains(err.Error(), "API key file /dev/zero: longer than 4096 bytes") {
+		t.Errorf("error %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %s", d)
+	}
+}
+
+// TestLoadConfigMessages: each problem is reported once, every problem at
+// once, and in words that say what is wrong.
+func TestLoadConfigMessages(t *testing.T) {
+	e := valid()
+	e["VERSORI_AUTH_SCHEME"] = "Basic"
+	_, err := loadConfig(env(e), false)
+	if err == nil || strings.Count(err.Error(), "VERSORI_AUTH_SCHEME") != 1 {
+		t.Errorf("Basic scheme reported %d times: %v", strings.Count(fmt.Sprint(err), "VERSORI_AUTH_SCHEME"), err)
+	}
+
+	e = valid()
+	e["VERSORI_BASE_URL"] = "http://example.com"
+	e["VERSORI_API_KEY"] = "a b"
+	_, err = loadConfig(env(e), false)
+	if err == nil || !strings.Contains(err.Error(), "VERSORI_BASE_URL:") || !strings.Contains(err.Error(), "VERSORI_API_KEY:") {
+		t.Errorf("a bad base URL hides a bad key: %v", err)
+	}
+
+	e = valid()
+	e["WORKER_QUEUE"] = strings.Repeat("q", 100)
+	if _, err = loadConfig(env(e), false); err == nil || !strings.Contains(err.Error(), "100 characters long, at most 64") {
+		t.Errorf("long queue: %v", err)
+	}
+
+	e = valid()
+	e["REDIS_URL"] = "garbage"
+	if _, err = loadConfig(env(e), false); err == nil || !strings.Contains(err.Error(), "REDIS_URL: not a Redis URL (want redis://") {
+		t.Errorf("garbage REDIS_URL: %v", err)
 	}
 }

@@ -84,7 +84,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[cfg.LogLevel]
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP (a closed terminal, a supervisor's reload) stops the worker
+	// as gracefully as SIGTERM: its default action would kill it at once,
+	// cutting off the calls in flight, which then run twice.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
 
 	if *demoMode {
@@ -135,7 +138,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		Build:           metrics.BuildInfo{Version: buildinfo.Version, Commit: buildinfo.Commit},
 	})
 	if err != nil {
-		log.Error("worker failed", "redis", redisconn.Redact(cfg.RedisURL), "err", err)
+		log.Error("worker failed", "redis", redisconn.Redact(cfg.RedisURL), "err", redisconn.Explain(cfg.RedisURL, err))
 		return exitRuntime
 	}
 	return exitOK

@@ -14,9 +14,11 @@
 package redisconn
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -37,6 +39,9 @@ type Options struct {
 	ReadTimeout, WriteTimeout time.Duration
 }
 
+// wantForm is what a valid URL looks like, for error messages.
+const wantForm = "want redis://[user:password@]host[:port][/db], e.g. redis://localhost:6379/0; or rediss://, redis-sentinel://, redis-cluster://"
+
 // Parse validates rawURL and returns the options for redis.NewUniversalClient.
 // Its errors never repeat the password.
 func Parse(rawURL string, o Options) (*redis.UniversalOptions, error) {
@@ -45,7 +50,10 @@ func Parse(rawURL string, o Options) (*redis.UniversalOptions, error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, errors.New("not a valid URL (want redis://host:port/db)")
+		return nil, errors.New("not a valid URL (" + wantForm + ")")
+	}
+	if u.Scheme == "" || u.Opaque != "" {
+		return nil, errors.New("not a Redis URL (" + wantForm + ")")
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 2 * time.Second
@@ -73,7 +81,7 @@ func Parse(rawURL string, o Options) (*redis.UniversalOptions, error) {
 	hosts := strings.Split(u.Host, ",")
 	for _, h := range hosts {
 		if h == "" {
-			return nil, fmt.Errorf("%s URL has an empty host", u.Scheme)
+			return nil, fmt.Errorf("%s URL has an empty host (want %s://host:port, e.g. %s://localhost:6379/0)", u.Scheme, u.Scheme, u.Scheme)
 		}
 	}
 	db, err := parseDB(u)
@@ -123,6 +131,26 @@ func New(rawURL string, o Options) (redis.UniversalClient, error) {
 		return nil, err
 	}
 	return redis.NewUniversalClient(opts), nil
+}
+
+// Explain adds what an operator needs to an error from first contacting the
+// server at rawURL: a rediss:// URL to a server that does not speak TLS
+// fails with a bare timeout or a record-header error, which says nothing
+// about TLS. Other errors come back unchanged.
+func Explain(rawURL string, err error) error {
+	if err == nil {
+		return nil
+	}
+	u, perr := url.Parse(rawURL)
+	if perr != nil || u.Scheme != "rediss" {
+		return err
+	}
+	var rh tls.RecordHeaderError
+	var ne net.Error
+	if errors.As(err, &rh) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("TLS handshake failed: %w (rediss:// needs a server that speaks TLS; use redis:// for a plain one)", err)
+	}
+	return err
 }
 
 // Redact returns rawURL with any password replaced, for logs and errors.

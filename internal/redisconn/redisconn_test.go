@@ -1,8 +1,12 @@
 package redisconn
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/versori/import-worker/internal/redistest"
 )
 
 func TestParse(t *testing.T) {
@@ -30,7 +34,9 @@ func TestParse(t *testing.T) {
 		{url: "redis://a,b", wantErr: "names 2 hosts"},
 		{url: "redis-sentinel://a", wantErr: "master"},
 		{url: "redis-cluster://a/3", wantErr: "cannot select"},
-		{url: "redis://", wantErr: "empty host"},
+		{url: "redis://", wantErr: "empty host (want redis://host:port"},
+		{url: "garbage", wantErr: "not a Redis URL (want redis://[user:password@]host[:port][/db]"},
+		{url: "localhost:6379", wantErr: "not a Redis URL"},
 		{url: "redis://:pa ss@%zz", wantErr: "not a valid URL"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
@@ -60,5 +66,27 @@ func TestParse(t *testing.T) {
 func TestRedact(t *testing.T) {
 	if got := Redact("redis://u:secret@h:1/0"); strings.Contains(got, "secret") {
 		t.Fatalf("Redact kept the password: %s", got)
+	}
+}
+
+// TestExplainTLSToPlainServer connects with rediss:// to a server that does
+// not speak TLS: the error must say the TLS handshake failed, not just
+// "context deadline exceeded".
+func TestExplainTLSToPlainServer(t *testing.T) {
+	s := redistest.Start(t, redistest.Options{})
+	url := "rediss://" + s.Addr() + "/0"
+	rdb, err := New(url, Options{DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = Explain(url, rdb.Ping(ctx).Err())
+	if err == nil || !strings.Contains(err.Error(), "TLS handshake failed") {
+		t.Errorf("ping over TLS to a plain server: %v; want it to say the TLS handshake failed", err)
+	}
+	if err := Explain(s.URL(), context.DeadlineExceeded); err != context.DeadlineExceeded {
+		t.Errorf("a redis:// error was changed: %v", err)
 	}
 }

@@ -75,6 +75,7 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input
 		newPauseCmd(a, true),
 		newPauseCmd(a, false),
 		newRolloutsCmd(a),
+		newCoolDownCmd(a),
 		newDemoCmd(a),
 		newVersionCmd(a),
 	)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/ratebudget"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -46,6 +47,11 @@ type statusResult struct {
 	RatePerSecond float64 `json:"rate_per_second"`
 	// ETASeconds is the time left at that rate; absent when unknown.
 	ETASeconds *float64 `json:"eta_seconds,omitempty"`
+	// FleetRate is the import calls per second the fleet serving the
+	// rollout's queue is allowed now (0 until a worker has booked a call);
+	// Breaker is its circuit breaker: closed, open or half_open.
+	FleetRate float64 `json:"fleet_rate"`
+	Breaker   string  `json:"breaker"`
 }
 
 func (s statusResult) finished() int64 { return s.Succeeded + s.Failed + s.Cancelled }
@@ -132,6 +138,10 @@ func (s *statusCmd) run(cmd *cobra.Command, args []string) error {
 		}
 	}
 	st.QueuePaused = queuePaused(rdb, s.queue)
+	st.Breaker = string(ratebudget.BreakerClosed)
+	if fs, err := ratebudget.Inspect(ctx, rdb, s.rateKey(s.queue)); err == nil {
+		st.FleetRate, st.Breaker = fs.Rate, string(fs.Breaker)
+	}
 	if s.jsonOut {
 		return s.printJSON(st)
 	}
@@ -328,6 +338,9 @@ func printStatus(w io.Writer, st statusResult, queue string, now time.Time) {
 	if len(st.ByVersion) > 1 {
 		fmt.Fprintf(w, "versions   %s: the rollout straddled a new publication of %q (see the report's version_mismatch column)\n",
 			classList(st.ByVersion), st.Version)
+	}
+	if st.Breaker != "" && st.Breaker != string(ratebudget.BreakerClosed) {
+		fmt.Fprintf(w, "breaker    %s: the API fails broadly; tasks wait without using attempts\n", st.Breaker)
 	}
 	if st.QueuePaused {
 		fmt.Fprintf(w, "queue      %s is PAUSED for the whole fleet: nothing runs until `enqueue resume`\n", queue)

@@ -6,7 +6,6 @@ import (
 	"time"
 )
 
-
 // report sends n answers of one outcome through b at once (mode 0).
 func reportN(t *testing.T, b *Budget, p Permit, r Result, n int) {
 	t.Helper()

@@ -203,3 +203,27 @@ func TestClearCoolDown(t *testing.T) {
 		t.Fatalf("booking after clearing: %+v", r)
 	}
 }
+
+// A steady 10% scatter of 429s costs at most one cut, not a slide to the
+// floor: the share does not fall below the cut, so they are not the rate's.
+func TestAdaptiveScatterCostsOneCut(t *testing.T) {
+	m, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 100, Adaptive: AdaptiveConfig{Enabled: true}})
+	cuts := 0
+	b.obs.RateChanged = func(rate float64, ev string) {
+		if ev == "cut" {
+			cuts++
+		}
+	}
+	for i := range 3000 {
+		m.SetTime(t0.Add(time.Duration(i) * 10 * time.Millisecond))
+		out := Result{Outcome: Accepted}
+		if i%10 == 3 {
+			out = Result{Outcome: RateLimited}
+		}
+		reportN(t, b, Permit{}, out, 1)
+	}
+	if r := reserve(t, b); cuts > 1 || r.Fleet.Rate < 50 {
+		t.Fatalf("%d cuts, rate %v after 30 s of a 10%% scatter; want at most one cut", cuts, r.Fleet.Rate)
+	}
+}

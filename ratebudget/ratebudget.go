@@ -72,7 +72,10 @@
 //     is made at most once per reaction window, which ends when the slots
 //     booked before it have been used.
 //   - Isolated 429s at a rate the API has been accepting (under CutShare)
-//     change nothing: a 2% scatter of 429s does not slow the fleet.
+//     change nothing: a 2% scatter of 429s does not slow the fleet. A
+//     second cut needs a window under CutShare first (unless half the
+//     answers are 429s), so a steady scatter above CutShare costs one cut,
+//     not a slide to the floor.
 //   - Rate-limit headers, when the API sends them, set the rate directly
 //     (0.97 of the stated policy) and stop the probing while they last; a
 //     window whose calls are spent (remaining 0) pauses the fleet until it

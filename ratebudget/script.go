@@ -71,7 +71,7 @@ local hold, react, win, ramp = A[25], A[26], A[27], A[28]
 local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30], A[31], A[32], A[33]
 
 local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
-  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt'}
+  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm'}
 local v = redis.call('HMGET', KEYS[1], unpack(names))
 local tat = tonumber(v[1]) or now
 local cool = tonumber(v[2]) or 0
@@ -94,6 +94,7 @@ local bn0 = tonumber(v[18]) or 0
 local bf0 = tonumber(v[19]) or 0
 local bt0 = tonumber(v[20]) or 0
 local pt = tonumber(v[21]) or 0
+local arm = tonumber(v[22]) or 1
 
 local function clamp(x, lo, hi)
   if x < lo then return lo end
@@ -171,7 +172,7 @@ if adaptive then
       rate = nr
       event = 2
       decided = true
-    elseif wrl >= cut_min and n >= 20 and share >= cut_share and el >= 250000 then
+    elseif wrl >= cut_min and n >= 20 and share >= cut_share and el >= 250000 and (arm == 1 or share >= cluster_share) then
       -- 429s show the fleet is above the API's limit. While above it, the
       -- rate the API accepts is its limit: measure it and go just below.
       -- Two measures of it, the accepted calls per second and the share
@@ -181,6 +182,11 @@ if adaptive then
       rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
       event = 1
       decided = true
+      -- A second cut needs a window under cut_share first: 429s that
+      -- stay at the same share below the cut do not come from the rate
+      -- (a scatter of refusals), and cutting again would sink the fleet
+      -- to its floor for nothing. A share of cluster_share always cuts.
+      arm = 0
       if share >= cluster_share and wrl >= cluster_min then
         -- The API refuses most calls: the shared limit is spent.
         if ra <= 0 then ra = 1000000 end
@@ -204,6 +210,7 @@ if adaptive then
       rate = r
       tp = now
     end
+    if not decided and n > 0 and wrl < cut_share * n then arm = 1 end
     w0 = now
     wok = 0
     wrl = 0
@@ -294,7 +301,7 @@ redis.call('HSET', KEYS[1], 'tat', f(tat), 'cool', f(cool), 'ceil', f(ceil),
   'rate', string.format('%.6f', rate), 'good', string.format('%.6f', good),
   'tp', f(tp), 'tb', f(tb), 'w0', f(w0), 'wok', wok, 'wrl', wrl, 'hf', f(hf),
   'bs', bs, 'bu', f(bu), 'bi', f(bi), 'bo', f(bo), 'bn', bn, 'bf', bf, 'bt', f(bt),
-  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt))
+  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm)
 local keep = math.ceil((math.max(tat, cool, bu) - now) / 1000) + 1000
 if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[1], keep)

@@ -72,6 +72,10 @@ var wantPanels = map[string]string{
 	"memory":                       "Memory",
 	"goroutines":                   "Goroutines",
 	"401 pause":                    "Queue paused (401)",
+	"fleet rate vs ceiling":        "Fleet rate vs ceiling",
+	"429 share":                    "429 share",
+	"breaker state":                "Breaker state",
+	"rate decisions and breaker":   "Rate decisions and breaker transitions",
 }
 
 // TestDashboardPanels checks the panel list, the grid and each panel's
@@ -147,6 +151,8 @@ func TestDashboardPanels(t *testing.T) {
 var sharedState = []string{
 	"asynq_", metrics.NameRolloutOrgs, metrics.NameRolloutsStarted, metrics.NameRolloutsFinished,
 	metrics.NamePaused, metrics.NameCoolDownActive, metrics.NameCoolDownRemaining,
+	metrics.NameFleetRate, metrics.NameRateAccepted, metrics.NameRateFloor, metrics.NameRateAdaptive,
+	metrics.NameBreakerState,
 }
 
 // TestSharedStateNeverSummed checks every query of the dashboard, the

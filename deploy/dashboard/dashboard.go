@@ -315,7 +315,7 @@ func New() *Dashboard {
 		q(quantile(0.99, metrics.NameRateWait), "p99"),
 		q(mean(metrics.NameRateWait), "mean")))
 	l.add(8, 8, timeseries("Deferred tasks and 429s",
-		"Tasks handed back as rate_limited because their slot was too far away, by reason; 429 answers from the API; shared cool-downs started.",
+		"Tasks handed back as rate_limited, by reason (budget: their slot was too far away; cooldown, api_429: a 429 cool-down; breaker: the fleet's circuit breaker held them, without using an attempt); 429 answers from the API; shared cool-downs started.",
 		"ops", false,
 		q("sum by (reason) ("+rate(metrics.NameRateDeferred)+")", "deferred: {{reason}}"),
 		q("sum("+rate(metrics.NameImports, `class="rate_limited"`)+")", "429 answers"),
@@ -327,6 +327,8 @@ func New() *Dashboard {
 		q("max("+sel(metrics.NameCoolDownRemaining)+")", "remaining"))
 	override(cool, "remaining", rightAxis("s")...)
 	l.add(8, 8, cool)
+
+	fleetRow(l)
 
 	l.row("Queue")
 	depth := timeseries("Queue depth by state",
@@ -457,6 +459,81 @@ func New() *Dashboard {
 		}},
 		Panels: l.panels,
 	}
+}
+
+// fleetRow adds the row of the adaptive fleet rate and the circuit breaker.
+// The rate gauges and the breaker state are shared state (every replica reads
+// them from Redis), so they are aggregated with max; the decision and
+// transition counters count what each process caused, so they are summed.
+func fleetRow(l *layout) {
+	l.row("Fleet rate and breaker")
+	fleet := timeseries("Fleet rate vs ceiling",
+		"The rate the fleet may call at now (the learned rate below the ceiling when the budget is adaptive), the configured ceiling (IMPORT_RATE_LIMIT), the highest rate the API was recently seen to accept, the floor the budget backs off to, and the calls actually made. All but the calls are shared state (max across replicas). A fleet rate far below the ceiling for long means the ceiling is wrong (ImportRateFarBelowCeiling).",
+		"reqps", false,
+		q("max("+sel(metrics.NameFleetRate)+")", "fleet rate"),
+		q("max("+sel(metrics.NameRateLimit)+")", "ceiling"),
+		q("max("+sel(metrics.NameRateAccepted)+")", "accepted"),
+		q("max("+sel(metrics.NameRateFloor)+")", "floor"),
+		q("sum("+rate(metrics.NameImports)+")", "API calls"))
+	override(fleet, "fleet rate", color("blue"))
+	override(fleet, "ceiling", color("red"), dashed())
+	override(fleet, "accepted", color("green"))
+	override(fleet, "floor", color("orange"), dashed())
+	override(fleet, "API calls", color("text"))
+	l.add(12, 8, fleet)
+	share := timeseries("429 share",
+		"Share of all import calls the API answered with 429 (class rate_limited). The adaptive budget cuts the fleet rate on 429s, so a lasting share above a few percent means the rate is still above what the API grants.",
+		"percentunit", false,
+		q("sum("+rate(metrics.NameImports, `class="rate_limited"`)+") / sum("+rate(metrics.NameImports)+")", "429 share"))
+	share.FieldConfig.Defaults["max"] = 1
+	override(share, "429 share", color("orange"))
+	l.add(6, 8, share)
+	mode := stat("Rate mode",
+		"Whether the fleet learns the API's rate below the ceiling (adaptive, IMPORT_RATE_ADAPTIVE) or calls on a fixed schedule at the ceiling (shared state, max across replicas).",
+		"none",
+		q("max("+sel(metrics.NameRateAdaptive)+")", "rate"))
+	valueMap(mode, "fixed", "blue", "adaptive", "green")
+	l.add(6, 8, mode)
+
+	// One series for the breaker: 0 closed, 1 half open, 2 open.
+	breaker := &Panel{
+		Type: "state-timeline", Title: "Breaker state",
+		Description: "The fleet's circuit breaker (shared state, max across replicas). Open: the API fails broadly, so tasks are held (deferred with reason breaker) without using attempts; half open: a few probe calls test whether it recovered. Open or half open for 10 minutes fires ImportBreakerOpen.",
+		Targets: []*Target{q(
+			"max("+sel(metrics.NameBreakerState, `state="open"`)+") * 2 + max("+sel(metrics.NameBreakerState, `state="half_open"`)+")",
+			"breaker")},
+		FieldConfig: &FieldConfig{
+			Defaults: map[string]any{
+				"color":      map[string]any{"mode": "thresholds"},
+				"thresholds": thresholds("green", 1, "orange", 2, "red"),
+				"mappings": []any{map[string]any{
+					"type": "value",
+					"options": map[string]any{
+						"0": map[string]any{"text": "closed", "color": "green", "index": 0},
+						"1": map[string]any{"text": "half open", "color": "orange", "index": 1},
+						"2": map[string]any{"text": "OPEN", "color": "red", "index": 2},
+					},
+				}},
+				"custom": map[string]any{"fillOpacity": 80, "lineWidth": 0},
+			},
+			Overrides: []Override{},
+		},
+		Options: map[string]any{
+			"showValue": "auto", "mergeValues": true, "alignValue": "left", "rowHeight": 0.9,
+			"legend":  map[string]any{"displayMode": "list", "placement": "bottom", "showLegend": false},
+			"tooltip": map[string]any{"mode": "single", "sort": "none"},
+		},
+	}
+	l.add(12, 6, breaker)
+	decisions := timeseries("Rate decisions and breaker transitions",
+		"Decisions of the adaptive rate per second by event (cut: lowered to just below the rate the API accepted, after 429s; probe_failed: a ramp towards the ceiling met 429s and fell back; headers: set from the API's rate-limit headers), and transitions of the circuit breaker by event, summed over the replicas that caused them.",
+		"ops", false,
+		q("sum by (event) ("+rate(metrics.NameRateChanges)+")", "rate: {{event}}"),
+		q("sum by (event) ("+rate(metrics.NameBreakerTransitions)+")", "breaker: {{event}}"))
+	custom := decisions.FieldConfig.Defaults["custom"].(map[string]any)
+	custom["drawStyle"] = "bars"
+	custom["fillOpacity"] = 80
+	l.add(12, 6, decisions)
 }
 
 // queryVar returns a multi-value variable filled from a label_values query;

@@ -276,3 +276,18 @@ func TestMessagesCountAndRate(t *testing.T) {
 		t.Errorf("full-width digit: exit %d: %s", r.code, r.stderr)
 	}
 }
+
+// TestConnectorFlagCanonical: --connector in lower case is the same
+// connector (printed in canonical form), and a full-width digit in it is
+// named.
+func TestConnectorFlagCanonical(t *testing.T) {
+	one := writeFile(t, "one.txt", orgA+"\n")
+	r := cli(t, nil, "", "--connector", strings.ToLower(testConnector), "--version", "1.4.0", "--orgs", one, "--dry-run", "--json")
+	if r.code != exitOK || !strings.Contains(r.stdout, `"connector_id":"`+testConnector+`"`) {
+		t.Errorf("lower-case connector: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	r = cli(t, nil, "", "--connector", testConnector[:25]+"\uff17", "--version", "1.4.0", "--orgs", one, "--dry-run")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "character 26") {
+		t.Errorf("full-width digit in --connector: exit %d: %s", r.code, r.stderr)
+	}
+}

@@ -211,9 +211,11 @@ func (e *enqueueCmd) validateFlags() error {
 	if len(missing) > 0 {
 		return usageError("missing %s", joinAnd(missing))
 	}
-	if err := versori.ValidateID("connector ID", e.connector); err != nil {
+	connector, err := orglist.CanonicalID("connector ID", e.connector)
+	if err != nil {
 		return usageError("--connector: %v", err)
 	}
+	e.connector = connector // the form the ledger records and prints
 	if err := versori.ValidateVersion(e.version); err != nil {
 		return usageError("--version: %v", err)
 	}

@@ -138,8 +138,8 @@ func TestAdaptiveCutsToWhatTheAPIAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(events) != 1 || events[0] != "cut" || st.Rate < 0.5 || st.Rate > 10 {
-		t.Fatalf("events %v, rate %v after 80%% 429s at 50/s; want one cut to under 10/s", events, st.Rate)
+	if len(events) != 1 || events[0] != "cut" || st.Rate < 0.5 || st.Rate > 11 {
+		t.Fatalf("events %v, rate %v after 80%% 429s at 50/s; want one cut to about 10/s (within the 10%% a short window allows)", events, st.Rate)
 	}
 	if st.Hold <= 0 {
 		t.Fatalf("no hold after the cut: %+v", st)
@@ -204,17 +204,13 @@ func TestClearCoolDown(t *testing.T) {
 	}
 }
 
-// A steady 10% scatter of 429s costs at most one cut, not a slide to the
-// floor: the share does not fall below the cut, so they are not the rate's.
-func TestAdaptiveScatterCostsOneCut(t *testing.T) {
+// A steady 10% scatter of 429s (not a limit: the share does not fall
+// when the rate does) costs some of the rate, not a slide to the floor:
+// the probes keep finding that the API accepts more.
+func TestAdaptiveScatterDoesNotSinkToTheFloor(t *testing.T) {
 	m, c := frozen(t)
 	b := mustNew(t, c, Config{Limit: 100, Adaptive: AdaptiveConfig{Enabled: true}})
-	cuts := 0
-	b.obs.RateChanged = func(rate float64, ev string) {
-		if ev == "cut" {
-			cuts++
-		}
-	}
+	lowest := 100.0
 	for i := range 3000 {
 		m.SetTime(t0.Add(time.Duration(i) * 10 * time.Millisecond))
 		out := Result{Outcome: Accepted}
@@ -222,8 +218,16 @@ func TestAdaptiveScatterCostsOneCut(t *testing.T) {
 			out = Result{Outcome: RateLimited}
 		}
 		reportN(t, b, Permit{}, out, 1)
+		if i > 1000 {
+			st, err := Inspect(context.Background(), c, DefaultKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lowest = min(lowest, st.Rate)
+		}
 	}
-	if r := reserve(t, b); cuts > 1 || r.Fleet.Rate < 50 {
-		t.Fatalf("%d cuts, rate %v after 30 s of a 10%% scatter; want at most one cut", cuts, r.Fleet.Rate)
+	if lowest < 60 {
+		t.Fatalf("the rate fell to %v of a ceiling of 100 under a 10%% scatter of 429s; want it to stay above 60", lowest)
 	}
+	t.Logf("lowest rate after the first 10 s: %v", lowest)
 }

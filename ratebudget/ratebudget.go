@@ -127,7 +127,7 @@ const (
 	// slot, once booked, keeps its time, so a short queue of booked slots is
 	// what lets a change of the fleet's rate take effect within a fraction
 	// of a second.
-	DefaultLookahead = 100 * time.Millisecond
+	DefaultLookahead = 50 * time.Millisecond
 	// DefaultLongRetryAfter is the Retry-After from which one 429 pauses the
 	// whole fleet; a shorter one concerns only the task that got it.
 	DefaultLongRetryAfter = 10 * time.Second
@@ -141,7 +141,7 @@ const (
 	DefaultHold           = 2 * time.Second
 	DefaultReactionWindow = 250 * time.Millisecond
 	DefaultEvidenceWindow = time.Second
-	DefaultRamp           = 0.1
+	DefaultRamp           = 0.25
 	DefaultCutShare       = 0.05
 	DefaultCutMin         = 3
 	DefaultProbeShare     = 0.05
@@ -258,7 +258,7 @@ type Config struct {
 	// process's furthest slot is less than Lookahead away (or it holds
 	// none). The rest wait in the process, where waiting costs no Redis
 	// command, counting against MaxWait. Zero means DefaultLookahead
-	// (100 ms). At the rates an HTTP API allows the fleet then holds a few
+	// (50 ms). At the rates an HTTP API allows the fleet then holds a few
 	// booked slots, so a new rate reaches the schedule at once; a
 	// process still books up to 1/RTT slots a second.
 	Lookahead time.Duration
@@ -293,9 +293,10 @@ type AdaptiveConfig struct {
 	// Limit/100, at least 0.1 (and never above Limit).
 	Floor float64
 	// Hold is how long a rate found by a decision is held before the ramp
-	// probes above it. DefaultHold (2 s): with the ramp, long enough that
-	// probing a limit that did not move costs a few 429s per Hold x rate
-	// calls, short enough to find a limit that rose fivefold within 5 s.
+	// probes above it; after a probe that found the limit where it was,
+	// 1.5 x Hold. DefaultHold (2 s): with the ramp, long enough that probing
+	// a limit that did not move costs a 429 or two per 3 s of calls, short
+	// enough to find a limit that rose fivefold within about 5 s.
 	Hold time.Duration
 	// ReactionWindow is added to the end of the slots booked before a
 	// decision; evidence arriving sooner is ignored. DefaultReactionWindow
@@ -307,8 +308,8 @@ type AdaptiveConfig struct {
 	// DefaultEvidenceWindow (1 s).
 	EvidenceWindow time.Duration
 	// Ramp shapes the probe after Hold: the rate grows to
-	// rate x (1 + Ramp x s^3) after s seconds. DefaultRamp (0.1): +10% after
-	// 1 s, +80% after 2 s, five times after 3.4 s.
+	// rate x (1 + Ramp x s^3) after s seconds. DefaultRamp (0.25): +3% after
+	// 0.5 s, +25% after 1 s, five times after 2.5 s.
 	Ramp float64
 	// CutShare and CutMin: the share of 429s among the window's answers,
 	// and their number, that show the fleet is above the API's limit.

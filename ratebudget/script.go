@@ -18,6 +18,8 @@ import "github.com/redis/go-redis/v9"
 //	tb    evidence from calls booked before the last decision is ignored until tb
 //	w0, wok, wrl  the evidence window: its start, accepted calls, 429s
 //	hf    until when the API's rate-limit headers hold the rate
+//	arm, sc  whether a cut may follow the last one, and its 429 share
+//	pf    probes in a row that found the limit where it was
 //
 // and the circuit breaker (see "Circuit breaker"):
 //
@@ -71,7 +73,7 @@ local hold, react, win, ramp = A[25], A[26], A[27], A[28]
 local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30], A[31], A[32], A[33]
 
 local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
-  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm'}
+  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf'}
 local v = redis.call('HMGET', KEYS[1], unpack(names))
 local tat = tonumber(v[1]) or now
 local cool = tonumber(v[2]) or 0
@@ -95,6 +97,8 @@ local bf0 = tonumber(v[19]) or 0
 local bt0 = tonumber(v[20]) or 0
 local pt = tonumber(v[21]) or 0
 local arm = tonumber(v[22]) or 1
+local sc = tonumber(v[23]) or 1
+local pf = tonumber(v[24]) or 0
 
 local function clamp(x, lo, hi)
   if x < lo then return lo end
@@ -119,11 +123,23 @@ end
 -- probe): gentle near the rate the API accepted, where a limit that did
 -- not move is met with a few 429s, and fast beyond it, where one that rose
 -- is found within seconds. Never above the ceiling.
+--
+-- The ramp is also clocked by the answers, as TCP's slow start is by its
+-- acknowledgements: it runs at most 1.5 times above what the API has been
+-- seen to accept during it. The calls the API sees lag the fleet's rate by
+-- the slots booked ahead and the answers in flight (about half a second
+-- at 10 calls/s); a ramp clocked by time alone would be far above a limit
+-- by the time its first 429 came back.
 local function current()
   if not adaptive then return ceil end
   if now < tp then return rate end
   local s = (now - tp) / 1000000
-  return clamp(rate * (1 + ramp * s * s * s), floor, ceil)
+  local r = rate * (1 + ramp * s * s * s)
+  local seen = good
+  if w0 >= tp and now - w0 >= 300000 then
+    seen = math.max(seen, wok * 1000000 / (now - w0))
+  end
+  return clamp(math.min(r, 1.5 * seen), floor, ceil)
 end
 
 local event = 0
@@ -143,6 +159,7 @@ if adaptive then
   end
   if now >= tp and w0 < tp then
     -- The ramp has begun: its evidence is its own.
+    if wok + wrl > 0 and wrl < cut_share * (wok + wrl) then arm = 1 end
     w0, wok, wrl = now, 0, 0
   end
   if now >= tb then
@@ -159,34 +176,49 @@ if adaptive then
   if wrl > 0 and now >= tb and now >= hf then
     local share = wrl / n
     if now >= tp and r > good * 1.05 and share >= probe_share then
-      -- A probe above the rate the API accepted met 429s: back to what it
-      -- accepted, or to most of the rate that drew them if that is higher
-      -- (the API's limit rose, but not this far).
-      -- The calls that drew the 429s were booked well before now, when
-      -- the ramp stood lower; what the API accepted during the ramp is the
-      -- better measure of how far its limit rose, if at all.
-      local acc = 0
-      if el >= 1000000 then acc = wok * 1000000 / el end
-      local nr = clamp(math.max(0.97 * good, 0.9 * math.min(acc, r)), floor, ceil)
-      if nr > good then good = nr end
-      rate = nr
+      -- A probe above the rate the API accepted met 429s: back to just
+      -- below where the limit lies. What the API accepted during the
+      -- probe (its window began with the ramp) never exceeds its limit, so
+      -- it raises good safely: an estimate that fell short climbs back to
+      -- the limit, and a limit that rose is followed. Each probe that
+      -- finds the limit where it was makes the next hold longer, up to
+      -- two holds: probing costs 429s.
+      if el >= 500000 then
+        local acc = math.max(wok - 0.5, 0) * 1000000 / el
+        if acc > 1.1 * good then pf = 0 end
+        if acc > good then
+          good = clamp(acc, floor, ceil)
+          -- If that overshot the limit, the 429s at the new rate are the
+          -- rate's: they may cut it.
+          arm = 1
+        end
+      end
+      pf = pf + 1
+      rate = clamp(0.95 * good, floor, ceil)
       event = 2
       decided = true
-    elseif wrl >= cut_min and n >= 20 and share >= cut_share and el >= 250000 and (arm == 1 or share >= cluster_share) then
+    elseif el >= 100000 and wrl >= cut_min and share >= cut_share and (
+        (arm == 1 and n >= 20) or (n >= 40 and share < 0.5 * sc)
+        or (n >= 8 and wrl >= 5 and share >= cluster_share)) then
       -- 429s show the fleet is above the API's limit. While above it, the
       -- rate the API accepts is its limit: measure it and go just below.
       -- Two measures of it, the accepted calls per second and the share
       -- of the rate not refused; the lower is the safer.
-      local acc = math.min(wok * 1000000 / el, r * (1 - share))
+      -- One accepted answer may belong to a call made before the window
+      -- began: in a short window that one call is a large error.
+      local acc = math.min(math.max(wok - 0.5, 0) * 1000000 / el, r * (1 - share))
       good = clamp(acc, floor, ceil)
       rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
       event = 1
       decided = true
-      -- A second cut needs a window under cut_share first: 429s that
-      -- stay at the same share below the cut do not come from the rate
-      -- (a scatter of refusals), and cutting again would sink the fleet
-      -- to its floor for nothing. A share of cluster_share always cuts.
+      -- A second cut needs a window under cut_share first, or a share
+      -- that fell to half of this one with the rate: 429s that stay at the
+      -- same share below the cut do not come from the rate (a scatter of
+      -- refusals), and cutting again would sink the fleet to its floor for
+      -- nothing. A share of cluster_share always cuts.
       arm = 0
+      sc = share
+      pf = 0
       if share >= cluster_share and wrl >= cluster_min then
         -- The API refuses most calls: the shared limit is spent.
         if ra <= 0 then ra = 1000000 end
@@ -194,7 +226,7 @@ if adaptive then
       end
     end
     if decided then
-      tp = now + hold
+      tp = now + hold * math.min(2, 1 + 0.5 * pf)
       tb = math.max(tat, now) + react
     end
   end
@@ -203,12 +235,10 @@ if adaptive then
   -- windows anyway.
   if decided or (el >= win and n >= 40) or el >= 10 * win then
     if not decided and wrl == 0 and n > 0 and now >= tp then
-      -- A clean window while ramping: what the API accepted is good, and
-      -- the ramp goes on from where it is.
+      -- A clean window while ramping: what the API accepted is good.
       local acc = wok * 1000000 / el
+      if acc > 1.1 * good then pf = 0 end
       if acc > good then good = clamp(acc, floor, ceil) end
-      rate = r
-      tp = now
     end
     if not decided and n > 0 and wrl < cut_share * n then arm = 1 end
     w0 = now
@@ -301,7 +331,7 @@ redis.call('HSET', KEYS[1], 'tat', f(tat), 'cool', f(cool), 'ceil', f(ceil),
   'rate', string.format('%.6f', rate), 'good', string.format('%.6f', good),
   'tp', f(tp), 'tb', f(tb), 'w0', f(w0), 'wok', wok, 'wrl', wrl, 'hf', f(hf),
   'bs', bs, 'bu', f(bu), 'bi', f(bi), 'bo', f(bo), 'bn', bn, 'bf', bf, 'bt', f(bt),
-  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm)
+  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf)
 local keep = math.ceil((math.max(tat, cool, bu) - now) / 1000) + 1000
 if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[1], keep)
@@ -351,7 +381,7 @@ var inspectScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ramp = tonumber(ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'cool', 'ceil', 'rate', 'good', 'tp', 'bs', 'bu')
+local v = redis.call('HMGET', KEYS[1], 'cool', 'ceil', 'rate', 'good', 'tp', 'bs', 'bu', 'w0', 'wok')
 local cool = tonumber(v[1]) or 0
 local ceil = tonumber(v[2]) or 0
 local rate = tonumber(v[3]) or ceil
@@ -362,7 +392,11 @@ local bu = tonumber(v[7]) or 0
 local r = rate
 if now >= tp and ceil > 0 then
   local s = (now - tp) / 1000000
-  r = math.min(ceil, rate * (1 + ramp * s * s * s))
+  local w0 = tonumber(v[8]) or now
+  local wok = tonumber(v[9]) or 0
+  local seen = good
+  if w0 >= tp and now - w0 >= 300000 then seen = math.max(seen, wok * 1000000 / (now - w0)) end
+  r = math.min(ceil, rate * (1 + ramp * s * s * s), 1.5 * seen)
 end
 if bs == 1 and bu <= now then bs = 2 end
 local left, hold, c = 0, 0, 0

@@ -132,6 +132,7 @@ func TestReliabilityRedisRestartRelearnsUnderCeiling(t *testing.T) {
 	// restart).
 	var relearnedAt, cutAt time.Time
 	var peakGauge float64
+	lowest := float64(ceiling)
 	for time.Since(restartAt) < relearnWithin {
 		now := time.Now()
 		rates := fleetRates(t, f)
@@ -139,6 +140,9 @@ func TestReliabilityRedisRestartRelearnsUnderCeiling(t *testing.T) {
 		st, err := ratebudget.Inspect(ctx, rdb, key)
 		if err == nil && cutAt.IsZero() && st.Ceiling > 0 && st.Rate < learned {
 			cutAt = now
+		}
+		if err == nil && st.Ceiling > 0 {
+			lowest = min(lowest, st.Rate)
 		}
 		from := now.Add(-2 * time.Second)
 		if from.Before(restartAt) {
@@ -212,11 +216,11 @@ func TestReliabilityRedisRestartRelearnsUnderCeiling(t *testing.T) {
 		perSecond = append(perSecond, fmt.Sprintf("%d/%d", countIn(times, from, from.Add(time.Second)), countIn(refused, from, from.Add(time.Second))))
 	}
 	figure(t, "%d orgs, %d workers, ceiling %d, burst %d, API limit %d/s (burst 1): learned after %.0fs: fleet rate gauges %v (state rate %.2f, accepted %.2f); "+
-		"Redis restarted (AOF) at %d succeeded, down %.2fs, budget key deleted (%d); state after: rate %.1f, cut below %.0f %.2fs after the restart; calls/429s in each second after it: %s; peak fleet gauge after %.1f; "+
+		"Redis restarted (AOF) at %d succeeded, down %.2fs, budget key deleted (%d); state after: rate %.1f, cut below %.0f %.2fs after the restart, lowest %.2f; calls/429s in each second after it: %s; peak fleet gauge after %.1f; "+
 		"relearned (state and gauges < %.0f, API accepted >= %.1f/s and called < %.0f/s over the trailing 2 s) %.1fs after the restart; at +%s: accepted %.2f/s, calls %.2f/s, gauges %v; "+
 		"worst 1-s window %d (bound %.1f), after the restart %d at +%.2fs; cuts %v; all %d succeeded in %.1fs; 409s %d; imports per org 1; archived 0",
 		n, workers, ceiling, burst, apiLimit, learnFor.Seconds(), learnedRates, learnedState.Rate, learnedState.Accepted,
-		atRestart.Succeeded, down.Seconds(), deleted, fresh.Rate, learned, since(cutAt), strings.Join(perSecond, " "), peakGauge,
+		atRestart.Succeeded, down.Seconds(), deleted, fresh.Rate, learned, since(cutAt), lowest, strings.Join(perSecond, " "), peakGauge,
 		learned, 0.75*apiLimit, learned, since(relearnedAt), relearnWithin, endAccepted, endCalls, endRates,
 		worst, bound, worstAfter, worstAfterAt.Sub(restartAt).Seconds(), cuts, n, time.Since(start).Seconds(), api.Conflicts())
 }

@@ -194,8 +194,10 @@ func (f *fleet) finish(t *testing.T) {
 		v, _ := e2etest.MetricSum(text, "versori_import_rate_granted_total")
 		granted += v
 	}
-	t.Logf("%s: budget: %.0f booking-script calls (%.0f scripts in all), %.0f slots granted, tasks handed back: %.0f budget, %.0f cool-down, %.0f breaker, %.0f after a 429; %d EVALSHA, %d EVAL",
-		f.label(), book, all, granted, deferred("budget"), deferred("cooldown"), deferred("breaker"), deferred("api_429"), f.cmds["evalsha"], f.cmds["eval"])
+	changes := func(event string) float64 { return f.metric("versori_import_rate_changes_total", "event", event) }
+	t.Logf("%s: budget: %.0f booking-script calls (%.0f scripts in all), %.0f slots granted, tasks handed back: %.0f budget, %.0f cool-down, %.0f breaker, %.0f after a 429; %d EVALSHA, %d EVAL; rate_changes_total cut %.0f, probe_failed %.0f, headers %.0f; breaker opened %.0f times",
+		f.label(), book, all, granted, deferred("budget"), deferred("cooldown"), deferred("breaker"), deferred("api_429"), f.cmds["evalsha"], f.cmds["eval"],
+		changes("cut"), changes("probe_failed"), changes("headers"), f.metric("versori_import_breaker_transitions_total", "event", "opened"))
 }
 
 // metric sums a labelled series over the workers' last /metrics.
@@ -633,6 +635,13 @@ func (s *suite) adaptiveOutage(t *testing.T) {
 	s.add(t, Row{Figure: adaptiveFigure, Metric: "#6 same: orgs archived",
 		Value: fmt.Sprintf("%d%s", o.archived, pendingNote(o.pending)), Baseline: fmt.Sprintf("%d%s (fixed)", b.archived, pendingNote(b.pending)),
 		Target: "0", Mark: mark})
+	perCall := func(f *fleet) string {
+		book, _ := f.scriptCalls()
+		return fmt.Sprintf("%.2f (%.0f calls; %.0f tasks handed back by the breaker)", book/float64(f.api.TotalCalls()), book,
+			f.metric("versori_import_rate_deferred_total", "reason", "breaker"))
+	}
+	s.add(t, Row{Figure: adaptiveFigure, Metric: "#8 same run (row 6): booking-script calls per API call",
+		Value: perCall(ours), Baseline: perCall(fixed) + " (fixed)", Mark: Info})
 	if o.during > 1000 || o.archived > n/100 || !o.reached {
 		t.Errorf("gross regression, row 6: %d calls during the outage, %d archived, back to 0.9 R: %v", o.during, o.archived, o.reached)
 	}

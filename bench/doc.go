@@ -25,6 +25,7 @@
 // repository root holds the table of a full run and notes per figure.
 //
 // This package holds the measuring and reporting code; the figures
-// themselves are in bench_test.go, and the baseline worker in
+// themselves are in bench_test.go (figure 7 in adaptive_test.go), and the
+// baseline worker in
 // cmd/baselineworker.
 package bench

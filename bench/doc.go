@@ -26,6 +26,5 @@
 //
 // This package holds the measuring and reporting code; the figures
 // themselves are in bench_test.go (figure 7 in adaptive_test.go), and the
-// baseline worker in
-// cmd/baselineworker.
+// baseline worker in cmd/baselineworker.
 package bench

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -261,4 +262,138 @@ func ParseBenchmark(output, name string) (map[string]float64, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("no result line for benchmark %s", name)
+}
+
+// MetricSumWhere sums the samples of the metric name, in a Prometheus text
+// exposition, whose label has the given value, e.g. the "opened" series
+// of versori_import_breaker_transitions_total{event="opened"}. found is
+// false when no such sample is there (a counter never incremented is not
+// exported by a labelled vector).
+func MetricSumWhere(exposition, name, label, value string) (sum float64, found bool) {
+	for _, line := range strings.Split(exposition, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		series, rest, ok := strings.Cut(line, "{")
+		if !ok || series != name {
+			continue
+		}
+		labels, sample, ok := cutLabels(rest)
+		if !ok || labels[label] != value {
+			continue
+		}
+		f := strings.Fields(sample)
+		if len(f) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+			sum += v
+			found = true
+		}
+	}
+	return sum, found
+}
+
+// cutLabels parses `a="x",b="y\"z"} 12` into the labels and what follows
+// the closing brace.
+func cutLabels(s string) (map[string]string, string, bool) {
+	labels := map[string]string{}
+	for {
+		s = strings.TrimLeft(s, " ,")
+		if strings.HasPrefix(s, "}") {
+			return labels, s[1:], true
+		}
+		name, rest, ok := strings.Cut(s, "=")
+		if !ok || !strings.HasPrefix(rest, `"`) {
+			return nil, "", false
+		}
+		var v strings.Builder
+		i := 1
+		for ; i < len(rest) && rest[i] != '"'; i++ {
+			if rest[i] == '\\' && i+1 < len(rest) {
+				i++
+				switch rest[i] {
+				case 'n':
+					v.WriteByte('\n')
+				default:
+					v.WriteByte(rest[i])
+				}
+				continue
+			}
+			v.WriteByte(rest[i])
+		}
+		if i >= len(rest) {
+			return nil, "", false
+		}
+		labels[strings.TrimSpace(name)] = v.String()
+		s = rest[i+1:]
+	}
+}
+
+// BudgetEvent is one decision of the fleet's rate budget as a worker logged
+// it: a change of the adaptive rate ("cut", "probe_failed", "headers") or a
+// transition of the circuit breaker ("breaker opened", "breaker closed",
+// ...).
+type BudgetEvent struct {
+	At    time.Time
+	Event string
+	// Rate is the fleet's new rate, for a rate change.
+	Rate float64
+}
+
+// BudgetEvents reads the decisions of the rate budget from a worker's JSON
+// log (one object a line; other lines are skipped).
+func BudgetEvents(log string) []BudgetEvent {
+	var out []BudgetEvent
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `"fleet rate changed"`) && !strings.Contains(line, `"circuit breaker `) {
+			continue
+		}
+		var rec struct {
+			Time  time.Time `json:"time"`
+			Msg   string    `json:"msg"`
+			Event string    `json:"event"`
+			Rate  float64   `json:"rate"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			continue
+		}
+		switch {
+		case rec.Msg == "fleet rate changed":
+			out = append(out, BudgetEvent{At: rec.Time, Event: rec.Event, Rate: rec.Rate})
+		case strings.HasPrefix(rec.Msg, "circuit breaker "):
+			what, _, _ := strings.Cut(strings.TrimPrefix(rec.Msg, "circuit breaker "), ":")
+			out = append(out, BudgetEvent{At: rec.Time, Event: "breaker " + what})
+		}
+	}
+	return out
+}
+
+// FormatEvents writes events as "cut 9.5 @2.1s" from start, at most max
+// of them (and how many more).
+func FormatEvents(events []BudgetEvent, start time.Time, max int) string {
+	sort.SliceStable(events, func(i, j int) bool { return events[i].At.Before(events[j].At) })
+	var parts []string
+	for i, e := range events {
+		if i == max {
+			parts = append(parts, fmt.Sprintf("... %d more", len(events)-max))
+			break
+		}
+		s := e.Event
+		if e.Rate > 0 {
+			s += " " + fmtFloat(e.Rate, 2)
+		}
+		parts = append(parts, s+" @"+fmtFloat(e.At.Sub(start).Seconds(), 1)+"s")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// CountIn returns how many of the sorted times fall in [from, to).
+func CountIn(times []time.Time, from, to time.Time) int {
+	i := sort.Search(len(times), func(i int) bool { return !times[i].Before(from) })
+	j := sort.Search(len(times), func(i int) bool { return !times[i].Before(to) })
+	return j - i
 }

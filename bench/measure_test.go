@@ -258,3 +258,61 @@ PASS
 		t.Error("bad value: no error")
 	}
 }
+
+func TestMetricSumWhere(t *testing.T) {
+	text := `# HELP versori_import_breaker_transitions_total Transitions.
+# TYPE versori_import_breaker_transitions_total counter
+versori_import_breaker_transitions_total{event="opened"} 2
+versori_import_breaker_transitions_total{event="closed"} 1
+versori_import_breaker_transitions_total{event="opened",other="a\"b,c}"} 3
+versori_import_breaker_transitions_total_other{event="opened"} 100
+versori_import_breaker_transitions_total 7
+versori_import_retries_scheduled_total{class="server_error"} 1.5e+01
+`
+	for _, tc := range []struct {
+		name, label, value string
+		want               float64
+		found              bool
+	}{
+		{"versori_import_breaker_transitions_total", "event", "opened", 5, true},
+		{"versori_import_breaker_transitions_total", "event", "closed", 1, true},
+		{"versori_import_breaker_transitions_total", "event", "reopened", 0, false},
+		{"versori_import_breaker_transitions_total", "other", `a"b,c}`, 3, true},
+		{"versori_import_retries_scheduled_total", "class", "server_error", 15, true},
+		{"versori_import_missing_total", "class", "server_error", 0, false},
+	} {
+		got, found := MetricSumWhere(text, tc.name, tc.label, tc.value)
+		if got != tc.want || found != tc.found {
+			t.Errorf("MetricSumWhere(%s, %s=%q) = %v, %v; want %v, %v", tc.name, tc.label, tc.value, got, found, tc.want, tc.found)
+		}
+	}
+}
+
+func TestBudgetEvents(t *testing.T) {
+	log := `{"time":"2025-01-01T00:00:01.5Z","level":"INFO","msg":"fleet rate changed","event":"cut","rate":9.5}
+{"time":"2025-01-01T00:00:02Z","level":"INFO","msg":"organisation imported","org_id":"x"}
+not json, "fleet rate changed"
+{"time":"2025-01-01T00:00:03Z","level":"WARN","msg":"circuit breaker opened: the API fails broadly, holding every worker's calls","state":"open"}
+{"time":"2025-01-01T00:00:06.25Z","level":"INFO","msg":"circuit breaker closed","state":"closed"}
+`
+	ev := BudgetEvents(log)
+	if len(ev) != 3 || ev[0].Event != "cut" || ev[0].Rate != 9.5 || ev[1].Event != "breaker opened" || ev[2].Event != "breaker closed" {
+		t.Fatalf("BudgetEvents = %+v", ev)
+	}
+	if got, want := FormatEvents(ev, epoch, 2), "cut 9.50 @1.5s, breaker opened @3.0s, ... 1 more"; got != want {
+		t.Errorf("FormatEvents = %q, want %q", got, want)
+	}
+	if got := FormatEvents(nil, epoch, 5); got != "none" {
+		t.Errorf("FormatEvents(nil) = %q", got)
+	}
+}
+
+func TestCountIn(t *testing.T) {
+	times := at(0, 100, 200, 200, 999, 1000, 1500)
+	if got := CountIn(times, epoch.Add(100*time.Millisecond), epoch.Add(time.Second)); got != 4 {
+		t.Errorf("CountIn = %d, want 4", got)
+	}
+	if got := CountIn(nil, epoch, epoch.Add(time.Second)); got != 0 {
+		t.Errorf("CountIn(nil) = %d", got)
+	}
+}

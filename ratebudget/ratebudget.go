@@ -518,8 +518,13 @@ type Budget struct {
 	lastFlush time.Time
 	fleet     FleetState
 	open      localOpen
-	// ahead is this process's furthest booked slot.
-	ahead time.Time
+	// ahead is this process's furthest booked slot; lastDelay how far
+	// ahead its last booking lay.
+	ahead     time.Time
+	lastDelay time.Duration
+	// refusedUntil is when the breaker, as this process last heard, lets
+	// a booking through again.
+	refusedUntil time.Time
 
 	// Replaceable in tests, to stall a caller past its slot.
 	now   func() time.Time
@@ -793,6 +798,9 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		maxWait = max(0, min(maxWait, dl.Sub(start)))
 	}
+	if err := b.waitOutBreaker(ctx, start, maxWait); err != nil {
+		return Permit{Waited: b.now().Sub(start)}, err
+	}
 	if err := b.takeTurn(ctx, start, maxWait); err != nil {
 		return Permit{Waited: b.now().Sub(start)}, err
 	}
@@ -861,6 +869,30 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 	}
 }
 
+// waitOutBreaker holds the caller in the process while the breaker, as
+// this process last heard, refuses bookings: a held task costs nothing,
+// where handing it back to the queue and taking the next would spin
+// every handler through the queue for as long as the API is down. It
+// gives up with a *DelayError (ReasonBreaker) when the breaker refuses
+// for longer than start+maxWait.
+func (b *Budget) waitOutBreaker(ctx context.Context, start time.Time, maxWait time.Duration) error {
+	for {
+		b.mu.Lock()
+		until := b.refusedUntil
+		b.mu.Unlock()
+		now := b.now()
+		if !until.After(now) {
+			return nil
+		}
+		if until.After(start.Add(maxWait)) {
+			return b.deferred(&DelayError{RetryIn: until.Sub(now), Reason: ReasonBreaker})
+		}
+		if err := b.sleep(ctx, until.Sub(now)); err != nil {
+			return fmt.Errorf("ratebudget: waiting for the breaker: %w", err)
+		}
+	}
+}
+
 // takeTurn waits until this caller may book: it holds the process's turn,
 // and the process's furthest slot is less than Lookahead away. It gives up
 // with a *DelayError when that would take past start+maxWait.
@@ -876,9 +908,16 @@ func (b *Budget) takeTurn(ctx context.Context, start time.Time, maxWait time.Dur
 		return fmt.Errorf("ratebudget: waiting for slot: %w", ctx.Err())
 	}
 	b.mu.Lock()
-	ahead := b.ahead
+	ahead, last := b.ahead, b.lastDelay
 	b.mu.Unlock()
 	now := b.now()
+	if left := deadline.Sub(now); left < last {
+		// The turn came too late: the slot it would get lies beyond
+		// what is left of the wait, and asking would cost a script call
+		// to be told so.
+		<-b.turn
+		return b.deferred(&DelayError{RetryIn: last, Reason: ReasonBudget})
+	}
 	if !ahead.After(now.Add(b.lookahead)) {
 		return nil
 	}
@@ -959,6 +998,13 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 
 	b.mu.Lock()
 	b.fleet = r.Fleet
+	switch {
+	case r.Booked:
+		b.lastDelay = r.Delay
+		b.refusedUntil = time.Time{}
+	case r.Reason == ReasonBreaker:
+		b.refusedUntil = r.At
+	}
 	if r.Fleet.Breaker == BreakerOpen {
 		until := received.Add(time.Duration(res[8]) * time.Microsecond)
 		if received.After(b.open.until) {
@@ -1014,6 +1060,11 @@ func (b *Budget) args(mode int, maxWait time.Duration, p pending) []any {
 // answers), so this costs a few percent of a script call per API call.
 const flushAfter = 100 * time.Millisecond
 
+// flushRateLimitedAfter is the same for a 429, which can wait longer: the
+// adaptive rate's probe is clocked by the answers anyway, and 429s are
+// what a probe costs, so an extra script call for each would add up.
+const flushRateLimitedAfter = 250 * time.Millisecond
+
 // Report tells the fleet what the API answered to a call made with p. It
 // usually sends nothing: the answer travels with this process's next
 // booking. A probe's answer, a spent rate-limit window, and failures that
@@ -1051,8 +1102,9 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) error {
 	}
 	b.mu.Lock()
 	b.pend.merge(q)
-	urgent := p.Probe || (q.headers != nil && q.headers.Remaining == 0 && q.headers.Reset > 0) ||
-		(q.bad() && b.now().Sub(b.lastFlush) >= flushAfter)
+	since := b.now().Sub(b.lastFlush)
+	urgent := p.Probe || (q.headers != nil && q.headers.Rate <= 0 && q.headers.Remaining == 0 && q.headers.Reset > time.Second) ||
+		(q.fail > 0 && since >= flushAfter) || (q.rl > 0 && since >= flushRateLimitedAfter)
 	b.mu.Unlock()
 	var err error
 	if urgent {

@@ -20,6 +20,7 @@ import "github.com/redis/go-redis/v9"
 //	hf    until when the API's rate-limit headers hold the rate
 //	arm, sc  whether a cut may follow the last one, and its 429 share
 //	pf    probes in a row that found the limit where it was
+//	hot   whether the last closed window had a cut_share of 429s
 //
 // and the circuit breaker (see "Circuit breaker"):
 //
@@ -73,7 +74,7 @@ local hold, react, win, ramp = A[25], A[26], A[27], A[28]
 local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30], A[31], A[32], A[33]
 
 local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
-  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf'}
+  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot'}
 local v = redis.call('HMGET', KEYS[1], unpack(names))
 local tat = tonumber(v[1]) or now
 local cool = tonumber(v[2]) or 0
@@ -99,6 +100,7 @@ local pt = tonumber(v[21]) or 0
 local arm = tonumber(v[22]) or 1
 local sc = tonumber(v[23]) or 1
 local pf = tonumber(v[24]) or 0
+local hot = tonumber(v[25]) or 0
 
 local function clamp(x, lo, hi)
   if x < lo then return lo end
@@ -173,6 +175,13 @@ if adaptive then
   local el = now - w0
   local n = wok + wrl
   local decided = false
+  -- A window closes after win with at least 40 answers in it, so that a
+  -- share of a few percent means something at low rates too, or after ten
+  -- windows anyway. Short of half the answers refused, a cut is decided
+  -- only as a window closes, and only on the second window in a row over
+  -- cut_share: judged on every answer, a 2% scatter of 429s crosses 5%
+  -- somewhere in most windows.
+  local closing = (el >= win and n >= 40) or el >= 10 * win
   if wrl > 0 and now >= tb and now >= hf then
     local share = wrl / n
     if now >= tp and r > good * 1.05 and share >= probe_share then
@@ -183,8 +192,8 @@ if adaptive then
       -- the limit, and a limit that rose is followed. Each probe that
       -- finds the limit where it was makes the next hold longer, up to
       -- two holds: probing costs 429s.
-      if el >= 500000 then
-        local acc = math.max(wok - 0.5, 0) * 1000000 / el
+      if el >= 300000 then
+        local acc = wok * 1000000 / el
         if acc > 1.1 * good then pf = 0 end
         if acc > good then
           good = clamp(acc, floor, ceil)
@@ -197,16 +206,13 @@ if adaptive then
       rate = clamp(0.95 * good, floor, ceil)
       event = 2
       decided = true
-    elseif el >= 100000 and wrl >= cut_min and share >= cut_share and (
-        (arm == 1 and n >= 20) or (n >= 40 and share < 0.5 * sc)
-        or (n >= 8 and wrl >= 5 and share >= cluster_share)) then
+    elseif (el >= 100000 and n >= 8 and wrl >= 5 and share >= cluster_share) or
+        (closing and wrl >= cut_min and share >= cut_share and hot == 1 and (arm == 1 or share < 0.5 * sc)) then
       -- 429s show the fleet is above the API's limit. While above it, the
       -- rate the API accepts is its limit: measure it and go just below.
       -- Two measures of it, the accepted calls per second and the share
       -- of the rate not refused; the lower is the safer.
-      -- One accepted answer may belong to a call made before the window
-      -- began: in a short window that one call is a large error.
-      local acc = math.min(math.max(wok - 0.5, 0) * 1000000 / el, r * (1 - share))
+      local acc = math.min(wok * 1000000 / el, r * (1 - share))
       good = clamp(acc, floor, ceil)
       rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
       event = 1
@@ -226,14 +232,15 @@ if adaptive then
       end
     end
     if decided then
+      hot = 0
       tp = now + hold * math.min(2, 1 + 0.5 * pf)
       tb = math.max(tat, now) + react
     end
   end
-  -- A window closes after win with at least 40 answers in it, so that a
-  -- share of a few percent means something at low rates too, or after ten
-  -- windows anyway.
-  if decided or (el >= win and n >= 40) or el >= 10 * win then
+  if decided or closing then
+    if not decided then
+      if n > 0 and wrl >= cut_share * n then hot = 1 else hot = 0 end
+    end
     if not decided and wrl == 0 and n > 0 and now >= tp then
       -- A clean window while ramping: what the API accepted is good.
       local acc = wok * 1000000 / el
@@ -246,8 +253,11 @@ if adaptive then
     wrl = 0
   end
 end
-if h_rem == 0 and h_reset > 0 then
-  -- The window's calls are spent: nobody calls before it resets.
+if h_rem == 0 and h_rate <= 0 and h_reset > 1000000 then
+  -- The window's calls are spent: nobody calls before it resets. A stated
+  -- rate is obeyed instead (a limiter without a burst says remaining 0
+  -- after every call), and so is a reset within the second, which says
+  -- no more than the rate does.
   cool_down(h_reset)
 end
 
@@ -331,7 +341,7 @@ redis.call('HSET', KEYS[1], 'tat', f(tat), 'cool', f(cool), 'ceil', f(ceil),
   'rate', string.format('%.6f', rate), 'good', string.format('%.6f', good),
   'tp', f(tp), 'tb', f(tb), 'w0', f(w0), 'wok', wok, 'wrl', wrl, 'hf', f(hf),
   'bs', bs, 'bu', f(bu), 'bi', f(bi), 'bo', f(bo), 'bn', bn, 'bf', bf, 'bt', f(bt),
-  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf)
+  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf, 'hot', hot)
 local keep = math.ceil((math.max(tat, cool, bu) - now) / 1000) + 1000
 if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[1], keep)

@@ -99,7 +99,7 @@ func driveFleet(ctx context.Context, t *testing.T, s *redistest.Server, cfg Conf
 					if !ok {
 						out = Result{Outcome: RateLimited, RetryAfter: time.Second}
 					}
-					_ = b.Report(context.Background(), p, out)
+					_, _ = b.Report(context.Background(), p, out)
 				}
 			})
 		}

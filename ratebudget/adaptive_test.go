@@ -13,7 +13,7 @@ func reportN(t *testing.T, b *Budget, p Permit, r Result, n int) {
 		b.mu.Lock()
 		b.lastFlush = time.Time{} // every report is sent at once
 		b.mu.Unlock()
-		if err := b.Report(context.Background(), p, r); err != nil {
+		if _, err := b.Report(context.Background(), p, r); err != nil {
 			t.Fatalf("Report: %v", err)
 		}
 	}

@@ -1069,11 +1069,13 @@ const flushRateLimitedAfter = 250 * time.Millisecond
 // usually sends nothing: the answer travels with this process's next
 // booking. A probe's answer, a spent rate-limit window, and failures that
 // have waited flushAfter are sent at once; a Retry-After of LongRetryAfter
-// or more starts a fleet cool-down (CoolDown). It returns the error of
-// whatever it sent.
-func (b *Budget) Report(ctx context.Context, p Permit, r Result) error {
+// or more starts a fleet cool-down (CoolDown). It returns the fleet's
+// state as this process now knows it (after what it sent, if it sent
+// anything), so the caller can tell a failure of its own from one of the
+// API's broad failures; and the error of whatever it sent.
+func (b *Budget) Report(ctx context.Context, p Permit, r Result) (FleetState, error) {
 	if b.unlimited() {
-		return nil
+		return FleetState{Breaker: BreakerClosed}, nil
 	}
 	var q pending
 	switch r.Outcome {
@@ -1085,7 +1087,7 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) error {
 	case Failed:
 		q.fail = 1
 	default:
-		return fmt.Errorf("ratebudget: report: unknown outcome %d", r.Outcome)
+		return b.Fleet(), fmt.Errorf("ratebudget: report: unknown outcome %d", r.Outcome)
 	}
 	if p.Probe {
 		// The probe tests the API's health: any answer but a failure
@@ -1113,7 +1115,7 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) error {
 	if r.Outcome == RateLimited && r.RetryAfter >= b.longRA {
 		err = errors.Join(err, b.CoolDown(ctx, r.RetryAfter))
 	}
-	return err
+	return b.Fleet(), err
 }
 
 // CoolDown makes the whole fleet pause for d, typically the Retry-After of

@@ -27,7 +27,7 @@ type Importer interface {
 // away to hold a handler for it, or the fleet's breaker is open.
 type RateBudget interface {
 	Acquire(ctx context.Context) (ratebudget.Permit, error)
-	Report(ctx context.Context, p ratebudget.Permit, r ratebudget.Result) error
+	Report(ctx context.Context, p ratebudget.Permit, r ratebudget.Result) (ratebudget.FleetState, error)
 }
 
 // QueuePauser pauses a queue for every worker sharing the Redis;
@@ -207,7 +207,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	} else if err == nil {
 		status = 200
 	}
-	h.report(ctx, log, permit, class, conn, err)
+	fleet := h.report(ctx, log, permit, class, conn, err)
 	h.m.Imports.WithLabelValues(string(class), versori.StatusClass(status)).Inc()
 	h.m.CallDuration.WithLabelValues(string(class)).Observe(took.Seconds())
 	log.with("class", class, "http_status", status, "duration_ms", took.Milliseconds())
@@ -252,6 +252,16 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		h.attempt(ctx, log, p, class, status, took, err)
 		log.error("API key refused: queue paused until an operator resumes it", "queue", h.cfg.Queue, "err", err)
 		return &RetryLaterError{Class: class, Delay: h.cfg.UnauthorizedDelay, Err: err}
+
+	case class.Retryable() && (permit.Probe || fleet.Breaker != ratebudget.BreakerClosed):
+		// The API fails for everyone (the breaker is open, or this was
+		// its probe): this failure says nothing about the organisation,
+		// so it uses no attempt; the budget holds the task until the
+		// breaker lets calls through again.
+		h.attempt(ctx, log, p, class, status, took, err)
+		h.m.RateDeferred.WithLabelValues(ratebudget.ReasonBreaker).Inc()
+		log.warn("import failed while the API fails broadly; holding the task without using an attempt", "breaker", fleet.Breaker, "err", err)
+		return &RetryLaterError{Class: class, Delay: time.Second, Err: err}
 
 	case class.Retryable():
 		retried, maxRetry := retryCounts(ctx)
@@ -314,9 +324,9 @@ func (h *Handler) waitForSlot(ctx context.Context) (ratebudget.Permit, error) {
 // report tells the budget what the API answered, so the fleet learns its
 // rate and its breaker sees broad failures. A 401 or a refusal about one
 // organisation says the API is up and did not refuse for rate.
-func (h *Handler) report(ctx context.Context, log *taskLog, p ratebudget.Permit, class versori.Class, conn *versori.Connector, callErr error) {
+func (h *Handler) report(ctx context.Context, log *taskLog, p ratebudget.Permit, class versori.Class, conn *versori.Connector, callErr error) ratebudget.FleetState {
 	if h.cfg.Budget == nil {
-		return
+		return ratebudget.FleetState{Breaker: ratebudget.BreakerClosed}
 	}
 	r := ratebudget.Result{Outcome: ratebudget.Accepted}
 	switch {
@@ -329,9 +339,11 @@ func (h *Handler) report(ctx context.Context, log *taskLog, p ratebudget.Permit,
 	if rl := versori.RateLimitOf(conn, callErr); rl.Known() {
 		r.Headers = &ratebudget.Headers{Rate: rl.Rate, Remaining: rl.Remaining, Reset: rl.Reset}
 	}
-	if err := h.cfg.Budget.Report(ctx, p, r); err != nil {
+	fleet, err := h.cfg.Budget.Report(ctx, p, r)
+	if err != nil {
 		log.warn("could not report the answer to the rate budget", "err", err)
 	}
+	return fleet
 }
 
 // finish records the organisation's outcome. prior is the number of

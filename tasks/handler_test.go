@@ -77,6 +77,8 @@ type fakeBudget struct {
 	coolDowns []time.Duration
 	results   []ratebudget.Result
 	refuse    int
+	// breakerOpen makes Report say the fleet's breaker is open.
+	breakerOpen bool
 }
 
 func (b *fakeBudget) Acquire(context.Context) (ratebudget.Permit, error) {
@@ -89,14 +91,18 @@ func (b *fakeBudget) Acquire(context.Context) (ratebudget.Permit, error) {
 	return ratebudget.Permit{Waited: time.Millisecond}, nil
 }
 
-func (b *fakeBudget) Report(_ context.Context, _ ratebudget.Permit, r ratebudget.Result) error {
+func (b *fakeBudget) Report(_ context.Context, _ ratebudget.Permit, r ratebudget.Result) (ratebudget.FleetState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.results = append(b.results, r)
 	if r.Outcome == ratebudget.RateLimited && r.RetryAfter >= ratebudget.DefaultLongRetryAfter {
 		b.coolDowns = append(b.coolDowns, r.RetryAfter)
 	}
-	return nil
+	state := ratebudget.BreakerClosed
+	if b.breakerOpen {
+		state = ratebudget.BreakerOpen
+	}
+	return ratebudget.FleetState{Breaker: state}, nil
 }
 
 type harness struct {
@@ -485,4 +491,65 @@ func TestRetryWriteWaitsForRedis(t *testing.T) {
 	if err == nil {
 		t.Fatal("retryWrite must give up when its context ends")
 	}
+}
+
+// TestBroadFailuresUseNoAttempt: while the fleet's breaker is open, a 503
+// says nothing about the organisation: with one retry allowed, three 503s
+// still end in an import. Two 503s with the breaker closed use both
+// attempts.
+func TestBroadFailuresUseNoAttempt(t *testing.T) {
+	h := newHarness(t, 1)
+	h.budget.breakerOpen = true
+	h.api.script(org(1), apiError(503, 0), apiError(503, 0), apiError(503, 0), nil)
+	h.enqueue(org(1))
+	if rec := h.waitSettled(org(1)); rec.State != ledger.Succeeded {
+		t.Fatalf("with the breaker open: %+v, want imported", rec)
+	}
+	if got := testutil.ToFloat64(h.metrics.RateDeferred.WithLabelValues(ratebudget.ReasonBreaker)); got != 3 {
+		t.Fatalf("deferred{breaker} = %v, want 3", got)
+	}
+
+	h2 := newHarness(t, 1)
+	h2.api.script(org(2), apiError(503, 0), apiError(503, 0), nil)
+	h2.enqueue(org(2))
+	if rec := h2.waitSettled(org(2)); rec.State != ledger.Failed || rec.Class != string(versori.ClassExhausted) {
+		t.Fatalf("with the breaker closed: %+v, want exhausted", rec)
+	}
+}
+
+// TestBreakerRefusalHoldsTheTask: a booking refused by the breaker hands
+// the task back without an attempt or a call.
+func TestBreakerRefusalHoldsTheTask(t *testing.T) {
+	b := &breakerRefusing{}
+	api := newStubAPI()
+	p := NewProducer(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), ProducerConfig{})
+	handler, err := NewHandler(HandlerConfig{
+		Client: api, Budget: b, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := NewImportTask(Payload{RolloutID: "r1", OrgID: org(1), ConnectorID: testConnector, Version: "1"}, TaskOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = handler.ProcessTask(context.Background(), task)
+	var later *RetryLaterError
+	if !errors.As(err, &later) || later.Delay != 3*time.Second || later.Class != versori.ClassServerError || IsFailure(err) {
+		t.Fatalf("ProcessTask = %v, want a RetryLaterError of 3s (server_error) that is no failure", err)
+	}
+	if got := api.callsOf(org(1)); got != 0 {
+		t.Fatalf("%d calls made with the breaker open", got)
+	}
+}
+
+type breakerRefusing struct{}
+
+func (breakerRefusing) Acquire(context.Context) (ratebudget.Permit, error) {
+	return ratebudget.Permit{}, &ratebudget.DelayError{RetryIn: 3 * time.Second, Reason: ratebudget.ReasonBreaker}
+}
+
+func (breakerRefusing) Report(context.Context, ratebudget.Permit, ratebudget.Result) (ratebudget.FleetState, error) {
+	return ratebudget.FleetState{Breaker: ratebudget.BreakerOpen}, nil
 }

@@ -57,29 +57,35 @@
 // learning costs no extra round trip. The rule, evaluated by the booking
 // script on the server's clock:
 //
-//   - 429s that show the fleet above the API's limit (at least CutMin of
-//     them and a CutShare of the answers in the evidence window) cut the
-//     rate to 0.95 of the rate the API accepted in that window. While the
-//     fleet is above a limit, what the API accepts is the limit, so one cut
-//     lands just below it: this is a measurement, like BBR's delivery rate,
-//     not a blind multiplicative cut.
-//   - The rate is then held for Hold, and grows as a cubic of the time
-//     since (CUBIC's convex probe) towards the ceiling. A ramp that meets 429s above the rate the API
-//     accepted (a ProbeShare of the answers) falls back to 0.97 of that
-//     rate, or to 0.9 of what the API accepted during the ramp when that
-//     is higher (the limit rose, but not that far), and holds again.
+//   - 429s that show the fleet above the API's limit cut the rate to 0.95
+//     of the rate the API accepted while refusing: at once when half the
+//     answers (of at least 8) are 429s, else when two evidence windows in a
+//     row (each at least EvidenceWindow and 40 answers) held a CutShare
+//     and CutMin of them. While the fleet is above a limit, what the API
+//     accepts is about its limit: a measurement, like BBR's delivery rate,
+//     not a blind multiplicative cut. (A limiter without a burst accepts
+//     less than its limit when called above it, so the measurement can
+//     fall short; the probe below climbs back.)
+//   - The rate is then held for Hold and probes upward as a cubic of the
+//     time since (CUBIC's convex growth), clocked by the answers as TCP's
+//     slow start is by its acknowledgements: never more than 1.5 times what
+//     the API accepted during the probe. A probe that meets 429s above the
+//     rate the API accepted (a ProbeShare of the answers) takes what the
+//     API accepted during it as the new estimate if that is higher, falls
+//     back to 0.95 of the estimate, and holds again, longer (up to twice
+//     Hold) each time it found the limit unmoved.
 //   - Evidence from calls booked before a decision is ignored: a decision
 //     is made at most once per reaction window, which ends when the slots
 //     booked before it have been used.
-//   - Isolated 429s at a rate the API has been accepting (under CutShare)
-//     change nothing: a 2% scatter of 429s does not slow the fleet. A
-//     second cut needs a window under CutShare first (unless half the
-//     answers are 429s), so a steady scatter above CutShare costs one cut,
-//     not a slide to the floor.
+//   - Isolated 429s at a rate the API has been accepting change nothing: a
+//     2% scatter rarely puts two windows in a row over CutShare. After a
+//     cut, a second one needs a window under CutShare first, or a share
+//     that fell with the rate, so a steady scatter above CutShare costs
+//     one cut, not a slide to the floor.
 //   - Rate-limit headers, when the API sends them, set the rate directly
-//     (0.97 of the stated policy) and stop the probing while they last; a
-//     window whose calls are spent (remaining 0) pauses the fleet until it
-//     resets.
+//     (0.97 of the stated policy) and stop the probing while they last;
+//     without a stated rate, a window whose calls are spent (remaining 0)
+//     for more than a second pauses the fleet until it resets.
 //
 // Why not the per-process recipes: AWS SDK's adaptive retry mode (a CUBIC
 // token bucket, beta 0.7) and TCP's AIMD cut the sending rate blindly and

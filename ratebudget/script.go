@@ -177,10 +177,10 @@ if adaptive then
   local decided = false
   -- A window closes after win with at least 40 answers in it, so that a
   -- share of a few percent means something at low rates too, or after ten
-  -- windows anyway. Short of half the answers refused, a cut is decided
-  -- only as a window closes, and only on the second window in a row over
-  -- cut_share: judged on every answer, a 2% scatter of 429s crosses 5%
-  -- somewhere in most windows.
+  -- windows anyway. A share under 4 x cut_share is judged only as a window
+  -- closes, and under 2 x cut_share only on the second window in a row:
+  -- judged on every answer, a 2% scatter of 429s crosses 5% somewhere in
+  -- most windows.
   local closing = (el >= win and n >= 40) or el >= 10 * win
   if wrl > 0 and now >= tb and now >= hf then
     local share = wrl / n
@@ -207,7 +207,9 @@ if adaptive then
       event = 2
       decided = true
     elseif (el >= 100000 and n >= 8 and wrl >= 5 and share >= cluster_share) or
-        (closing and wrl >= cut_min and share >= cut_share and hot == 1 and (arm == 1 or share < 0.5 * sc)) then
+        (wrl >= cut_min and (arm == 1 or share < 0.8 * sc) and (
+          (n >= 20 and share >= 4 * cut_share) or
+          (closing and share >= cut_share and (hot == 1 or share >= 2 * cut_share)))) then
       -- 429s show the fleet is above the API's limit. While above it, the
       -- rate the API accepts is its limit: measure it and go just below.
       -- Two measures of it, the accepted calls per second and the share
@@ -218,10 +220,10 @@ if adaptive then
       event = 1
       decided = true
       -- A second cut needs a window under cut_share first, or a share
-      -- that fell to half of this one with the rate: 429s that stay at the
-      -- same share below the cut do not come from the rate (a scatter of
-      -- refusals), and cutting again would sink the fleet to its floor for
-      -- nothing. A share of cluster_share always cuts.
+      -- that fell with the rate (to under 0.8 of this one): 429s that stay
+      -- at the same share below the cut do not come from the rate (a
+      -- scatter of refusals), and cutting again would sink the fleet to
+      -- its floor for nothing. A share of cluster_share always cuts.
       arm = 0
       sc = share
       pf = 0

@@ -10,6 +10,7 @@ import (
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
 	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
@@ -125,7 +126,7 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		BackoffCap:  dur("RETRY_BACKOFF_CAP", time.Minute, maxBackoff),
 	}
 
-	c.RateLimit = 10
+	c.RateLimit = rollout.DefaultRateLimit
 	if v := str("IMPORT_RATE_LIMIT", ""); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(f) || f != 0 && (f < ratebudget.MinLimit || f > ratebudget.MaxLimit) {

@@ -111,4 +111,3 @@ func (c *cancelCmd) run(cmd *cobra.Command, args []string) error {
 		ro.ID, counted(res.Cancelled, "pending organisation"), counted(res.TasksDeleted, "queued task"), counted(res.Running, "import"))
 	return nil
 }
-

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -332,4 +333,50 @@ func (h *CallbackHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	}
 	log.Info("callback delivered", "host", u.Host, "http_status", resp.StatusCode, "delivery_id", DeliveryID(r))
 	return nil
+}
+
+// MinCallbackSecretBytes is the shortest callback secret accepted.
+const MinCallbackSecretBytes = 16
+
+// CallbackSecret reads the callback secret from CALLBACK_SECRET or the file
+// CALLBACK_SECRET_FILE names (surrounding whitespace trimmed); nil when
+// neither is set. The error names the variable.
+func CallbackSecret(getenv func(string) string) ([]byte, error) {
+	v, file := getenv("CALLBACK_SECRET"), strings.TrimSpace(getenv("CALLBACK_SECRET_FILE"))
+	name := "CALLBACK_SECRET"
+	switch {
+	case v != "" && file != "":
+		return nil, errors.New("CALLBACK_SECRET_FILE: is set together with CALLBACK_SECRET; set only one")
+	case file != "":
+		name = "CALLBACK_SECRET_FILE"
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("CALLBACK_SECRET_FILE: %v", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, 4<<10+1))
+		if err != nil {
+			return nil, fmt.Errorf("CALLBACK_SECRET_FILE: %v", err)
+		}
+		if len(b) > 4<<10 {
+			return nil, fmt.Errorf("CALLBACK_SECRET_FILE: %s is larger than 4 KiB; it should hold the secret only", file)
+		}
+		v = string(b)
+	case v == "":
+		return nil, nil
+	}
+	v = strings.TrimSpace(v)
+	if len(v) < MinCallbackSecretBytes {
+		return nil, fmt.Errorf("%s: the secret is %d bytes, at least %d needed (e.g. openssl rand -hex 32)", name, len(v), MinCallbackSecretBytes)
+	}
+	return []byte(v), nil
+}
+
+// CallbackAllowedHosts reads CALLBACK_ALLOWED_HOSTS; the error names it.
+func CallbackAllowedHosts(getenv func(string) string) (AllowedHosts, error) {
+	a, err := ParseAllowedHosts(getenv("CALLBACK_ALLOWED_HOSTS"))
+	if err != nil {
+		return nil, fmt.Errorf("CALLBACK_ALLOWED_HOSTS: %v", err)
+	}
+	return a, nil
 }

@@ -36,6 +36,8 @@ type config struct {
 	LogLevel        string        // LOG_LEVEL
 	EnablePprof     bool          // ENABLE_PPROF
 	Rate            rateSettings  // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
+	CallbackSecret  []byte               // CALLBACK_SECRET or CALLBACK_SECRET_FILE
+	CallbackHosts   rollout.AllowedHosts // CALLBACK_ALLOWED_HOSTS
 
 	// client is the API client built while checking the settings; nil in
 	// demo mode, whose API is only known once the demo starts.
@@ -200,6 +202,14 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		default:
 			c.client = c.checkClient(bad, schemeOK)
 		}
+	}
+
+	var err error
+	if c.CallbackSecret, err = rollout.CallbackSecret(getenv); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if c.CallbackHosts, err = rollout.CallbackAllowedHosts(getenv); err != nil {
+		errs = append(errs, err.Error())
 	}
 
 	min, def := worker.ShutdownBounds(c.RateMaxWait, c.CallTimeout)

@@ -18,24 +18,24 @@ import (
 // config is the worker's configuration, read from the environment. Every
 // field's variable is named in the documentation table in README.md.
 type config struct {
-	RedisURL        string        // REDIS_URL
-	BaseURL         string        // VERSORI_BASE_URL
-	APIKey          string        // VERSORI_API_KEY
-	APIKeyFile      string        // VERSORI_API_KEY_FILE, read by the client
-	AuthScheme      string        // VERSORI_AUTH_SCHEME
-	CallTimeout     time.Duration // VERSORI_TIMEOUT
-	RateLimit       float64       // IMPORT_RATE_LIMIT
-	RateBurst       int           // IMPORT_RATE_BURST
-	RateMaxWait     time.Duration // IMPORT_RATE_MAX_WAIT
-	Concurrency     int           // WORKER_CONCURRENCY
-	Queue           string        // WORKER_QUEUE
-	ShutdownTimeout time.Duration // WORKER_SHUTDOWN_TIMEOUT
-	BackoffBase     time.Duration // RETRY_BACKOFF_BASE
-	BackoffCap      time.Duration // RETRY_BACKOFF_CAP
-	MetricsAddr     string        // METRICS_ADDR
-	LogLevel        string        // LOG_LEVEL
-	EnablePprof     bool          // ENABLE_PPROF
-	Rate            rateSettings  // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
+	RedisURL        string               // REDIS_URL
+	BaseURL         string               // VERSORI_BASE_URL
+	APIKey          string               // VERSORI_API_KEY
+	APIKeyFile      string               // VERSORI_API_KEY_FILE, read by the client
+	AuthScheme      string               // VERSORI_AUTH_SCHEME
+	CallTimeout     time.Duration        // VERSORI_TIMEOUT
+	RateLimit       float64              // IMPORT_RATE_LIMIT
+	RateBurst       int                  // IMPORT_RATE_BURST
+	RateMaxWait     time.Duration        // IMPORT_RATE_MAX_WAIT
+	Concurrency     int                  // WORKER_CONCURRENCY
+	Queue           string               // WORKER_QUEUE
+	ShutdownTimeout time.Duration        // WORKER_SHUTDOWN_TIMEOUT
+	BackoffBase     time.Duration        // RETRY_BACKOFF_BASE
+	BackoffCap      time.Duration        // RETRY_BACKOFF_CAP
+	MetricsAddr     string               // METRICS_ADDR
+	LogLevel        string               // LOG_LEVEL
+	EnablePprof     bool                 // ENABLE_PPROF
+	Rate            rateSettings         // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
 	CallbackSecret  []byte               // CALLBACK_SECRET or CALLBACK_SECRET_FILE
 	CallbackHosts   rollout.AllowedHosts // CALLBACK_ALLOWED_HOSTS
 

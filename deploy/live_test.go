@@ -113,7 +113,24 @@ func startDemoWorker(t *testing.T) demoWorker {
 	addr := ln.Addr().String()
 	ln.Close()
 
-	cmd := exec.Command(filepath.Join(dir, "worker"), "--demo")
+	// The production worker links no demo (it keeps miniredis and the fake
+	// API out): build the same package with the Dockerfile's flags and the
+	// demo tag, as `make demo` does.
+	demoBin := filepath.Join(dir, "worker-demo")
+	g := dockerGoBuild(t, map[string]string{"VERSION": "v9.9.9-test", "COMMIT": "c0ffee"})
+	flags := slices.Clone(g.flags)
+	for i := range flags {
+		if flags[i] == "-o" {
+			flags[i+1] = demoBin
+		}
+	}
+	bc := exec.Command("go", append(append([]string{"build", "-tags", "demo"}, flags...), "./cmd/worker")...)
+	bc.Dir = ".."
+	bc.Env = append(os.Environ(), g.env...)
+	if b, err := bc.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v\n%s", bc.Args, err, b)
+	}
+	cmd := exec.Command(demoBin, "--demo")
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"METRICS_ADDR=" + addr, "IMPORT_RATE_LIMIT=200", "LOG_LEVEL=info",

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/versori/import-worker/internal/buildinfo"
-	"github.com/versori/import-worker/internal/demo"
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
 	"github.com/versori/import-worker/metrics"
@@ -93,15 +92,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer stop()
 
 	if *demoMode {
-		env, err := demo.Start(demo.Options{})
+		stopDemo, err := startDemo(&cfg, log)
 		if err != nil {
 			log.Error("demo environment did not start", "err", err)
 			return exitRuntime
 		}
-		defer env.Close()
-		cfg.RedisURL, cfg.BaseURL, cfg.APIKey = env.RedisURL, env.APIURL, env.APIKey
-		log.Warn("DEMO MODE: in-memory Redis and a fake Versori API; nothing is kept",
-			"redis_url", env.RedisURL, "fake_api", env.APIURL)
+		defer stopDemo()
 	}
 
 	rdb, err := redisconn.New(cfg.RedisURL, redisconn.Options{PoolSize: 2*cfg.Concurrency + 10})

@@ -26,8 +26,8 @@ type API struct {
 	Duration *prometheus.HistogramVec
 }
 
-// NewAPI registers the API's metrics and its build info on reg.
-func NewAPI(reg prometheus.Registerer, b BuildInfo) *API {
+// NewAPI registers the API's RED metrics on reg.
+func NewAPI(reg prometheus.Registerer) *API {
 	a := &API{
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameAPIRequests,
@@ -39,15 +39,21 @@ func NewAPI(reg prometheus.Registerer, b BuildInfo) *API {
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route", "method"}),
 	}
+	reg.MustRegister(a.Requests, a.Duration)
+	return a
+}
+
+// RegisterProcess registers the build info metric and the Go and process
+// collectors, for a binary that does not call New (cmd/api).
+func RegisterProcess(reg prometheus.Registerer, b BuildInfo) {
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        NameBuildInfo,
 		Help:        "Always 1; labels carry the version and commit of the running binary.",
 		ConstLabels: prometheus.Labels{"version": b.Version, "commit": b.Commit, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	reg.MustRegister(a.Requests, a.Duration, buildInfo,
+	reg.MustRegister(buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return a
 }

@@ -83,7 +83,8 @@ func newServer(cfg serverConfig) http.Handler {
 		cfg.BurstPerToken = 100
 	}
 	s := &server{cfg: cfg, m: cfg.Manager, log: cfg.Logger, limiters: map[string]*rate.Limiter{}}
-	s.metrics = metrics.NewAPI(cfg.Registry, cfg.Build)
+	s.metrics = metrics.NewAPI(cfg.Registry)
+	metrics.RegisterProcess(cfg.Registry, cfg.Build)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })

@@ -64,9 +64,10 @@ bench: deps
 # demo runs a whole rollout on embedded defaults in one process: an in-memory
 # Redis, the fake Versori API, a worker serving /metrics and a rollout of 3,000
 # organisations, then prints the status and the path of a CSV report. It
-# keeps nothing and needs nothing installed but Go.
+# keeps nothing and needs nothing installed but Go. The demo tag links the
+# in-memory Redis and the fake API, which the production binaries leave out.
 demo:
-	$(GO) run ./cmd/enqueue demo
+	$(GO) run -tags demo ./cmd/enqueue demo
 
 clean:
 	rm -rf $(BIN)

@@ -113,7 +113,24 @@ func startDemoWorker(t *testing.T) demoWorker {
 	addr := ln.Addr().String()
 	ln.Close()
 
-	cmd := exec.Command(filepath.Join(dir, "worker"), "--demo")
+	// The production worker links no demo (it keeps miniredis and the fake
+	// API out): build the same package with the Dockerfile's flags and the
+	// demo tag, as `make demo` does.
+	demoBin := filepath.Join(dir, "worker-demo")
+	g := dockerGoBuild(t, map[string]string{"VERSION": "v9.9.9-test", "COMMIT": "c0ffee"})
+	flags := slices.Clone(g.flags)
+	for i := range flags {
+		if flags[i] == "-o" {
+			flags[i+1] = demoBin
+		}
+	}
+	bc := exec.Command("go", append(append([]string{"build", "-tags", "demo"}, flags...), "./cmd/worker")...)
+	bc.Dir = ".."
+	bc.Env = append(os.Environ(), g.env...)
+	if b, err := bc.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v\n%s", bc.Args, err, b)
+	}
+	cmd := exec.Command(demoBin, "--demo")
 	cmd.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"METRICS_ADDR=" + addr, "IMPORT_RATE_LIMIT=200", "LOG_LEVEL=info",
@@ -273,6 +290,14 @@ func TestLiveWorker(t *testing.T) {
 		t.Errorf("after a rollout, the worker never exported %v; a labelled family shows only once a child exists, so the worker should create its known label values at start", m)
 	}
 	checkFamilies(t, seen)
+	// The API's families come from cmd/api, not the worker: its queries
+	// (the HTTP API row, VersoriImportAPIErrorRatioHigh) are checked
+	// against a registry set up as cmd/api does.
+	for name, mf := range apiRegistryFamilies(t) {
+		if _, ok := apiFamilies[name]; ok {
+			seen[name] = mf
+		}
+	}
 	for _, err := range queryErrors(seen, allQueries(t)) {
 		t.Error(err)
 	}

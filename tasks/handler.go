@@ -36,6 +36,13 @@ type QueuePauser interface {
 	PauseQueue(queue string) error
 }
 
+// FinishHook hears that an organisation's outcome was recorded for the
+// first time; *rollout.Manager implements it to enqueue a rollout's
+// completion callback after its last organisation. An error is logged.
+type FinishHook interface {
+	OrganisationFinished(ctx context.Context, rolloutID string) error
+}
+
 // HandlerConfig wires the import handler. Client, Ledger, Metrics and Logger
 // are required.
 type HandlerConfig struct {
@@ -67,6 +74,8 @@ type HandlerConfig struct {
 	LongRetryAfter time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// OnFinish, if set, is called after each outcome recorded.
+	OnFinish FinishHook
 }
 
 // recordTimeout bounds the ledger writes after an API call, retries
@@ -364,6 +373,11 @@ func (h *Handler) finish(ctx context.Context, log *taskLog, p Payload, out ledge
 	if changed {
 		h.m.OrgsFinished.WithLabelValues(string(out.State), out.Class).Inc()
 		h.m.AttemptsPerOrg.Observe(float64(prior + 1))
+		if h.cfg.OnFinish != nil {
+			if err := retryWrite(ctx, log, func() error { return h.cfg.OnFinish.OrganisationFinished(ctx, p.RolloutID) }); err != nil {
+				log.warn("could not check the rollout for completion", "err", err)
+			}
+		}
 	}
 	return nil
 }

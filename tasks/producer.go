@@ -48,16 +48,26 @@ func (r Rollout) canonical() (Rollout, error) {
 	return r, versori.ValidateVersion(r.Version)
 }
 
+// Defaults of ProducerConfig.
+const (
+	// DefaultConcurrency is how many enqueue calls a Producer keeps in
+	// flight.
+	DefaultConcurrency = 32
+	// DefaultBatchSize is how many organisations a Producer registers in
+	// the ledger per round trip.
+	DefaultBatchSize = 500
+)
+
 // ProducerConfig configures a Producer. The zero value is usable.
 type ProducerConfig struct {
 	// Task sets the queue, attempts and timeout of every task.
 	Task TaskOptions
 	// Concurrency is how many enqueue calls are in flight at once. asynq
 	// enqueues one task per round trip; keeping many in flight is what
-	// makes a 100,000-organisation rollout fast. Default 32.
+	// makes a 100,000-organisation rollout fast. Default DefaultConcurrency.
 	Concurrency int
 	// BatchSize is how many organisations are registered in the ledger per
-	// round trip. Default 500.
+	// round trip. Default DefaultBatchSize.
 	BatchSize int
 	// Ledger configures the ledger the producer records rollouts in; it must
 	// match the workers' (the default prefix, unless both change it).
@@ -78,10 +88,10 @@ type Producer struct {
 func NewProducer(rdb redis.UniversalClient, cfg ProducerConfig) *Producer {
 	cfg.Task = cfg.Task.withDefaults()
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 32
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = DefaultBatchSize
 	}
 	return &Producer{
 		client: asynq.NewClientFromRedisClient(rdb),

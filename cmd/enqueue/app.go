@@ -15,6 +15,7 @@ import (
 
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 )
 
@@ -139,6 +140,11 @@ func (a *app) connect(ctx context.Context) (redis.UniversalClient, error) {
 	return rdb, nil
 }
 
+// manager returns the rollout manager on rdb for --queue.
+func (a *app) manager(rdb redis.UniversalClient) *rollout.Manager {
+	return rollout.New(rdb, rollout.Options{Queue: a.queue, RateKey: a.getenv("IMPORT_RATE_KEY")})
+}
+
 // openRollout connects to Redis and reads a rollout's definition and
 // counters, for the commands that act on one rollout. The caller closes rdb.
 func (a *app) openRollout(ctx context.Context, id string) (rdb redis.UniversalClient, led *ledger.Ledger, r ledger.Rollout, c ledger.Counts, err error) {
@@ -147,7 +153,7 @@ func (a *app) openRollout(ctx context.Context, id string) (rdb redis.UniversalCl
 		return nil, nil, r, c, err
 	}
 	led = ledger.New(rdb, ledger.Options{})
-	r, c, err = rollout(ctx, led, id)
+	r, c, err = readRollout(ctx, a.manager(rdb), id)
 	if err != nil {
 		rdb.Close()
 		return nil, nil, r, c, err
@@ -169,14 +175,15 @@ func (a *app) rolloutQueue(r ledger.Rollout) (string, error) {
 	return r.Queue, nil
 }
 
-// rollout returns a rollout's definition and counters; an invalid or unknown
-// ID is bad input.
-func rollout(ctx context.Context, led *ledger.Ledger, id string) (ledger.Rollout, ledger.Counts, error) {
-	if err := tasks.ValidateRolloutID(id); err != nil {
-		return ledger.Rollout{}, ledger.Counts{}, &exitError{code: exitUsage, err: err}
+// readRollout returns a rollout's definition and counters; an invalid or
+// unknown ID is bad input.
+func readRollout(ctx context.Context, m *rollout.Manager, id string) (ledger.Rollout, ledger.Counts, error) {
+	r, c, err := m.Get(ctx, id)
+	var ie *rollout.InputError
+	if errors.As(err, &ie) {
+		return r, c, &exitError{code: exitUsage, err: ie.Err}
 	}
-	r, c, err := led.Rollout(ctx, id)
-	if errors.Is(err, ledger.ErrRolloutNotFound) {
+	if errors.Is(err, rollout.ErrNotFound) {
 		return r, c, usageError("rollout %q not found (list rollouts with: enqueue rollouts)", id)
 	}
 	return r, c, err

@@ -1,31 +1,29 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"iter"
 	"math"
 	"os"
 	"strconv"
 	"time"
 
-	"github.com/oklog/ulid/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/versori/import-worker/orglist"
 	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
 
 // defaultRateLimit is the fleet's rate limit when neither --rate-limit nor
-// IMPORT_RATE_LIMIT says otherwise; it matches the worker's default.
-const defaultRateLimit = 10
+// IMPORT_RATE_LIMIT says otherwise: the worker's default.
+const defaultRateLimit = rollout.DefaultRateLimit
 
 // enqueueCmd is the root command: it enqueues a rollout.
 type enqueueCmd struct {
@@ -45,7 +43,7 @@ func (e *enqueueCmd) flags(cmd *cobra.Command) {
 	f.BoolVar(&e.dryRun, "dry-run", false, "validate and count the list and print the ETA; write nothing")
 	f.BoolVar(&e.skipInvalid, "skip-invalid", false, "enqueue the valid IDs even when some are invalid")
 	f.StringVar(&e.rateLimit, "rate-limit", "", "the fleet's import calls per second, for the ETA (default $IMPORT_RATE_LIMIT or 10)")
-	f.IntVar(&e.concurrency, "concurrency", 16, "enqueue calls in flight at once")
+	f.IntVar(&e.concurrency, "concurrency", rollout.DefaultEnqueueConcurrency, "enqueue calls in flight at once")
 }
 
 // enqueueResult is the --json output; the first five fields are the
@@ -86,16 +84,16 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 	// second pass streams the spool into the queue, so memory holds only
 	// the de-duplication set, whatever the length of the list, and a list
 	// read from a pipe is read once.
-	spool, err := os.CreateTemp("", "enqueue-orgs-*.txt")
-	if err != nil {
-		return fmt.Errorf("spool file: %w", err)
-	}
-	defer os.Remove(spool.Name())
-	defer spool.Close()
-	stats, name, err := e.readList(ctx, spool)
+	spool, err := rollout.NewSpool()
 	if err != nil {
 		return err
 	}
+	defer spool.Close()
+	name, err := e.readList(ctx, spool)
+	if err != nil {
+		return err
+	}
+	stats := listStats{unique: spool.Unique, duplicates: spool.Duplicates, invalid: spool.InvalidCount}
 	res := enqueueResult{
 		RolloutID: e.rolloutID, Duplicates: stats.duplicates, Invalid: stats.invalid,
 		Organisations: stats.unique, ConnectorID: e.connector, Version: e.version,
@@ -139,22 +137,15 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer rdb.Close()
-	generated := e.rolloutID == ""
-	if generated {
-		e.rolloutID = ulid.Make().String()
-		res.RolloutID = e.rolloutID
-	}
-	p := tasks.NewProducer(rdb, tasks.ProducerConfig{
-		Task:        tasks.TaskOptions{Queue: e.queue},
-		Concurrency: e.concurrency,
-	})
-	r := tasks.Rollout{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version}
-	if err := p.CreateRollout(ctx, r); err != nil {
-		if errors.Is(err, tasks.ErrRolloutMismatch) {
+	m := rollout.New(rdb, rollout.Options{Queue: e.queue, Concurrency: e.concurrency})
+	spec, _, err := m.Create(ctx, rollout.Spec{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version})
+	e.rolloutID, res.RolloutID = spec.ID, spec.ID
+	if err != nil {
+		if errors.Is(err, rollout.ErrMismatch) {
 			return usageError("rollout %q already exists for another connector or version; choose another --rollout", e.rolloutID)
 		}
-		if errors.Is(err, tasks.ErrQueueMismatch) {
-			ro, _, rerr := p.Ledger().Rollout(ctx, e.rolloutID)
+		if errors.Is(err, rollout.ErrQueueMismatch) {
+			ro, _, rerr := m.Get(ctx, e.rolloutID)
 			if rerr == nil {
 				return usageError("--queue %s: rollout %q was enqueued on queue %s; re-run it with --queue %s", e.queue, e.rolloutID, ro.Queue, ro.Queue)
 			}
@@ -167,12 +158,9 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 			e.rolloutID, counted(stats.unique, "organisation"), e.rolloutID)
 	}
 
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("spool file: %w", err)
-	}
-	ids, readErr := lines(spool)
+	ids, readErr := spool.IDs()
 	bar := e.newBar(stats.unique, "enqueuing")
-	sum, err := p.EnqueueAll(ctx, r, ids, func(s tasks.Summary) {
+	sum, err := m.EnqueueIDs(ctx, spec, ids, func(s tasks.Summary) {
 		if bar != nil {
 			bar.Set(s.Total())
 		}
@@ -248,22 +236,21 @@ func (e *enqueueCmd) rate() (float64, error) {
 	return r, nil
 }
 
-// listStats counts what readList read; lines is the last line read.
-type listStats struct{ unique, duplicates, invalid, lines int }
+// listStats counts the list's distinct valid IDs, the duplicates dropped
+// and the invalid values.
+type listStats struct{ unique, duplicates, invalid int }
 
-// readList reads --orgs, reporting each invalid line on stderr, and writes
-// the distinct valid IDs to spool, one a line. It stops as soon as ctx is
-// done, however slow or endless the input.
-func (e *enqueueCmd) readList(ctx context.Context, spool io.Writer) (listStats, string, error) {
-	var st listStats
+// readList reads --orgs into spool, reporting each invalid line on stderr,
+// and returns the list's name. It stops as soon as ctx is done, however
+// slow or endless the input.
+func (e *enqueueCmd) readList(ctx context.Context, spool *rollout.Spool) (string, error) {
+	lastLine := 0
 	src, name, err := e.openList()
 	if err != nil {
-		return st, name, err
+		return name, err
 	}
 	defer src.Close()
 	lr := orglist.NewReader(newCtxReader(ctx, src), orglist.Options{})
-	var seen orglist.Set
-	w := bufio.NewWriter(spool)
 	for {
 		ent, err := lr.Next()
 		if errors.Is(err, io.EOF) {
@@ -273,30 +260,23 @@ func (e *enqueueCmd) readList(ctx context.Context, spool io.Writer) (listStats, 
 		var le *orglist.LineError
 		switch {
 		case ctx.Err() != nil:
-			return st, name, fmt.Errorf("interrupted while reading %s (after line %d); nothing was enqueued", name, st.lines)
+			return name, fmt.Errorf("interrupted while reading %s (after line %d); nothing was enqueued", name, lastLine)
 		case errors.As(err, &he), errors.As(err, &le):
-			return st, name, usageError("%s: %v; nothing was enqueued", name, err)
+			return name, usageError("%s: %v; nothing was enqueued", name, err)
 		case err != nil:
-			return st, name, fmt.Errorf("read %s: %w", name, err)
+			return name, fmt.Errorf("read %s: %w", name, err)
 		}
-		st.lines = ent.Line
+		lastLine = ent.Line
 		if ent.Err != nil {
-			st.invalid++
+			spool.AddInvalid(ent.Line, "", ent.Err)
 			fmt.Fprintf(e.stderr, "%s:%d: %v\n", name, ent.Line, ent.Err)
 			continue
 		}
-		if !seen.Add(ent.ID) {
-			st.duplicates++
-			continue
+		if _, err := spool.AddCanonical(ent.ID); err != nil {
+			return name, err
 		}
-		st.unique++
-		w.WriteString(ent.ID)
-		w.WriteByte('\n')
 	}
-	if err := w.Flush(); err != nil {
-		return st, name, fmt.Errorf("spool file: %w", err)
-	}
-	return st, name, nil
+	return name, nil
 }
 
 func (e *enqueueCmd) openList() (io.ReadCloser, string, error) {
@@ -324,23 +304,6 @@ func unwrapPath(err error) error {
 		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
 	}
 	return err
-}
-
-// lines yields the lines of r; a read error stops the sequence and is left
-// in *err for the caller to check once the sequence is done.
-func lines(r io.Reader) (iter.Seq[string], *error) {
-	var err error
-	return func(yield func(string) bool) {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			if !yield(sc.Text()) {
-				return
-			}
-		}
-		if sc.Err() != nil {
-			err = fmt.Errorf("read spool file: %w", sc.Err())
-		}
-	}, &err
 }
 
 func (a *app) printJSON(v any) error {

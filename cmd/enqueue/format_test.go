@@ -57,16 +57,16 @@ func TestRateMeter(t *testing.T) {
 
 func TestStatusETA(t *testing.T) {
 	st := statusResult{Pending: 300}
-	st.setRate(100)
+	st.SetRate(100)
 	if st.ETASeconds == nil || *st.ETASeconds != 3 {
 		t.Errorf("ETA = %v, want 3 s", st.ETASeconds)
 	}
-	st.setRate(0)
+	st.SetRate(0)
 	if st.ETASeconds != nil {
 		t.Errorf("ETA at rate 0 = %v, want unknown", *st.ETASeconds)
 	}
 	st = statusResult{Done: true}
-	st.setRate(0)
+	st.SetRate(0)
 	if st.ETASeconds == nil || *st.ETASeconds != 0 {
 		t.Errorf("ETA of a done rollout = %v, want 0", st.ETASeconds)
 	}

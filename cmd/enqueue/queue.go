@@ -2,15 +2,12 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
-	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 
 	"github.com/versori/import-worker/internal/buildinfo"
-	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/rollout"
 )
 
 // pauseResult is the --json output of pause and resume.
@@ -45,23 +42,10 @@ the automatic pause that follows a 401 (fix the key first).`
 			return err
 		}
 		defer rdb.Close()
-		insp := asynq.NewInspectorFromRedisClient(rdb)
-		was := queuePaused(rdb, a.queue)
-		res := pauseResult{Queue: a.queue, Paused: pause, Changed: was != pause}
-		if res.Changed {
-			if pause {
-				err = insp.PauseQueue(a.queue)
-			} else {
-				err = insp.UnpauseQueue(a.queue)
-			}
-			// A queue asynq has not seen yet reads as not paused; asynq's
-			// answer then says whether it already was.
-			if err != nil && (strings.Contains(err.Error(), "already paused") || strings.Contains(err.Error(), "not paused")) {
-				res.Changed, err = false, nil
-			}
-			if err != nil {
-				return fmt.Errorf("%s queue %s: %w", cmd.Name(), a.queue, err)
-			}
+		res := pauseResult{Queue: a.queue, Paused: pause}
+		res.Changed, err = a.manager(rdb).SetPaused(a.queue, pause)
+		if err != nil {
+			return fmt.Errorf("%s %w", cmd.Name(), err)
 		}
 		if a.jsonOut {
 			return a.printJSON(res)
@@ -82,18 +66,7 @@ the automatic pause that follows a 401 (fix the key first).`
 }
 
 // rolloutRow is one rollout in the --json output of rollouts.
-type rolloutRow struct {
-	RolloutID   string    `json:"rollout_id"`
-	ConnectorID string    `json:"connector_id"`
-	Version     string    `json:"version"`
-	CreatedAt   time.Time `json:"created_at"`
-	Total       int64     `json:"total"`
-	Pending     int64     `json:"pending"`
-	Succeeded   int64     `json:"succeeded"`
-	Failed      int64     `json:"failed"`
-	Cancelled   int64     `json:"cancelled"`
-	Done        bool      `json:"done"`
-}
+type rolloutRow = rollout.Summary
 
 func newRolloutsCmd(a *app) *cobra.Command {
 	var limit int
@@ -114,17 +87,9 @@ func newRolloutsCmd(a *app) *cobra.Command {
 			return err
 		}
 		defer rdb.Close()
-		rs, err := ledger.New(rdb, ledger.Options{}).Rollouts(ctx, limit)
+		rows, err := a.manager(rdb).List(ctx, limit)
 		if err != nil {
 			return err
-		}
-		rows := make([]rolloutRow, len(rs))
-		for i, r := range rs {
-			c := r.Counts
-			rows[i] = rolloutRow{
-				RolloutID: r.ID, ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: r.CreatedAt.UTC(),
-				Total: c.Total, Pending: c.Pending, Succeeded: c.Succeeded, Failed: c.Failed, Cancelled: c.Cancelled, Done: c.Done(),
-			}
 		}
 		if a.jsonOut {
 			return a.printJSON(rows)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 )
 
@@ -119,7 +120,7 @@ func TestConcurrentRetriesAgree(t *testing.T) {
 		for i := range res {
 			wg.Go(func() {
 				var err error
-				res[i], err = redrive(ctx, rdb, led, ro, nil, tasks.DefaultQueue)
+				res[i], err = rollout.New(rdb, rollout.Options{}).RetryOn(ctx, ro, nil, tasks.DefaultQueue)
 				if err != nil {
 					t.Error(err)
 				}

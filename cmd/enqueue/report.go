@@ -1,51 +1,21 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/versori/import-worker/ledger"
-	"github.com/versori/import-worker/orglist"
-	"github.com/versori/import-worker/versori"
+	"github.com/versori/import-worker/rollout"
 )
 
-// reportColumns are the report's columns: the first seven are the contract
-// of design.md, the rest are additions.
-var reportColumns = []string{
-	"org_id", "state", "class", "http_status", "attempts", "error", "version",
-	"version_mismatch", "finished_at", "duration_ms",
-}
-
-// reportRow is one organisation in a JSON report.
-type reportRow struct {
-	OrgID      string `json:"org_id"`
-	State      string `json:"state"`
-	Class      string `json:"class"`
-	HTTPStatus int    `json:"http_status"`
-	Attempts   int    `json:"attempts"`
-	Error      string `json:"error"`
-	Version    string `json:"version"`
-	// VersionMismatch is true for a succeeded organisation that got another
-	// version than most of the rollout (a "latest" rollout that straddled a
-	// new publication).
-	VersionMismatch bool   `json:"version_mismatch"`
-	FinishedAt      string `json:"finished_at"`
-	DurationMS      int64  `json:"duration_ms"`
-}
+// reportRow is one organisation in a report; its columns are
+// rollout.Columns, the first seven the contract of design.md.
+type reportRow = rollout.Row
 
 type reportCmd struct {
 	*app
@@ -104,7 +74,7 @@ func (r *reportCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	ctx := cmd.Context()
-	rdb, led, ro, counts, err := r.openRollout(ctx, args[0])
+	rdb, _, ro, counts, err := r.openRollout(ctx, args[0])
 	if err != nil {
 		return err
 	}
@@ -115,14 +85,21 @@ func (r *reportCmd) run(cmd *cobra.Command, args []string) error {
 		return err
 	}
 	defer out.Close()
-	majority := majorityVersion(counts.ByVersion)
-	n, mismatched, err := writeReport(ctx, led, ro.ID, filter, r.format, majority, out)
+	rw, err := rollout.NewRowWriter(out, r.format)
+	if err != nil {
+		return err
+	}
+	sum, err := r.manager(rdb).Report(ctx, ro.ID, filter, counts.ByVersion, rw.Write)
+	if err == nil {
+		err = rw.Close()
+	}
 	if err == nil {
 		err = commit()
 	}
 	if err != nil {
 		return err
 	}
+	n, mismatched, majority := sum.Rows, sum.Mismatched, sum.Majority
 	if r.output != "" {
 		fmt.Fprintf(r.stderr, "wrote %s to %s\n", counted(n, "row"), r.output)
 	}
@@ -133,12 +110,12 @@ func (r *reportCmd) run(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-func parseFilter(states, classes []string) (ledger.Filter, error) {
-	var f ledger.Filter
+func parseFilter(states, classes []string) (rollout.Filter, error) {
+	var f rollout.Filter
 	for _, s := range states {
-		st := ledger.State(strings.TrimSpace(s))
-		if !st.Valid() {
-			return f, usageError("--state %q: want succeeded, failed, pending or cancelled", s)
+		st, err := rollout.ParseState(s)
+		if err != nil {
+			return f, usageError("--%v", err)
 		}
 		f.States = append(f.States, st)
 	}
@@ -150,13 +127,9 @@ func parseFilter(states, classes []string) (ledger.Filter, error) {
 func parseClasses(classes []string) ([]string, error) {
 	var out []string
 	for _, c := range classes {
-		c = strings.TrimSpace(c)
-		if !versori.Class(c).Valid() {
-			names := make([]string, 0, len(versori.Classes()))
-			for _, k := range versori.Classes() {
-				names = append(names, string(k))
-			}
-			return nil, usageError("--class %q: want one of %s", c, strings.Join(names, ", "))
+		c, err := rollout.ParseClass(c)
+		if err != nil {
+			return nil, usageError("--%v", err)
 		}
 		out = append(out, c)
 	}
@@ -230,121 +203,9 @@ func (f removeOnClose) Close() error {
 	return nil
 }
 
-// majorityVersion returns the version most succeeded organisations got, or
-// "" when they all got the same one (nothing to flag).
-func majorityVersion(byVersion map[string]int64) string {
-	if len(byVersion) < 2 {
-		return ""
-	}
-	names := make([]string, 0, len(byVersion))
-	for v := range byVersion {
-		names = append(names, v)
-	}
-	sort.Slice(names, func(i, j int) bool {
-		if byVersion[names[i]] != byVersion[names[j]] {
-			return byVersion[names[i]] > byVersion[names[j]]
-		}
-		return names[i] < names[j]
-	})
-	return names[0]
-}
-
-// writeReport streams the rollout's records to w and returns the rows
-// written and how many were flagged version_mismatch. HSCAN may return a
-// record twice; a compact set of the IDs written drops the repeats.
-func writeReport(ctx context.Context, led *ledger.Ledger, id string, f ledger.Filter, format, majority string, w io.Writer) (rows, mismatched int, err error) {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	var cw *csv.Writer
-	switch format {
-	case "csv":
-		cw = csv.NewWriter(bw)
-		cw.Write(reportColumns)
-	case "json":
-		bw.WriteString("[")
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	var seen orglist.Set
-	err = led.ScanFilter(ctx, id, f, func(rec ledger.Record) error {
-		if !seen.Add(rec.OrgID) {
-			return nil
-		}
-		row := toRow(rec, majority)
-		if row.VersionMismatch {
-			mismatched++
-		}
-		if format == "csv" {
-			if err := cw.Write(row.cells()); err != nil {
-				return fmt.Errorf("write report: %w", err)
-			}
-			rows++
-			return nil
-		}
-		buf.Reset()
-		if err := enc.Encode(row); err != nil {
-			return fmt.Errorf("write report: %w", err)
-		}
-		if format == "json" {
-			if rows > 0 {
-				bw.WriteByte(',')
-			}
-			bw.WriteByte('\n')
-			buf.Truncate(buf.Len() - 1) // the encoder's newline
-		}
-		if _, err := bw.Write(buf.Bytes()); err != nil {
-			return fmt.Errorf("write report: %w", err)
-		}
-		rows++
-		return nil
-	})
-	if err != nil {
-		return rows, mismatched, err
-	}
-	switch format {
-	case "csv":
-		cw.Flush()
-		if err := cw.Error(); err != nil {
-			return rows, mismatched, fmt.Errorf("write report: %w", err)
-		}
-	case "json":
-		if rows > 0 {
-			bw.WriteByte('\n')
-		}
-		bw.WriteString("]\n")
-	}
-	if err := bw.Flush(); err != nil {
-		return rows, mismatched, fmt.Errorf("write report: %w", err)
-	}
-	return rows, mismatched, nil
-}
-
-func toRow(rec ledger.Record, majority string) reportRow {
-	row := reportRow{
-		OrgID: rec.OrgID, State: string(rec.State), Class: rec.Class, HTTPStatus: rec.HTTPStatus,
-		Attempts: rec.Attempts, Error: rec.Error, Version: rec.Version,
-		VersionMismatch: majority != "" && rec.State == ledger.Succeeded && rec.Version != "" && rec.Version != majority,
-		DurationMS:      rec.Duration.Milliseconds(),
-	}
-	if !rec.FinishedAt.IsZero() {
-		row.FinishedAt = rec.FinishedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")
-	}
-	return row
-}
-
-func (r reportRow) cells() []string {
-	return []string{
-		safeCell(r.OrgID), safeCell(r.State), safeCell(r.Class), strconv.Itoa(r.HTTPStatus), strconv.Itoa(r.Attempts),
-		safeCell(r.Error), safeCell(r.Version), strconv.FormatBool(r.VersionMismatch), r.FinishedAt,
-		strconv.FormatInt(r.DurationMS, 10),
-	}
-}
-
-// safeCell defuses a cell a spreadsheet would read as a formula: error
-// messages and version names come from the API and may start with one.
-func safeCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
-}
+// majorityVersion and safeCell are the report's rules, kept by the rollout
+// package.
+var (
+	majorityVersion = rollout.MajorityVersion
+	safeCell        = rollout.SafeCell
+)

@@ -77,6 +77,7 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input
 		newRolloutsCmd(a),
 		newCoolDownCmd(a),
 		newDemoCmd(a),
+		newTokenCmd(a),
 		newVersionCmd(a),
 	)
 	return root

@@ -7,77 +7,21 @@ import (
 	"io"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/ratebudget"
-	"github.com/versori/import-worker/versori"
+	"github.com/versori/import-worker/rollout"
 )
 
-// statusResult is the --json output of status; the first six fields are
-// the contract of design.md.
-type statusResult struct {
-	RolloutID string `json:"rollout_id"`
-	Total     int64  `json:"total"`
-	Pending   int64  `json:"pending"`
-	Succeeded int64  `json:"succeeded"`
-	Failed    int64  `json:"failed"`
-	// Done is true when nothing is pending or retrying.
-	Done      bool  `json:"done"`
-	Cancelled int64 `json:"cancelled"`
-	// Retrying is the part of Pending that has had a failed attempt.
-	Retrying        int64            `json:"retrying"`
-	ByClass         map[string]int64 `json:"by_class"`
-	RetryingByClass map[string]int64 `json:"retrying_by_class"`
-	// ByVersion counts succeeded organisations by the version the API
-	// imported; more than one key means the rollout straddled a new
-	// publication.
-	ByVersion   map[string]int64 `json:"by_version"`
-	ConnectorID string           `json:"connector_id"`
-	Version     string           `json:"version"`
-	CreatedAt   time.Time        `json:"created_at"`
-	// QueuePaused is true while the queue is paused for the fleet (after a
-	// 401, or by an operator): nothing progresses until it is resumed.
-	QueuePaused bool `json:"queue_paused"`
-	// RatePerSecond is organisations finished per second: the average since
-	// the rollout was created, or, with --watch, the recent rate.
-	RatePerSecond float64 `json:"rate_per_second"`
-	// ETASeconds is the time left at that rate; absent when unknown.
-	ETASeconds *float64 `json:"eta_seconds,omitempty"`
-	// FleetRate is the import calls per second the fleet serving the
-	// rollout's queue is allowed now (0 until a worker has booked a call);
-	// Breaker is its circuit breaker: closed, open or half_open.
-	FleetRate float64 `json:"fleet_rate"`
-	Breaker   string  `json:"breaker"`
-}
+// statusResult is the --json output of status: rollout.Status, whose first
+// six fields are the contract of design.md.
+type statusResult = rollout.Status
 
-func (s statusResult) finished() int64 { return s.Succeeded + s.Failed + s.Cancelled }
-
-func newStatus(r ledger.Rollout, c ledger.Counts) statusResult {
-	return statusResult{
-		RolloutID: r.ID, Total: c.Total, Pending: c.Pending, Succeeded: c.Succeeded, Failed: c.Failed,
-		Done: c.Done(), Cancelled: c.Cancelled, Retrying: c.Retrying,
-		ByClass: c.ByClass, RetryingByClass: c.RetryingByClass, ByVersion: c.ByVersion,
-		ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: r.CreatedAt.UTC(),
-	}
-}
-
-// setRate sets the rate and the ETA from a rate in organisations a second.
-func (s *statusResult) setRate(rate float64) {
-	s.RatePerSecond = rate
-	s.ETASeconds = nil
-	switch {
-	case s.Done:
-		zero := 0.0
-		s.ETASeconds = &zero
-	case rate > 0:
-		eta := float64(s.Pending) / rate
-		s.ETASeconds = &eta
-	}
-}
+// newStatus is the status of a rollout's counters.
+var newStatus = rollout.NewStatus
 
 type statusCmd struct {
 	*app
@@ -134,14 +78,10 @@ func (s *statusCmd) run(cmd *cobra.Command, args []string) error {
 	} else {
 		elapsed := s.now().Sub(r.CreatedAt).Seconds()
 		if elapsed > 0 {
-			st.setRate(float64(st.finished()) / elapsed)
+			st.SetRate(float64(st.Finished()) / elapsed)
 		}
 	}
-	st.QueuePaused = queuePaused(rdb, s.queue)
-	st.Breaker = string(ratebudget.BreakerClosed)
-	if fs, err := ratebudget.Inspect(ctx, rdb, s.rateKey(s.queue)); err == nil {
-		st.FleetRate, st.Breaker = fs.Rate, string(fs.Breaker)
-	}
+	s.manager(rdb).Decorate(ctx, &st, s.queue)
 	if s.jsonOut {
 		return s.printJSON(st)
 	}
@@ -173,7 +113,7 @@ func (w watcher) run(ctx context.Context, rdb redis.UniversalClient, st statusRe
 		bar = newBarOn(w.stderr, int(st.Total), "importing")
 	}
 	start := w.now()
-	rate := newRateMeter(start, st.finished())
+	rate := newRateMeter(start, st.Finished())
 	lastLine, lastPrint := "", time.Time{}
 	var (
 		err      error
@@ -182,7 +122,7 @@ func (w watcher) run(ctx context.Context, rdb redis.UniversalClient, st statusRe
 	)
 	for {
 		now := w.now()
-		st.setRate(rate.add(now, st.finished()))
+		st.SetRate(rate.add(now, st.Finished()))
 		if bar != nil {
 			if int64(bar.GetMax()) != st.Total {
 				bar.ChangeMax64(st.Total)
@@ -192,7 +132,7 @@ func (w watcher) run(ctx context.Context, rdb redis.UniversalClient, st statusRe
 				desc = "QUEUE PAUSED  " + desc
 			}
 			bar.Describe(desc)
-			bar.Set64(st.finished())
+			bar.Set64(st.Finished())
 		} else if !w.jsonOut {
 			// Not a terminal: a log, so a line on change, at most every
 			// lineEvery.
@@ -254,10 +194,10 @@ const lineEvery = 2 * time.Second
 func progressLine(st statusResult, paused bool) string {
 	pct := 100.0
 	if st.Total > 0 {
-		pct = 100 * float64(st.finished()) / float64(st.Total)
+		pct = 100 * float64(st.Finished()) / float64(st.Total)
 	}
 	line := fmt.Sprintf("%5.1f%%  %s/%s finished: %s succeeded, %s failed, %s cancelled; %s pending (%s retrying)",
-		pct, thousands(st.finished()), thousands(st.Total), thousands(st.Succeeded), thousands(st.Failed),
+		pct, thousands(st.Finished()), thousands(st.Total), thousands(st.Succeeded), thousands(st.Failed),
 		thousands(st.Cancelled), thousands(st.Pending), thousands(st.Retrying))
 	if paused {
 		line += "; QUEUE PAUSED"
@@ -296,11 +236,9 @@ func (m *rateMeter) add(t time.Time, n int64) float64 {
 	return m.rate
 }
 
-// queuePaused reports whether the queue is paused for the fleet. A queue
-// asynq does not know yet cannot be paused for anyone.
+// queuePaused reports whether the queue is paused for the fleet.
 func queuePaused(rdb redis.UniversalClient, queue string) bool {
-	qi, err := asynq.NewInspectorFromRedisClient(rdb).GetQueueInfo(queue)
-	return err == nil && qi.Paused
+	return rollout.New(rdb, rollout.Options{Queue: queue}).QueuePaused(queue)
 }
 
 func printStatus(w io.Writer, st statusResult, queue string, now time.Time) {
@@ -316,10 +254,10 @@ func printStatus(w io.Writer, st statusResult, queue string, now time.Time) {
 		}
 		fmt.Fprintf(w, "%-10s %9s%s\n", name, thousands(n), detail)
 	}
-	split := splitClasses(st.ByClass)
+	succeeded, failed := rollout.ClassSplit(st.ByClass)
 	row("total", st.Total, "")
-	row("succeeded", st.Succeeded, classList(split.succeeded))
-	row("failed", st.Failed, classList(split.failed))
+	row("succeeded", st.Succeeded, classList(succeeded))
+	row("failed", st.Failed, classList(failed))
 	retrying := ""
 	if st.Retrying > 0 {
 		retrying = fmt.Sprintf("retrying %s: %s", thousands(st.Retrying), classList(st.RetryingByClass))
@@ -348,20 +286,4 @@ func printStatus(w io.Writer, st statusResult, queue string, now time.Time) {
 	if st.Failed > 0 {
 		fmt.Fprintf(w, "next       enqueue report %s --format csv --state failed; enqueue retry %s\n", st.RolloutID, st.RolloutID)
 	}
-}
-
-type classSplit struct{ succeeded, failed map[string]int64 }
-
-// splitClasses separates the succeeded classes from the failed ones; the
-// ledger counts both in one map.
-func splitClasses(m map[string]int64) classSplit {
-	s := classSplit{succeeded: map[string]int64{}, failed: map[string]int64{}}
-	for k, v := range m {
-		if versori.Class(k).Succeeded() {
-			s.succeeded[k] = v
-		} else {
-			s.failed[k] = v
-		}
-	}
-	return s
 }

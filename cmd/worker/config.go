@@ -10,6 +10,7 @@ import (
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
 	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
@@ -17,24 +18,26 @@ import (
 // config is the worker's configuration, read from the environment. Every
 // field's variable is named in the documentation table in README.md.
 type config struct {
-	RedisURL        string        // REDIS_URL
-	BaseURL         string        // VERSORI_BASE_URL
-	APIKey          string        // VERSORI_API_KEY
-	APIKeyFile      string        // VERSORI_API_KEY_FILE, read by the client
-	AuthScheme      string        // VERSORI_AUTH_SCHEME
-	CallTimeout     time.Duration // VERSORI_TIMEOUT
-	RateLimit       float64       // IMPORT_RATE_LIMIT
-	RateBurst       int           // IMPORT_RATE_BURST
-	RateMaxWait     time.Duration // IMPORT_RATE_MAX_WAIT
-	Concurrency     int           // WORKER_CONCURRENCY
-	Queue           string        // WORKER_QUEUE
-	ShutdownTimeout time.Duration // WORKER_SHUTDOWN_TIMEOUT
-	BackoffBase     time.Duration // RETRY_BACKOFF_BASE
-	BackoffCap      time.Duration // RETRY_BACKOFF_CAP
-	MetricsAddr     string        // METRICS_ADDR
-	LogLevel        string        // LOG_LEVEL
-	EnablePprof     bool          // ENABLE_PPROF
-	Rate            rateSettings  // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
+	RedisURL        string               // REDIS_URL
+	BaseURL         string               // VERSORI_BASE_URL
+	APIKey          string               // VERSORI_API_KEY
+	APIKeyFile      string               // VERSORI_API_KEY_FILE, read by the client
+	AuthScheme      string               // VERSORI_AUTH_SCHEME
+	CallTimeout     time.Duration        // VERSORI_TIMEOUT
+	RateLimit       float64              // IMPORT_RATE_LIMIT
+	RateBurst       int                  // IMPORT_RATE_BURST
+	RateMaxWait     time.Duration        // IMPORT_RATE_MAX_WAIT
+	Concurrency     int                  // WORKER_CONCURRENCY
+	Queue           string               // WORKER_QUEUE
+	ShutdownTimeout time.Duration        // WORKER_SHUTDOWN_TIMEOUT
+	BackoffBase     time.Duration        // RETRY_BACKOFF_BASE
+	BackoffCap      time.Duration        // RETRY_BACKOFF_CAP
+	MetricsAddr     string               // METRICS_ADDR
+	LogLevel        string               // LOG_LEVEL
+	EnablePprof     bool                 // ENABLE_PPROF
+	Rate            rateSettings         // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
+	CallbackSecret  []byte               // CALLBACK_SECRET or CALLBACK_SECRET_FILE
+	CallbackHosts   rollout.AllowedHosts // CALLBACK_ALLOWED_HOSTS
 
 	// client is the API client built while checking the settings; nil in
 	// demo mode, whose API is only known once the demo starts.
@@ -125,7 +128,7 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		BackoffCap:  dur("RETRY_BACKOFF_CAP", time.Minute, maxBackoff),
 	}
 
-	c.RateLimit = 10
+	c.RateLimit = rollout.DefaultRateLimit
 	if v := str("IMPORT_RATE_LIMIT", ""); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || math.IsNaN(f) || f != 0 && (f < ratebudget.MinLimit || f > ratebudget.MaxLimit) {
@@ -199,6 +202,14 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		default:
 			c.client = c.checkClient(bad, schemeOK)
 		}
+	}
+
+	var err error
+	if c.CallbackSecret, err = rollout.CallbackSecret(getenv); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if c.CallbackHosts, err = rollout.CallbackAllowedHosts(getenv); err != nil {
+		errs = append(errs, err.Error())
 	}
 
 	min, def := worker.ShutdownBounds(c.RateMaxWait, c.CallTimeout)

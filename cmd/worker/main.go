@@ -19,13 +19,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/versori/import-worker/internal/buildinfo"
-	"github.com/versori/import-worker/internal/demo"
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
 	"github.com/versori/import-worker/metrics"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
 )
@@ -51,7 +52,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "  REDIS_URL, VERSORI_BASE_URL, VERSORI_API_KEY | VERSORI_API_KEY_FILE, VERSORI_AUTH_SCHEME,\n")
 		fmt.Fprintf(stderr, "  VERSORI_TIMEOUT, IMPORT_RATE_LIMIT, IMPORT_RATE_BURST, IMPORT_RATE_MAX_WAIT, WORKER_CONCURRENCY,\n")
 		fmt.Fprintf(stderr, "  WORKER_QUEUE, WORKER_SHUTDOWN_TIMEOUT, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, METRICS_ADDR,\n")
-		fmt.Fprintf(stderr, "  LOG_LEVEL, ENABLE_PPROF. See README.md for meanings and defaults.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "  LOG_LEVEL, ENABLE_PPROF, CALLBACK_SECRET | CALLBACK_SECRET_FILE, CALLBACK_ALLOWED_HOSTS.\n  See README.md for meanings and defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -91,15 +92,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer stop()
 
 	if *demoMode {
-		env, err := demo.Start(demo.Options{})
+		stopDemo, err := startDemo(&cfg, log)
 		if err != nil {
 			log.Error("demo environment did not start", "err", err)
 			return exitRuntime
 		}
-		defer env.Close()
-		cfg.RedisURL, cfg.BaseURL, cfg.APIKey = env.RedisURL, env.APIURL, env.APIKey
-		log.Warn("DEMO MODE: in-memory Redis and a fake Versori API; nothing is kept",
-			"redis_url", env.RedisURL, "fake_api", env.APIURL)
+		defer stopDemo()
 	}
 
 	rdb, err := redisconn.New(cfg.RedisURL, redisconn.Options{PoolSize: 2*cfg.Concurrency + 10})
@@ -116,7 +114,16 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 	}
 
+	// Completion callbacks: the worker that records a rollout's last
+	// outcome enqueues its callback, and any worker delivers it.
+	rm := rollout.New(rdb, rollout.Options{Queue: cfg.Queue})
+	callbacks := rm.NewCallbackHandler(rollout.CallbackConfig{
+		Secret: cfg.CallbackSecret, Allowed: cfg.CallbackHosts, Logger: log.With("component", "callback"),
+	})
+
 	err = worker.Run(ctx, worker.Config{
+		OnFinish:        rm,
+		Handlers:        map[string]asynq.Handler{rollout.TypeCallback: callbacks},
 		Redis:           rdb,
 		Client:          client,
 		Logger:          log,

@@ -329,6 +329,7 @@ func New() *Dashboard {
 	l.add(8, 8, cool)
 
 	fleetRow(l)
+	apiRow(l)
 
 	l.row("Queue")
 	depth := timeseries("Queue depth by state",
@@ -459,6 +460,30 @@ func New() *Dashboard {
 		}},
 		Panels: l.panels,
 	}
+}
+
+// apiRow adds the RED row of the HTTP API (cmd/api): requests by route and
+// code, the 5xx share (VersoriImportAPIErrorRatioHigh fires above 5%) and
+// latency by route. The route label is the route pattern, so the series are
+// bounded whatever the traffic.
+func apiRow(l *layout) {
+	l.row("HTTP API")
+	l.add(8, 8, timeseries("API requests by route and code",
+		"Requests per second to the HTTP API (cmd/api) by route pattern and status code, summed over its replicas. 401/403 are callers with a missing, wrong or reader token; 429 a token over its rate limit; 503 Redis unreachable.",
+		"reqps", false,
+		q("sum by (route, code) ("+rate(metrics.NameAPIRequests)+")", "{{route}} {{code}}")))
+	errs := timeseries("API 5xx share",
+		"Share of API requests answered 5xx (503: Redis unreachable; 500: a bug). Above 5% for 10 minutes fires VersoriImportAPIErrorRatioHigh.",
+		"percentunit", false,
+		q("sum("+rate(metrics.NameAPIRequests, `code=~"5.."`)+") / sum("+rate(metrics.NameAPIRequests)+")", "5xx share"))
+	errs.FieldConfig.Defaults["max"] = 1
+	thresholdLine(errs, 0.05)
+	override(errs, "5xx share", color("red"))
+	l.add(8, 8, errs)
+	l.add(8, 8, timeseries("API latency by route (p99)",
+		"99th percentile of the time to the end of the answer, by route pattern; a streamed report counts the whole stream.",
+		"s", false,
+		q("histogram_quantile(0.99, sum by (le, route) ("+rate(metrics.NameAPIRequestDuration+"_bucket")+"))", "{{route}}")))
 }
 
 // fleetRow adds the row of the adaptive fleet rate and the circuit breaker.

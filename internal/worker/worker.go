@@ -25,6 +25,7 @@ import (
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/metrics"
 	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 )
 
@@ -82,6 +83,11 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Build labels the build info metric.
 	Build metrics.BuildInfo
+	// OnFinish, if set, hears each outcome recorded (completion callbacks).
+	OnFinish tasks.FinishHook
+	// Handlers serve task types other than the import task on the same
+	// queue (the completion callback); any other type is archived.
+	Handlers map[string]asynq.Handler
 	// Ready, if set, is closed once the service accepts tasks and its
 	// listener is up (tests and the demo wait on it).
 	Ready chan<- net.Addr
@@ -185,13 +191,16 @@ func Run(ctx context.Context, cfg Config) error {
 
 	h, err := tasks.NewHandler(tasks.HandlerConfig{
 		Client: cfg.Client, Budget: budget, Ledger: led, Metrics: m, Logger: log,
-		Pauser: inspector, Queue: cfg.Queue,
+		Pauser: inspector, Queue: cfg.Queue, OnFinish: cfg.OnFinish,
 	})
 	if err != nil {
 		return err
 	}
 	mux := asynq.NewServeMux()
 	mux.Handle(tasks.TypeImport, h)
+	for typ, hh := range cfg.Handlers {
+		mux.Handle(typ, hh)
+	}
 
 	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 		Concurrency:     cfg.Concurrency,
@@ -236,7 +245,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 	}
 
-	if err := srv.Start(onlyImports(mux, log, m)); err != nil {
+	if err := srv.Start(onlyImports(mux, cfg.Handlers, log, m)); err != nil {
 		if httpSrv != nil {
 			httpSrv.Close()
 		}
@@ -362,9 +371,9 @@ func refreshGauges(ctx context.Context, rdb redis.UniversalClient, queue string,
 
 // onlyImports archives tasks of any type but the import task with a reason,
 // where asynq's ServeMux would retry them as "handler not found" failures.
-func onlyImports(mux *asynq.ServeMux, log *slog.Logger, m *metrics.Metrics) asynq.HandlerFunc {
+func onlyImports(mux *asynq.ServeMux, extra map[string]asynq.Handler, log *slog.Logger, m *metrics.Metrics) asynq.HandlerFunc {
 	return func(ctx context.Context, t *asynq.Task) error {
-		if t.Type() == tasks.TypeImport {
+		if _, ok := extra[t.Type()]; ok || t.Type() == tasks.TypeImport {
 			return mux.ProcessTask(ctx, t)
 		}
 		id, _ := asynq.GetTaskID(ctx)
@@ -431,12 +440,15 @@ func (f ledgerFigures) RolloutFigures(ctx context.Context) ([]metrics.RolloutSta
 	var active []metrics.RolloutState
 	for _, r := range rs {
 		c := r.Counts
-		if c.Done() {
+		if rollout.BreakdownOf(c).Done() {
 			continue
 		}
+		// The one definition of pending and retrying (rollout.Breakdown):
+		// the metric's state "pending" is Waiting, never attempted.
+		b := rollout.BreakdownOf(c)
 		active = append(active, metrics.RolloutState{
-			ID: r.ID, Pending: c.Pending - c.Retrying, Retrying: c.Retrying,
-			Succeeded: c.Succeeded, Failed: c.Failed, Cancelled: c.Cancelled,
+			ID: r.ID, Pending: b.Waiting, Retrying: b.Retrying,
+			Succeeded: b.Succeeded, Failed: b.Failed, Cancelled: b.Cancelled,
 		})
 	}
 	return active, started, started - int64(len(active)), nil

@@ -1,0 +1,282 @@
+package rollout
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"os"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/orglist"
+	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
+)
+
+// Spec defines a rollout to create or re-run.
+type Spec struct {
+	// ID names the rollout; empty means a new ULID. Re-using an ID
+	// enqueues only what the rollout does not hold yet.
+	ID string
+	// ConnectorID is the public connector (a ULID, any case).
+	ConnectorID string
+	// Version is the version name, or "latest" or "default".
+	Version string
+	// SkipInvalid enqueues the valid IDs even when some are invalid.
+	SkipInvalid bool
+	// CallbackURL, if set, gets one signed POST of the rollout's final
+	// status. The caller checks its host against the allowed hosts
+	// (AllowedHosts.Check); the worker checks it again.
+	CallbackURL string
+}
+
+// Canonical validates s and returns it with the connector ID in canonical
+// form. An empty ID stays empty. Errors are *InputError.
+func (s Spec) Canonical() (Spec, error) {
+	if s.ID != "" {
+		if err := tasks.ValidateRolloutID(s.ID); err != nil {
+			return s, inputErr(err)
+		}
+	}
+	id, err := orglist.CanonicalID("connector ID", s.ConnectorID)
+	if err != nil {
+		return s, inputErr(err)
+	}
+	s.ConnectorID = id
+	if err := versori.ValidateVersion(s.Version); err != nil {
+		return s, inputErr(err)
+	}
+	return s, nil
+}
+
+// Invalid is an invalid organisation ID of a list: Index is its position
+// (0-based in a JSON array or NDJSON body, the 1-based line number in a
+// file or CSV), ID the value as given (truncated), Problem what is wrong.
+type Invalid struct {
+	Index   int    `json:"index"`
+	ID      string `json:"id"`
+	Problem string `json:"problem"`
+}
+
+// Spool holds a list's distinct valid organisation IDs, in canonical form,
+// in a temporary file, with counts of what was dropped. Filling it first
+// and enqueueing from it second means nothing is enqueued when the list
+// holds invalid IDs, and memory holds only the de-duplication set (about
+// 16 bytes an ID) whatever the length of the list. It is not safe for
+// concurrent use; Close removes the file.
+type Spool struct {
+	f    *os.File
+	w    *bufio.Writer
+	seen orglist.Set
+	// Unique, Duplicates and InvalidCount count the distinct valid IDs,
+	// the repeats dropped and the invalid values.
+	Unique, Duplicates, InvalidCount int
+	// Invalid lists the first MaxListedInvalid invalid values.
+	Invalid []Invalid
+}
+
+// NewSpool returns an empty spool in the temporary directory.
+func NewSpool() (*Spool, error) {
+	f, err := os.CreateTemp("", "rollout-orgs-*.txt")
+	if err != nil {
+		return nil, fmt.Errorf("spool file: %w", err)
+	}
+	return &Spool{f: f, w: bufio.NewWriter(f)}, nil
+}
+
+// Add adds one value at index: canonicalised if valid (reported with the
+// returned error, which is nil for a duplicate), else counted and listed as
+// invalid. It reports whether the value was a new valid ID. A write error
+// of the spool file is returned as err with added false.
+func (s *Spool) Add(index int, raw string) (added bool, invalid error, err error) {
+	id, verr := orglist.CanonicalID("organisation ID", raw)
+	if verr != nil {
+		s.AddInvalid(index, raw, verr)
+		return false, verr, nil
+	}
+	ok, err := s.AddCanonical(id)
+	return ok, nil, err
+}
+
+// AddInvalid counts and lists an invalid value.
+func (s *Spool) AddInvalid(index int, raw string, problem error) {
+	s.InvalidCount++
+	if len(s.Invalid) < MaxListedInvalid {
+		p := problem.Error()
+		var ie *versori.InvalidIDError
+		if errors.As(problem, &ie) {
+			p = ie.Problem
+		}
+		s.Invalid = append(s.Invalid, Invalid{Index: index, ID: truncate(raw, 80), Problem: p})
+	}
+}
+
+// AddCanonical adds an ID already in canonical form and reports whether it
+// was new.
+func (s *Spool) AddCanonical(id string) (bool, error) {
+	if !s.seen.Add(id) {
+		s.Duplicates++
+		return false, nil
+	}
+	s.Unique++
+	s.w.WriteString(id)
+	if err := s.w.WriteByte('\n'); err != nil {
+		return false, fmt.Errorf("spool file: %w", err)
+	}
+	return true, nil
+}
+
+// IDs yields the spooled IDs, from the start; a read error stops the
+// sequence and is left in *err.
+func (s *Spool) IDs() (iter.Seq[string], *error) {
+	var err error
+	return func(yield func(string) bool) {
+		if err = s.w.Flush(); err != nil {
+			err = fmt.Errorf("spool file: %w", err)
+			return
+		}
+		if _, err = s.f.Seek(0, io.SeekStart); err != nil {
+			err = fmt.Errorf("spool file: %w", err)
+			return
+		}
+		sc := bufio.NewScanner(s.f)
+		for sc.Scan() {
+			if !yield(sc.Text()) {
+				return
+			}
+		}
+		if sc.Err() != nil {
+			err = fmt.Errorf("read spool file: %w", sc.Err())
+		}
+	}, &err
+}
+
+// Close removes the spool file.
+func (s *Spool) Close() error {
+	s.f.Close()
+	return os.Remove(s.f.Name())
+}
+
+// Result is what Enqueue did; the first five fields are the contract of
+// design.md (`enqueue --json`, the answer of POST /v1/rollouts).
+type Result struct {
+	RolloutID       string `json:"rollout_id"`
+	Enqueued        int    `json:"enqueued"`
+	AlreadyEnqueued int    `json:"already_enqueued"`
+	Duplicates      int    `json:"duplicates"`
+	Invalid         int    `json:"invalid"`
+	// Organisations is the number of distinct valid IDs in the list.
+	Organisations int    `json:"organisations"`
+	ConnectorID   string `json:"connector_id"`
+	Version       string `json:"version"`
+	// Created is false when the call re-ran an existing rollout.
+	Created bool `json:"created"`
+}
+
+// Check validates spec against a filled spool without writing anything:
+// an *InputError wrapping ErrInvalidOrganisations when the list holds
+// invalid IDs and spec.SkipInvalid is false, or ErrNoOrganisations.
+func Check(spec Spec, sp *Spool) error {
+	switch {
+	case sp.InvalidCount > 0 && !spec.SkipInvalid:
+		return inputErr(fmt.Errorf("%w: %d invalid organisation ID(s); nothing enqueued (fix the list or skip invalid IDs)", ErrInvalidOrganisations, sp.InvalidCount))
+	case sp.Unique == 0:
+		return inputErr(ErrNoOrganisations)
+	}
+	return nil
+}
+
+// Create records the rollout of spec (a new ULID when spec.ID is empty)
+// and its callback URL, and reports whether it is new. It is idempotent;
+// another connector or version under the same ID wraps ErrMismatch, another
+// queue ErrQueueMismatch. spec must be Canonical.
+func (m *Manager) Create(ctx context.Context, spec Spec) (Spec, bool, error) {
+	if spec.ID == "" {
+		spec.ID = ulid.Make().String()
+	}
+	created, err := m.led.CreateRollout(ctx, ledger.Rollout{ID: spec.ID, ConnectorID: spec.ConnectorID, Version: spec.Version, CreatedAt: m.opts.Now(), Queue: m.opts.Queue})
+	if err != nil {
+		return spec, false, err
+	}
+	if spec.CallbackURL != "" {
+		if err := m.rdb.Set(ctx, m.callbackKey(spec.ID), spec.CallbackURL, 0).Err(); err != nil {
+			return spec, created, fmt.Errorf("record callback of rollout %s: %w", spec.ID, err)
+		}
+	}
+	return spec, created, nil
+}
+
+// Enqueue creates (or re-runs) the rollout of spec and enqueues every
+// organisation of sp that it does not hold yet, through tasks.Producer.
+// It checks spec and sp first (Check): nothing is written for bad input.
+// progress, if not nil, is called after each batch. On error the result
+// counts what was done; calling again with the same spec.ID resumes.
+func (m *Manager) Enqueue(ctx context.Context, spec Spec, sp *Spool, progress func(tasks.Summary)) (Result, error) {
+	spec, err := spec.Canonical()
+	res := Result{RolloutID: spec.ID, Duplicates: sp.Duplicates, Invalid: sp.InvalidCount, Organisations: sp.Unique, ConnectorID: spec.ConnectorID, Version: spec.Version}
+	if err != nil {
+		return res, err
+	}
+	if err := Check(spec, sp); err != nil {
+		return res, err
+	}
+	spec, res.Created, err = m.Create(ctx, spec)
+	res.RolloutID = spec.ID
+	if err != nil {
+		return res, err
+	}
+	ids, readErr := sp.IDs()
+	sum, err := m.EnqueueIDs(ctx, spec, ids, progress)
+	if err == nil {
+		err = *readErr
+	}
+	res.Enqueued, res.AlreadyEnqueued = sum.Enqueued, sum.AlreadyEnqueued
+	return res, err
+}
+
+// EnqueueIDs enqueues the organisations ids yields (canonicalised; any
+// invalid one stops the call) for a rollout already created, streaming:
+// memory is bounded whatever the length of ids.
+func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string], progress func(tasks.Summary)) (tasks.Summary, error) {
+	p := tasks.NewProducer(m.rdb, tasks.ProducerConfig{
+		Task:        tasks.TaskOptions{Queue: m.opts.Queue},
+		Concurrency: m.opts.Concurrency,
+		Ledger:      m.opts.Ledger,
+	})
+	return p.EnqueueAll(ctx, tasks.Rollout{ID: spec.ID, ConnectorID: spec.ConnectorID, Version: spec.Version}, ids, progress)
+}
+
+// EnqueueList is Enqueue for a list of IDs in memory or a stream: it
+// spools ids (positions are 0-based indexes) and enqueues them. For Go
+// producers; the CLI and the API fill their own spool to report invalid
+// values as they read them.
+//
+// The invalid values are listed (the first MaxListedInvalid) whether or not
+// spec.SkipInvalid is set.
+func (m *Manager) EnqueueList(ctx context.Context, spec Spec, ids iter.Seq[string]) (Result, []Invalid, error) {
+	sp, err := NewSpool()
+	if err != nil {
+		return Result{}, nil, err
+	}
+	defer sp.Close()
+	i := 0
+	for raw := range ids {
+		if _, _, err := sp.Add(i, raw); err != nil {
+			return Result{}, sp.Invalid, err
+		}
+		i++
+	}
+	res, err := m.Enqueue(ctx, spec, sp, nil)
+	return res, sp.Invalid, err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

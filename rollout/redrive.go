@@ -1,0 +1,254 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/tasks"
+)
+
+// RetryResult is what Retry did.
+type RetryResult struct {
+	RolloutID string `json:"rollout_id"`
+	// Requeued is the number of failed organisations moved back to pending.
+	Requeued int `json:"requeued"`
+	// Enqueued is the number of fresh tasks enqueued for them.
+	Enqueued int `json:"enqueued"`
+	// Running is the number whose task was running at the time: the
+	// running task picks the organisation up.
+	Running int      `json:"running"`
+	Classes []string `json:"classes"`
+}
+
+// Retry moves the failed organisations of rollout id whose last outcome
+// class is one of classes (all when empty) back to pending and gives each a
+// fresh task, on the rollout's queue. Calling it again, or twice at once,
+// is safe: each organisation is re-driven once.
+func (m *Manager) Retry(ctx context.Context, id string, classes []string) (RetryResult, error) {
+	for i, c := range classes {
+		var err error
+		if classes[i], err = ParseClass(c); err != nil {
+			return RetryResult{RolloutID: id}, err
+		}
+	}
+	r, _, err := m.Get(ctx, id)
+	if err != nil {
+		return RetryResult{RolloutID: id}, err
+	}
+	return m.RetryOn(ctx, r, classes, m.QueueOf(r))
+}
+
+// RetryOn is Retry for a rollout already read, on queue.
+//
+// A fresh task, rather than asynq's RunTask on the archived one, gets the
+// full budget of attempts back (an exhausted task would fail for good at
+// its first error) and works when asynq has already dropped the archived
+// task (it keeps at most 10,000, for 90 days).
+func (m *Manager) RetryOn(ctx context.Context, ro ledger.Rollout, classes []string, queue string) (RetryResult, error) {
+	res := RetryResult{RolloutID: ro.ID, Classes: classes}
+	if res.Classes == nil {
+		res.Classes = []string{}
+	}
+	opts := tasks.TaskOptions{Queue: queue}
+	var mu sync.Mutex
+	handle := func(batch []string) error {
+		claimed, err := m.led.ClaimFailed(ctx, ro.ID, batch)
+		res.Requeued += len(claimed)
+		if err != nil {
+			return err
+		}
+		// Only what this run claimed gets a task: the others were claimed
+		// by a concurrent retry (which enqueues them) or are no longer
+		// failed, so the counts are what this run did.
+		return forEach(ctx, claimed, func(org string) error {
+			id := tasks.TaskID(ro.ID, org)
+			err := m.insp.DeleteTask(queue, id)
+			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+				if m.running(queue, id) {
+					mu.Lock()
+					res.Running++
+					mu.Unlock()
+					return nil
+				}
+				return fmt.Errorf("remove old task of organisation %s: %w", org, err)
+			}
+			t, err := tasks.NewImportTask(tasks.Payload{RolloutID: ro.ID, OrgID: org, ConnectorID: ro.ConnectorID, Version: ro.Version}, opts)
+			if err != nil {
+				return err
+			}
+			_, err = m.client.EnqueueContext(ctx, t)
+			switch {
+			case errors.Is(err, asynq.ErrTaskIDConflict):
+				// Enqueued by a concurrent retry: it will run.
+			case err != nil:
+				return fmt.Errorf("enqueue organisation %s: %w", org, err)
+			default:
+				mu.Lock()
+				res.Enqueued++
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	err := inBatches(ctx, func(fn func(ledger.Record) error) error {
+		return m.led.Failed(ctx, ro.ID, classes, fn)
+	}, handle)
+	return res, err
+}
+
+// CancelResult is what Cancel did.
+type CancelResult struct {
+	RolloutID string `json:"rollout_id"`
+	// Cancelled is the number of pending organisations marked cancelled.
+	Cancelled int `json:"cancelled"`
+	// TasksDeleted is the number of queued tasks removed.
+	TasksDeleted int `json:"tasks_deleted"`
+	// Running is the number whose import was in flight: it finishes, and
+	// a success is still recorded.
+	Running int `json:"running"`
+}
+
+// Cancel marks every pending organisation of rollout id (retrying ones
+// included) cancelled, then removes their tasks, so a task that starts
+// meanwhile finds its record cancelled and skips the call. Imports in
+// flight finish. A rollout with a callback that is done afterwards gets it.
+func (m *Manager) Cancel(ctx context.Context, id string) (CancelResult, error) {
+	r, _, err := m.Get(ctx, id)
+	if err != nil {
+		return CancelResult{RolloutID: id}, err
+	}
+	return m.CancelOn(ctx, r.ID, m.QueueOf(r))
+}
+
+// CancelOn is Cancel on queue.
+func (m *Manager) CancelOn(ctx context.Context, id, queue string) (CancelResult, error) {
+	res := CancelResult{RolloutID: id}
+	var mu sync.Mutex
+	handle := func(batch []string) error {
+		n, err := m.led.Cancel(ctx, id, batch)
+		res.Cancelled += n
+		if err != nil {
+			return err
+		}
+		return forEach(ctx, batch, func(org string) error {
+			tid := tasks.TaskID(id, org)
+			err := m.insp.DeleteTask(queue, tid)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				res.TasksDeleted++
+			case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			case m.running(queue, tid):
+				res.Running++
+			default:
+				return fmt.Errorf("remove task of organisation %s: %w", org, err)
+			}
+			return nil
+		})
+	}
+	err := inBatches(ctx, func(fn func(ledger.Record) error) error {
+		return m.led.ScanFilter(ctx, id, ledger.Filter{States: []ledger.State{ledger.Pending}}, fn)
+	}, handle)
+	if err != nil {
+		return res, err
+	}
+	_, err = m.NotifyIfDone(ctx, id)
+	return res, err
+}
+
+// Delete cancels a rollout (removing its queued tasks, which would
+// otherwise register it again) and removes it and its records from the
+// ledger. It reports whether the rollout existed.
+func (m *Manager) Delete(ctx context.Context, id string) (bool, error) {
+	r, _, err := m.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if _, err := m.CancelOn(ctx, r.ID, m.QueueOf(r)); err != nil {
+		return false, err
+	}
+	if err := m.rdb.Unlink(ctx, m.callbackKey(id), m.deliveredKey(id)).Err(); err != nil {
+		return false, err
+	}
+	return m.led.Delete(ctx, id)
+}
+
+// running reports whether a task is being processed right now; asynq
+// refuses to delete such a task.
+func (m *Manager) running(queue, id string) bool {
+	info, err := m.insp.GetTaskInfo(queue, id)
+	return err == nil && info.State == asynq.TaskStateActive
+}
+
+// inBatches collects the organisation IDs a scan yields into batches of
+// DefaultBatchSize and hands each to handle. Handling a batch may change
+// the records being scanned, which HSCAN tolerates.
+func inBatches(ctx context.Context, scan func(func(ledger.Record) error) error, handle func([]string) error) error {
+	batch := make([]string, 0, DefaultBatchSize)
+	err := scan(func(rec ledger.Record) error {
+		batch = append(batch, rec.OrgID)
+		if len(batch) < DefaultBatchSize {
+			return nil
+		}
+		err := handle(batch)
+		batch = batch[:0]
+		return err
+	})
+	if err == nil && len(batch) > 0 {
+		err = handle(batch)
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// forEach calls fn for every item, DefaultQueueOps at a time, and returns
+// the first error.
+func forEach(ctx context.Context, items []string, fn func(string) error) error {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		next     = make(chan string)
+	)
+	for range min(DefaultQueueOps, len(items)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range next {
+				if err := fn(it); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, it := range items {
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
+		}
+		next <- it
+	}
+	close(next)
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return firstErr
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -139,7 +140,7 @@ func (m *Manager) SetPaused(queue string, pause bool) (changed bool, err error) 
 	}
 	// A queue asynq has not seen yet reads as not paused; asynq's answer
 	// then says whether it already was.
-	if err != nil && (containsAny(err.Error(), "already paused", "not paused")) {
+	if err != nil && (strings.Contains(err.Error(), "already paused") || strings.Contains(err.Error(), "not paused")) {
 		return false, nil
 	}
 	if err != nil {

@@ -196,7 +196,10 @@ func newSecret() secret {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	random := hex.EncodeToString(b[:])
-	s := secret{key: "vk_live_reliability_" + random}
+	// A '/' and a '+' in the middle: JSON (PHP's \/ and \u002b),
+	// percent-encoding and base64 each write them differently, and the
+	// scrubber must catch every form.
+	s := secret{key: "vk_live_reliability_" + random[:16] + "/+" + random[16:]}
 	for i := 0; i+10 <= len(random); i++ {
 		s.frags = append(s.frags, random[i:i+10])
 	}

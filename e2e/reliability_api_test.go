@@ -31,12 +31,15 @@ var apiChaos = []chaosRule{
 	{0.01, versoritest.Fault{Kind: versoritest.FaultHTML}},
 	{0.01, versoritest.Fault{Kind: versoritest.FaultEcho}},
 	{0.01, versoritest.Fault{Kind: versoritest.FaultEchoJSON}},
+	{0.01, versoritest.Fault{Kind: versoritest.FaultEchoPHP}},    // the key with \/ and \u002b escapes
+	{0.01, versoritest.Fault{Kind: versoritest.FaultEchoPadded}}, // the key past 64 KiB of padding
 }
 
 // TestReliabilityAPIChaos is fault 5 and the secret scan: a whole rollout
 // against an API answering 20% 503, 10% 429 (half with Retry-After), 3%
 // hangs past the client timeout, 2% connection resets, 1% HTML error pages
-// and 2% echoes of the request headers (the key among them). Every
+// and 4% echoes of the request headers (the key among them: plain text,
+// JSON, JSON with PHP's escapes, and after 64 KiB of padding). Every
 // organisation ends imported or already_present, the fake's own rate check
 // is never exceeded, and afterwards the key appears nowhere: not in any
 // Redis key or value, nor in any command Redis received, any log line,

@@ -237,3 +237,21 @@ func TestAdaptiveScatterDoesNotSinkToTheFloor(t *testing.T) {
 	}
 	t.Logf("lowest rate after the first 10 s: %v", lowest)
 }
+
+// A 429 with Retry-After: 99999999 from one fleet's API pauses that fleet
+// only (for MaxCoolDown): a fleet serving another queue on the same Redis
+// books at once.
+func TestKeyForQueueSeparatesFleets(t *testing.T) {
+	_, c := frozen(t)
+	hostile := mustNew(t, c, Config{Limit: 10, Key: KeyForQueue("hostile")})
+	imports := mustNew(t, c, Config{Limit: 10, Key: KeyForQueue("imports")})
+	if err := hostile.CoolDown(context.Background(), 99999999*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if r := reserve(t, hostile); r.Booked || r.Reason != ReasonCooldown || r.Delay > DefaultMaxCoolDown {
+		t.Fatalf("the fleet that got the 429: %+v, want refused for at most %v", r, DefaultMaxCoolDown)
+	}
+	if r := reserve(t, imports); !r.Booked || r.Delay != 0 || r.Reason != ReasonBudget {
+		t.Fatalf("the other queue's fleet: %+v, want a slot at once", r)
+	}
+}

@@ -181,7 +181,10 @@ if adaptive then
   -- closes, and under 2 x cut_share only on the second window in a row:
   -- judged on every answer, a 2% scatter of 429s crosses 5% somewhere in
   -- most windows.
-  local closing = (el >= win and n >= 40) or el >= 10 * win
+  -- While ramping, a window closes after win with 10 answers: the ramp is
+  -- clocked by what the API accepted, and a limit that rose must be
+  -- followed within seconds.
+  local closing = (el >= win and (n >= 40 or (now >= tp and n >= 10))) or el >= 10 * win
   if wrl > 0 and now >= tb and now >= hf then
     local share = wrl / n
     if now >= tp and r > good * 1.05 and share >= probe_share then

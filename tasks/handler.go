@@ -12,6 +12,7 @@ import (
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/metrics"
 	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/tasks/internal/taskctx"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -190,7 +191,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	h.m.HandlersBusy.Inc()
 	defer h.m.HandlersBusy.Dec()
 
-	taskID, _ := asynq.GetTaskID(ctx)
+	taskID := taskIDOf(ctx)
 	p, err := DecodePayload(t.Payload())
 	if err != nil {
 		h.m.Skipped.WithLabelValues("poison").Inc()
@@ -467,15 +468,28 @@ func importedVersion(c *versori.Connector, requested string) string {
 }
 
 // retryCounts returns how many attempts of the task failed so far and how
-// many may. Outside an asynq server (a handler called directly) it assumes a
-// first attempt with the default budget of attempts.
+// many may. Counts set by tasks/taskstest come first, then asynq's; outside
+// an asynq server (a handler called directly) it assumes a first attempt
+// with the default budget of attempts.
 func retryCounts(ctx context.Context) (retried, maxRetry int) {
+	if retried, maxRetry, ok := taskctx.Retry(ctx); ok {
+		return retried, maxRetry
+	}
 	retried, ok1 := asynq.GetRetryCount(ctx)
 	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
 	if !ok1 || !ok2 {
 		return 0, TaskOptions{}.withDefaults().MaxRetry
 	}
 	return retried, maxRetry
+}
+
+// taskIDOf is the task's ID as tasks/taskstest or asynq set it, or "".
+func taskIDOf(ctx context.Context) string {
+	if id, ok := taskctx.TaskID(ctx); ok {
+		return id
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	return id
 }
 
 // taskLog writes one task's log lines, each with the task's rollout,

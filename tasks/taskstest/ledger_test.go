@@ -52,7 +52,9 @@ func TestLedgerMatchesTheRedisLedger(t *testing.T) {
 		{"add", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []string{a, b}) }},
 		{"add again", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []string{b, c}) }},
 		{"attempt", func(l tasks.OutcomeLedger) (any, error) { return nil, l.Attempt(ctx, "r1", a, retry) }},
-		{"attempt unknown org", func(l tasks.OutcomeLedger) (any, error) { return nil, l.Attempt(ctx, "r1", "01HZY00000000000000000000E", retry) }},
+		{"attempt unknown org", func(l tasks.OutcomeLedger) (any, error) {
+			return nil, l.Attempt(ctx, "r1", "01HZY00000000000000000000E", retry)
+		}},
 		{"finish imported", func(l tasks.OutcomeLedger) (any, error) { return l.Finish(ctx, "r1", a, imported) }},
 		{"finish imported again", func(l tasks.OutcomeLedger) (any, error) { return l.Finish(ctx, "r1", a, imported) }},
 		{"fail a succeeded org", func(l tasks.OutcomeLedger) (any, error) { return l.Finish(ctx, "r1", a, failed) }},

@@ -12,6 +12,7 @@ import (
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/metrics"
 	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/tasks/internal/taskctx"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -43,6 +44,33 @@ type FinishHook interface {
 	OrganisationFinished(ctx context.Context, rolloutID string) error
 }
 
+// OutcomeLedger is what the handler needs of the ledger: read an
+// organisation's record, register a rollout and organisation a foreign
+// producer enqueued straight into the queue, and record attempts and
+// outcomes. *ledger.Ledger implements it; a test can give the handler an
+// in-memory fake instead and check its outcome table without Redis.
+//
+// The handler treats ledger.ErrOrgNotFound and ledger.ErrRolloutNotFound
+// from Org as "not registered yet", ledger.ErrRolloutMismatch from
+// CreateRollout as "registered already", and ledger.ErrInvalidID,
+// ErrOrgNotFound and ErrRolloutNotFound from Finish and Attempt as final;
+// any other error is taken for Redis being away, and retried.
+type OutcomeLedger interface {
+	// Org returns the organisation's record in the rollout.
+	Org(ctx context.Context, rolloutID, orgID string) (ledger.Record, error)
+	// CreateRollout registers r, reporting whether it was new.
+	CreateRollout(ctx context.Context, r ledger.Rollout) (created bool, err error)
+	// AddOrgs registers organisations as pending, reporting how many were new.
+	AddOrgs(ctx context.Context, rolloutID string, orgIDs []string) (added int, err error)
+	// Finish records how an organisation finished, reporting whether the
+	// record changed (false for a record that had finished already).
+	Finish(ctx context.Context, rolloutID, orgID string, o ledger.Outcome) (changed bool, err error)
+	// Attempt records a call that left the organisation pending.
+	Attempt(ctx context.Context, rolloutID, orgID string, a ledger.Attempt) error
+}
+
+var _ OutcomeLedger = (*ledger.Ledger)(nil)
+
 // HandlerConfig wires the import handler. Client, Ledger, Metrics and Logger
 // are required.
 type HandlerConfig struct {
@@ -51,7 +79,7 @@ type HandlerConfig struct {
 	// Budget is the fleet's rate budget. Nil means unlimited.
 	Budget RateBudget
 	// Ledger records every organisation's outcome.
-	Ledger *ledger.Ledger
+	Ledger OutcomeLedger
 	// Metrics receives the handler's figures.
 	Metrics *metrics.Metrics
 	// Logger receives one structured line per event.
@@ -120,7 +148,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	switch {
 	case cfg.Client == nil:
 		return nil, errors.New("tasks: HandlerConfig.Client is required")
-	case cfg.Ledger == nil:
+	case cfg.Ledger == nil || isNilLedger(cfg.Ledger):
 		return nil, errors.New("tasks: HandlerConfig.Ledger is required")
 	case cfg.Metrics == nil:
 		return nil, errors.New("tasks: HandlerConfig.Metrics is required")
@@ -145,6 +173,13 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	return &Handler{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}, nil
 }
 
+// isNilLedger reports a nil *ledger.Ledger held in the interface, which
+// the comparison with nil misses.
+func isNilLedger(l OutcomeLedger) bool {
+	led, ok := l.(*ledger.Ledger)
+	return ok && led == nil
+}
+
 // ProcessTask implements asynq.Handler.
 //
 // It returns nil when the organisation is done (imported, already present,
@@ -156,7 +191,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	h.m.HandlersBusy.Inc()
 	defer h.m.HandlersBusy.Dec()
 
-	taskID, _ := asynq.GetTaskID(ctx)
+	taskID := taskIDOf(ctx)
 	p, err := DecodePayload(t.Payload())
 	if err != nil {
 		h.m.Skipped.WithLabelValues("poison").Inc()
@@ -433,15 +468,28 @@ func importedVersion(c *versori.Connector, requested string) string {
 }
 
 // retryCounts returns how many attempts of the task failed so far and how
-// many may. Outside an asynq server (a handler called directly) it assumes a
-// first attempt with the default budget of attempts.
+// many may. Counts set by tasks/taskstest come first, then asynq's; outside
+// an asynq server (a handler called directly) it assumes a first attempt
+// with the default budget of attempts.
 func retryCounts(ctx context.Context) (retried, maxRetry int) {
+	if retried, maxRetry, ok := taskctx.Retry(ctx); ok {
+		return retried, maxRetry
+	}
 	retried, ok1 := asynq.GetRetryCount(ctx)
 	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
 	if !ok1 || !ok2 {
 		return 0, TaskOptions{}.withDefaults().MaxRetry
 	}
 	return retried, maxRetry
+}
+
+// taskIDOf is the task's ID as tasks/taskstest or asynq set it, or "".
+func taskIDOf(ctx context.Context) string {
+	if id, ok := taskctx.TaskID(ctx); ok {
+		return id
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	return id
 }
 
 // taskLog writes one task's log lines, each with the task's rollout,

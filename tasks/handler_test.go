@@ -424,6 +424,13 @@ func TestNewHandlerRequiresDependencies(t *testing.T) {
 	if _, err := NewHandler(HandlerConfig{}); err == nil {
 		t.Fatal("NewHandler accepted an empty config")
 	}
+	_, err := NewHandler(HandlerConfig{
+		Client: newStubAPI(), Ledger: (*ledger.Ledger)(nil), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err == nil || !strings.Contains(err.Error(), "Ledger") {
+		t.Fatalf("NewHandler with a nil *ledger.Ledger: %v, want the Ledger named missing", err)
+	}
 }
 
 // TestLogLinesNameTheTask: every line about a task is one JSON object with

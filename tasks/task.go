@@ -29,6 +29,10 @@ const TypeImport = "versori:import"
 // otherwise.
 const DefaultQueue = "imports"
 
+// DefaultMaxRetry is the number of failed attempts an import task may have
+// unless TaskOptions.MaxRetry says otherwise.
+const DefaultMaxRetry = 10
+
 // MaxPayloadBytes bounds the payload the handler will decode: a real payload
 // is a few hundred bytes, so anything larger comes from a foreign producer.
 const MaxPayloadBytes = 4 << 10
@@ -113,8 +117,9 @@ type TaskOptions struct {
 	Queue string
 	// MaxRetry is the number of failed attempts (5xx, timeouts, network
 	// errors) before an organisation is recorded as exhausted. Rate limiting
-	// and a paused key never use one up. Default 10; must be at least 1,
-	// because asynq archives on the first error of a task with none.
+	// and a paused key never use one up. Default DefaultMaxRetry; must be
+	// at least 1, because asynq archives on the first error of a task with
+	// none.
 	MaxRetry int
 	// Timeout bounds one run of the handler: the wait for a budget slot plus
 	// the API call. Default 2 minutes.
@@ -126,7 +131,7 @@ func (o TaskOptions) withDefaults() TaskOptions {
 		o.Queue = DefaultQueue
 	}
 	if o.MaxRetry <= 0 {
-		o.MaxRetry = 10
+		o.MaxRetry = DefaultMaxRetry
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Minute

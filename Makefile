@@ -55,7 +55,7 @@ fuzz:
 # bench measures the figures of BENCHMARKS.md, each beside its baseline from
 # the same run, against redis-servers it starts itself, and prints one table
 # (about 7 minutes). FIGURE picks one figure: rate, overhead, footprint,
-# rollout, recovery or enqueue. BENCH_OUT=file also writes the table there;
+# rollout, recovery, enqueue, adaptive or api. BENCH_OUT=file also writes the table there;
 # BENCH_PPROF_DIR=dir saves CPU and heap profiles of the worker (figure 2).
 FIGURE ?=
 bench: deps

@@ -16,15 +16,19 @@
 //     rate-limit headers and the budget's Redis cost, each beside the
 //     fixed schedule (IMPORT_RATE_ADAPTIVE=false, BREAKER_ENABLED=false);
 //     the fleets of one group run side by side, each on its own Redis and
-//     fake API.
+//     fake API;
+//  8. the HTTP API (issue 10): creating 100,000 organisations through
+//     cmd/api with an NDJSON body against the enqueue CLI, the API's peak
+//     RSS, status latency and the report stream's time and memory.
 //
 // The figures run as subtests of TestBench, which is skipped unless BENCH=1
 // (so `make test` stays fast); `make bench` runs them all and prints one
 // table, `make bench FIGURE=rate` one of them (FIGURE=adaptive for figure 7,
-// FIGURE=adaptive/outage for one of its groups). BENCHMARKS.md at the
-// repository root holds the table of a full run and notes per figure.
+// FIGURE=adaptive/outage for one of its groups, FIGURE=api for figure 8).
+// BENCHMARKS.md at the repository root holds the table of a full run and
+// notes per figure.
 //
 // This package holds the measuring and reporting code; the figures
-// themselves are in bench_test.go (figure 7 in adaptive_test.go), and the
-// baseline worker in cmd/baselineworker.
+// themselves are in bench_test.go (figure 7 in adaptive_test.go, figure 8 in
+// api_test.go), and the baseline worker in cmd/baselineworker.
 package bench

@@ -54,12 +54,13 @@ fuzz:
 
 # bench measures the figures of BENCHMARKS.md, each beside its baseline from
 # the same run, against redis-servers it starts itself, and prints one table
-# (about 7 minutes). FIGURE picks one figure: rate, overhead, footprint,
-# rollout, recovery, enqueue, adaptive or api. BENCH_OUT=file also writes the table there;
+# (about 13 minutes). FIGURE picks one figure: rate, overhead, footprint,
+# rollout, recovery, enqueue, adaptive or api. BENCH_OUT=file also writes
+# the table there;
 # BENCH_PPROF_DIR=dir saves CPU and heap profiles of the worker (figure 2).
 FIGURE ?=
 bench: deps
-	BENCH=1 REDISTEST_REQUIRED=1 $(GO) test ./bench/ -run 'TestBench/$(FIGURE)' -count=1 -v -timeout 15m
+	BENCH=1 REDISTEST_REQUIRED=1 $(GO) test ./bench/ -run 'TestBench/$(FIGURE)' -count=1 -v -timeout 30m
 
 # demo runs a whole rollout on embedded defaults in one process: an in-memory
 # Redis, the fake Versori API, a worker serving /metrics and a rollout of 3,000

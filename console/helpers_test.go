@@ -171,4 +171,6 @@ func csrfOf(t *testing.T, body string) string {
 	return m[1]
 }
 
-func fmtSscan(id string, i *int) (int, error) { return fmt.Sscanf(strings.TrimPrefix(id, "01J"), "%d", i) }
+func fmtSscan(id string, i *int) (int, error) {
+	return fmt.Sscanf(strings.TrimPrefix(id, "01J"), "%d", i)
+}

@@ -94,11 +94,20 @@ func TestBrowser(t *testing.T) {
 		}
 		return strings.TrimSpace(s)
 	}
+	// until evaluates js every 50 ms until it is true, through page loads.
+	until := func(js string) bool {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js)); err == nil && ok {
+				return true
+			}
+		}
+		return false
+	}
 	waitText := func(sel, want string) {
 		t.Helper()
-		js := fmt.Sprintf(`(document.querySelector(%q)||{}).textContent === %q`, sel, want)
-		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingTimeout(20*time.Second), chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
-			t.Fatalf("%s never showed %q (shows %q): %v", sel, want, text(sel), err)
+		if !until(fmt.Sprintf(`(document.querySelector(%q)||{}).textContent === %q`, sel, want)) {
+			t.Fatalf("%s never showed %q (shows %q)", sel, want, text(sel))
 		}
 	}
 	shot := func(name string, width, height int64) {
@@ -141,8 +150,11 @@ func TestBrowser(t *testing.T) {
 	waitText("#count-pending", "18")
 
 	// Filter the failed organisations; the HTML in a message is text.
-	do("filter", chromedp.SetValue(chromedp.ID("f-state"), "failed"), chromedp.Click(chromedp.ID("apply-filter")),
-		chromedp.WaitVisible(chromedp.ID("orgs")))
+	do("filter", chromedp.SetValue(chromedp.ID("f-state"), "failed"), chromedp.Click(chromedp.ID("apply-filter")))
+	if !until(`location.search.includes("state=failed") && document.readyState === "complete"`) {
+		t.Fatal("the filtered page did not load")
+	}
+	do("filtered table", chromedp.WaitVisible(chromedp.ID("orgs")))
 	rows, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#orgs tbody tr.failed").length`))
 	if err != nil || rows != 7 {
 		t.Fatalf("failed rows %d, %v", rows, err)

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/versori/import-worker/internal/apitoken"
 	"github.com/versori/import-worker/internal/redistest"
@@ -36,7 +35,6 @@ type env struct {
 	led *ledger.Ledger
 	con *Console
 	srv *httptest.Server
-	now time.Time
 }
 
 func newEnv(t *testing.T, cfg Config) *env {

@@ -1,5 +1,5 @@
 # The one entry point for building, testing and running the import worker.
-# `make test` installs what the tests need (redis-server, promtool) when it is
+# `make test` installs what the tests need (redis-server, promtool, chromium) when it is
 # missing, so it works on a fresh machine.
 
 GO        ?= go
@@ -23,6 +23,9 @@ deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 		echo "installing prometheus (promtool)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium (the console's browser test)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; }
 
 vet:
 	$(GO) vet ./...
@@ -30,11 +33,12 @@ vet:
 
 # test runs unit and integration tests with the race detector. Integration
 # tests start their own redis-server processes on free ports (internal/redistest)
-# and stop them afterwards; REDISTEST_REQUIRED makes a missing binary a failure.
+# and stop them afterwards; REDISTEST_REQUIRED makes a missing binary a failure,
+# and CONSOLE_BROWSER_REQUIRED a missing chromium for the console's browser test.
 # The FIGURE lines are the measured figures the end-to-end tests log.
 test: SHELL := /bin/bash
 test: deps vet
-	set -o pipefail; REDISTEST_REQUIRED=1 $(GO) test -race -count=1 -timeout 14m -parallel 4 -v ./... \
+	set -o pipefail; REDISTEST_REQUIRED=1 CONSOLE_BROWSER_REQUIRED=1 $(GO) test -race -count=1 -timeout 14m -parallel 4 -v ./... \
 		| grep -E '^(ok|FAIL|---|panic|\s+FIGURE|\s+\S+_test\.go:[0-9]+:)' | grep -vE '^--- (PASS|SKIP)'
 	@$(GO) test -count=1 -cover ./versori/ | sed 's/^/coverage: /'
 

@@ -14,6 +14,10 @@
 //	WORKER_QUEUE            the workers' queue (default imports)
 //	IMPORT_RATE_KEY         the workers' rate budget key, when they set one
 //	LOG_LEVEL               debug, info, warn or error (default info)
+//	CONSOLE_SESSION_KEY     key (32+ bytes) signing the console's session cookies;
+//	                        unset: a random key per process (sessions end at restart)
+//
+// The rollout console, HTML pages for a browser, is served under /ui/.
 //
 // The routes are in openapi.json, served at GET /v1/openapi.json.
 package main
@@ -35,6 +39,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/versori/import-worker/console"
 	"github.com/versori/import-worker/internal/apitoken"
 	"github.com/versori/import-worker/internal/buildinfo"
 	"github.com/versori/import-worker/internal/redisconn"
@@ -58,6 +63,8 @@ type config struct {
 	allowed                        rollout.AllowedHosts
 	rate                           float64
 	level                          slog.Level
+	consoleKey                     []byte
+	consoleKeyRandom               bool
 }
 
 func loadConfig(getenv func(string) string) (config, []string) {
@@ -108,6 +115,9 @@ func loadConfig(getenv func(string) string) (config, []string) {
 		}
 	}
 	var err error
+	if c.consoleKey, c.consoleKeyRandom, err = console.KeyFromEnv(getenv); err != nil {
+		errs = append(errs, err.Error())
+	}
 	if c.allowed, err = rollout.CallbackAllowedHosts(getenv); err != nil {
 		errs = append(errs, err.Error())
 	}
@@ -160,7 +170,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Manager: rollout.New(rdb, rollout.Options{Queue: cfg.queue, RateKey: cfg.rateKey}),
 		Tokens:  cfg.tokens, Allowed: cfg.allowed, Logger: log,
 		Registry: prometheus.NewRegistry(), Build: metrics.BuildInfo{Version: buildinfo.Version, Commit: buildinfo.Commit},
-		RatePerToken: cfg.rate, BurstPerToken: int(2 * cfg.rate),
+		RatePerToken: cfg.rate, BurstPerToken: int(2 * cfg.rate), ConsoleKey: cfg.consoleKey,
 	})
 	srv := &http.Server{
 		Handler:           h,
@@ -180,7 +190,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("redis unreachable at start; answering 503 until it is back", "redis", redisconn.Redact(cfg.redisURL), "err", err)
 	}
 	cancel()
-	log.Info("api started", "addr", ln.Addr().String(), "queue", cfg.queue, "tokens", cfg.tokens.Len(), "callback_hosts", strings.Join(cfg.allowed, ","))
+	log.Info("api started", "addr", ln.Addr().String(), "queue", cfg.queue, "tokens", cfg.tokens.Len(), "callback_hosts", strings.Join(cfg.allowed, ","),
+		"console", "/ui/", "console_key_random", cfg.consoleKeyRandom)
 	if ready != nil {
 		ready <- ln.Addr()
 	}

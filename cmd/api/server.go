@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 
+	"github.com/versori/import-worker/console"
 	"github.com/versori/import-worker/internal/apitoken"
 	"github.com/versori/import-worker/metrics"
 	"github.com/versori/import-worker/rollout"
@@ -60,6 +61,8 @@ type serverConfig struct {
 	// RatePerToken and BurstPerToken bound each token's requests.
 	RatePerToken  float64
 	BurstPerToken int
+	// ConsoleKey signs the console's session cookies (nil: random).
+	ConsoleKey []byte
 }
 
 type server struct {
@@ -103,6 +106,9 @@ func newServer(cfg serverConfig) http.Handler {
 	mux.Handle("POST /v1/rollouts/{id}/promote", s.auth(write, s.promote))
 	mux.Handle("POST /v1/queue/pause", s.auth(write, s.pause(true)))
 	mux.Handle("POST /v1/queue/resume", s.auth(write, s.pause(false)))
+	// The rollout console (package console): HTML pages with their own
+	// session sign-in.
+	mux.Handle("/ui/", console.Must(console.New(console.Config{Manager: cfg.Manager, Tokens: cfg.Tokens, Key: cfg.ConsoleKey, Logger: cfg.Logger})))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see GET /v1/openapi.json)", r.Method, r.URL.Path))
 	})

@@ -137,7 +137,7 @@ func TestFleetSharesOneRateLimit(t *testing.T) {
 	maxWindow := api.MaxCallsInWindow(time.Second)
 	ideal := time.Duration(float64(n) / rate * float64(time.Second))
 	budgetCmds := mon.Count(func(cmd string) bool {
-		return (strings.HasPrefix(cmd, `"evalsha"`) || strings.HasPrefix(cmd, `"eval"`)) && strings.Contains(cmd, `"versori-import:ratebudget"`)
+		return (strings.HasPrefix(cmd, `"evalsha"`) || strings.HasPrefix(cmd, `"eval"`)) && strings.Contains(cmd, `"versori-import:ratebudget:`)
 	})
 	perCall := float64(budgetCmds) / float64(api.TotalCalls())
 	times := api.CallTimes()

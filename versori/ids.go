@@ -43,13 +43,17 @@ func ValidateID(kind, id string) error {
 	if p := unsafeProblem(id); p != "" {
 		return &InvalidIDError{Kind: kind, ID: quoteID(id), Problem: p}
 	}
-	if len(id) != ulidLen {
-		return &InvalidIDError{Kind: kind, ID: quoteID(id), Problem: fmt.Sprintf("is %d characters long, a ULID has %d", utf8.RuneCountInString(id), ulidLen)}
-	}
-	for i := 0; i < len(id); i++ {
-		if !isCrockford(id[i]) {
-			return &InvalidIDError{Kind: kind, ID: quoteID(id), Problem: fmt.Sprintf("character %d (%q) is not Crockford base32", i+1, rune(id[i]))}
+	// Characters first: a full-width digit is three bytes, and "is 28
+	// bytes long" would hide the one wrong character of 26.
+	n := 0
+	for _, r := range id {
+		n++
+		if r > 0x7f || !isCrockford(byte(r)) {
+			return &InvalidIDError{Kind: kind, ID: quoteID(id), Problem: fmt.Sprintf("character %d (%q) is not Crockford base32", n, r)}
 		}
+	}
+	if n != ulidLen {
+		return &InvalidIDError{Kind: kind, ID: quoteID(id), Problem: fmt.Sprintf("is %d characters long, a ULID has %d", n, ulidLen)}
 	}
 	if id[0] > '7' {
 		return &InvalidIDError{Kind: kind, ID: quoteID(id), Problem: "first character must be 0-7 (the value overflows 128 bits)"}

@@ -28,6 +28,7 @@ func TestValidateID(t *testing.T) {
 		{"01J8Z3K4M5N6P7Q8R9S0T1V2WO", "not Crockford"},
 		{"U1J8Z3K4M5N6P7Q8R9S0T1V2W3", "character 1 ('U')"},
 		{"01J8Z3K4M5N6P7Q8R9S0T1V2-3", "not Crockford"},
+		{"01J8Z3K4M5N6P7Q8R9S0T1V2W\uff13", "character 26 ('３') is not Crockford base32"}, // a full-width digit: 26 characters, 28 bytes
 		{"01J8Z3K4M5N6P7Q8R9S0T1V/W3", `contains "/"`},
 		{"../../../admin", `contains "/"`},
 		{"..", `contains ".."`},

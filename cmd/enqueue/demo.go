@@ -18,6 +18,7 @@ type demoCmd struct {
 	rate        float64
 	concurrency int
 	metricsAddr string
+	consoleAddr string
 	timeout     time.Duration
 }
 
@@ -46,6 +47,7 @@ temporary directory whose path it prints.`,
 	f.Float64Var(&d.rate, "rate", 300, "the worker's import calls per second")
 	f.IntVar(&d.concurrency, "concurrency", 50, "the worker's handlers")
 	f.StringVar(&d.metricsAddr, "metrics-addr", "127.0.0.1:9090", "where the worker serves /metrics (a free port if taken)")
+	f.StringVar(&d.consoleAddr, "console-addr", "127.0.0.1:8080", "where the rollout console is served (a free port if taken)")
 	f.DurationVar(&d.timeout, "timeout", 5*time.Minute, "give up if the rollout is not done by then")
 	return cmd
 }

@@ -65,13 +65,19 @@ func (d *demoCmd) runDemo(cmd *cobra.Command) error {
 		return err
 	}
 	defer stopWorker()
+	stopConsole, consoleURL, consoleToken, err := d.startConsole(env, dir)
+	if err != nil {
+		return err
+	}
+	defer stopConsole()
 
 	rolloutID := "demo-" + time.Now().UTC().Format("20060102-150405")
 	reportPath := filepath.Join(dir, "report.csv")
 	fmt.Fprintf(d.stderr, "DEMO MODE: an in-memory Redis, a fake Versori API (60 ms latency, some 429s and 503s, %d permanent 404s)\n", d.notFound)
 	fmt.Fprintf(d.stderr, "and a worker (%d handlers, %s imports/s for the fleet) in this process; nothing is kept.\n",
 		d.concurrency, strconv.FormatFloat(d.rate, 'f', -1, 64))
-	fmt.Fprintf(d.stderr, "worker metrics: %s   worker log: %s\n\n", metricsURL, filepath.Join(dir, "worker.log"))
+	fmt.Fprintf(d.stderr, "worker metrics: %s   worker log: %s\n", metricsURL, filepath.Join(dir, "worker.log"))
+	fmt.Fprintf(d.stderr, "console: %s   sign in with the operator token %s\n\n", consoleURL, consoleToken)
 
 	connector := ulid.Make().String()
 	steps := [][]string{

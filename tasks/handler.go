@@ -120,7 +120,7 @@ func retryWrite(ctx context.Context, log *taskLog, write func() error) error {
 	delay := 50 * time.Millisecond
 	for i := 0; ; i++ {
 		err := write()
-		if err == nil || errors.Is(err, ledger.ErrInvalidID) || errors.Is(err, ledger.ErrOrgNotFound) || errors.Is(err, ledger.ErrRolloutNotFound) {
+		if err == nil || permanentLedgerError(err) {
 			return err
 		}
 		if i == 0 {
@@ -133,6 +133,18 @@ func retryWrite(ctx context.Context, log *taskLog, write func() error) error {
 		}
 		delay = min(2*delay, 2*time.Second)
 	}
+}
+
+// permanentLedgerError reports whether a ledger write failed for a reason
+// that waiting for Redis cannot cure: a bad ID, class or outcome, or a
+// record that is not there.
+func permanentLedgerError(err error) bool {
+	for _, e := range []error{ledger.ErrInvalidID, ledger.ErrInvalidClass, ledger.ErrInvalidOutcome, ledger.ErrOrgNotFound, ledger.ErrRolloutNotFound} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Handler imports one organisation per task. It is an asynq.Handler.

@@ -560,3 +560,18 @@ func (breakerRefusing) Acquire(context.Context) (ratebudget.Permit, error) {
 func (breakerRefusing) Report(context.Context, ratebudget.Permit, ratebudget.Result) (ratebudget.FleetState, error) {
 	return ratebudget.FleetState{Breaker: ratebudget.BreakerOpen}, nil
 }
+
+// A ledger write refused for a bad class or outcome is not retried for
+// 30 s as if Redis were away: waiting cannot cure it.
+func TestRetryWriteStopsOnPermanentErrors(t *testing.T) {
+	for _, want := range []error{ledger.ErrInvalidID, ledger.ErrInvalidClass, ledger.ErrInvalidOutcome, ledger.ErrOrgNotFound, ledger.ErrRolloutNotFound} {
+		calls := 0
+		err := retryWrite(context.Background(), &taskLog{l: slog.New(slog.NewTextHandler(io.Discard, nil))}, func() error {
+			calls++
+			return fmt.Errorf("finish: %w", want)
+		})
+		if !errors.Is(err, want) || calls != 1 {
+			t.Errorf("%v: retryWrite = %v after %d calls, want it at once after 1", want, err, calls)
+		}
+	}
+}

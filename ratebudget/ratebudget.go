@@ -491,8 +491,6 @@ func (p *pending) merge(q pending) {
 	}
 }
 
-func (p pending) bad() bool { return p.rl > 0 || p.fail > 0 }
-
 // Budget is a fleet-wide rate budget. It is safe for concurrent use; one
 // Budget per process is enough.
 type Budget struct {

@@ -28,7 +28,7 @@ func FuzzSchedule(f *testing.F) {
 			return
 		}
 		limit := []float64{1, 3, 10, 200}[ops[0]%4]
-		burst := int(ops[1]%4) + 1
+		burst := min(int(ops[1]%4)+1, MaxBurst(limit))
 		maxWait := time.Duration(ops[2]%8+1) * 250 * time.Millisecond
 		m.FlushAll()
 		now := t0

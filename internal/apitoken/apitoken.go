@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -142,14 +141,5 @@ func (s *Set) Len() int { return len(s.entries) }
 // hash with every entry's with crypto/subtle, so its time depends on
 // neither the token nor which entry matches.
 func (s *Set) Lookup(token string) (Entry, bool) {
-	sum := sha256.Sum256([]byte(token))
-	var found Entry
-	ok := 0
-	for _, e := range s.entries {
-		if subtle.ConstantTimeCompare(sum[:], e.Hash[:]) == 1 {
-			found = e
-			ok = 1
-		}
-	}
-	return found, ok == 1
+	return s.LookupHash(sha256.Sum256([]byte(token)))
 }

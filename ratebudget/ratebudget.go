@@ -524,13 +524,13 @@ type Budget struct {
 	pend      pending
 	lastFlush time.Time
 	fleet     FleetState
-	open      localOpen
 	// ahead is this process's furthest booked slot; lastDelay how far
 	// ahead its last booking lay.
 	ahead     time.Time
 	lastDelay time.Duration
 	// refusedUntil is when the breaker, as this process last heard, lets
-	// a booking through again.
+	// a booking through again: callers wait for it in the process, and a
+	// slot booked before the breaker opened is dropped when reached.
 	refusedUntil time.Time
 
 	// Replaceable in tests, to stall a caller past its slot.
@@ -542,13 +542,6 @@ type Budget struct {
 type localCoolDown struct {
 	gen   uint64    // counts CoolDown calls; a booking made under an older one may predate it
 	until time.Time // end of the cool-down on this process's clock
-}
-
-// localOpen is the breaker's last opening as this process heard of it:
-// slots booked before it are dropped when reached.
-type localOpen struct {
-	gen   uint64
-	until time.Time
 }
 
 func (b *Budget) coolDown() localCoolDown {
@@ -818,7 +811,7 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		}
 	}()
 	for {
-		cool, open := b.coolDown(), b.localOpen()
+		cool := b.coolDown()
 		r, err := b.reserve(ctx, max(0, maxWait-b.now().Sub(start)))
 		if err != nil {
 			return Permit{Waited: b.now().Sub(start)}, err
@@ -838,12 +831,10 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		if err := b.sleep(ctx, r.At.Sub(b.now())); err != nil {
 			return Permit{Waited: b.now().Sub(start)}, fmt.Errorf("ratebudget: waiting for slot: %w", err)
 		}
-		if o := b.localOpen(); o.gen != open.gen && !r.Probe {
+		if left := b.breakerRefusal(); left > 0 && !r.Probe {
 			// The breaker opened while this slot was ahead: the call
 			// would only add to the failures.
-			if left := o.until.Sub(b.now()); left > 0 {
-				return Permit{Waited: b.now().Sub(start)}, b.deferred(&DelayError{RetryIn: left, Reason: ReasonBreaker})
-			}
+			return Permit{Waited: b.now().Sub(start)}, b.deferred(&DelayError{RetryIn: left, Reason: ReasonBreaker})
 		}
 		if c := b.coolDown(); c.gen != cool.gen && r.At.Before(c.until) {
 			if err := b.takeTurn(ctx, start, maxWait); err != nil {
@@ -884,17 +875,14 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 // for longer than start+maxWait.
 func (b *Budget) waitOutBreaker(ctx context.Context, start time.Time, maxWait time.Duration) error {
 	for {
-		b.mu.Lock()
-		until := b.refusedUntil
-		b.mu.Unlock()
-		now := b.now()
-		if !until.After(now) {
+		left := b.breakerRefusal()
+		if left <= 0 {
 			return nil
 		}
-		if until.After(start.Add(maxWait)) {
-			return b.deferred(&DelayError{RetryIn: until.Sub(now), Reason: ReasonBreaker})
+		if b.now().Add(left).After(start.Add(maxWait)) {
+			return b.deferred(&DelayError{RetryIn: left, Reason: ReasonBreaker})
 		}
-		if err := b.sleep(ctx, until.Sub(now)); err != nil {
+		if err := b.sleep(ctx, left); err != nil {
 			return fmt.Errorf("ratebudget: waiting for the breaker: %w", err)
 		}
 	}
@@ -947,10 +935,12 @@ func (b *Budget) deferred(de *DelayError) error {
 	return de
 }
 
-func (b *Budget) localOpen() localOpen {
+// breakerRefusal is how long the breaker refuses bookings, as this
+// process last heard; 0 when it does not.
+func (b *Budget) breakerRefusal() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.open
+	return max(0, b.refusedUntil.Sub(b.now()))
 }
 
 // Reserve makes one booking attempt: one script call to Redis, which also
@@ -1011,13 +1001,9 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 		b.refusedUntil = time.Time{}
 	case r.Reason == ReasonBreaker:
 		b.refusedUntil = r.At
-	}
-	if r.Fleet.Breaker == BreakerOpen {
-		until := received.Add(time.Duration(res[8]) * time.Microsecond)
-		if received.After(b.open.until) {
-			b.open.gen++
-		}
-		b.open.until = until
+	case r.Fleet.Breaker == BreakerOpen:
+		// A report (mode 0) that found, or made, the breaker open.
+		b.refusedUntil = received.Add(time.Duration(res[8]) * time.Microsecond)
 	}
 	b.mu.Unlock()
 

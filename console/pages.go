@@ -13,6 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
@@ -384,22 +387,7 @@ func plural(n int64, noun string) string {
 }
 
 // groupDigits writes n with thousands separators: 100,000.
-func groupDigits(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, ch := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(ch)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+func groupDigits(n int64) string { return message.NewPrinter(language.English).Sprint(n) }
 
 func formatETA(eta *float64) string {
 	if eta == nil || math.IsInf(*eta, 0) || math.IsNaN(*eta) {

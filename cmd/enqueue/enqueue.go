@@ -46,19 +46,12 @@ func (e *enqueueCmd) flags(cmd *cobra.Command) {
 	f.IntVar(&e.concurrency, "concurrency", rollout.DefaultEnqueueConcurrency, "enqueue calls in flight at once")
 }
 
-// enqueueResult is the --json output; the first five fields are the
-// contract of design.md.
+// enqueueResult is the --json output: what the API's POST /v1/rollouts
+// answers (rollout.Result, whose first five fields are the contract of
+// design.md), and, for a dry run, the ETA at the rate limit.
 type enqueueResult struct {
-	RolloutID       string `json:"rollout_id"`
-	Enqueued        int    `json:"enqueued"`
-	AlreadyEnqueued int    `json:"already_enqueued"`
-	Duplicates      int    `json:"duplicates"`
-	Invalid         int    `json:"invalid"`
-	// Organisations is the number of distinct valid IDs in the list.
-	Organisations int    `json:"organisations"`
-	ConnectorID   string `json:"connector_id"`
-	Version       string `json:"version"`
-	DryRun        bool   `json:"dry_run,omitempty"`
+	rollout.Result
+	DryRun bool `json:"dry_run,omitempty"`
 	// ETASeconds is, for a dry run, how long the fleet needs at RateLimit.
 	ETASeconds float64 `json:"eta_seconds,omitempty"`
 	RateLimit  float64 `json:"rate_limit,omitempty"`
@@ -94,10 +87,10 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	stats := listStats{unique: spool.Unique, duplicates: spool.Duplicates, invalid: spool.InvalidCount}
-	res := enqueueResult{
+	res := enqueueResult{Result: rollout.Result{
 		RolloutID: e.rolloutID, Duplicates: stats.duplicates, Invalid: stats.invalid,
 		Organisations: stats.unique, ConnectorID: e.connector, Version: e.version,
-	}
+	}}
 	switch {
 	case stats.invalid > 0 && !e.skipInvalid:
 		if e.jsonOut {
@@ -138,7 +131,8 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 	}
 	defer rdb.Close()
 	m := rollout.New(rdb, rollout.Options{Queue: e.queue, Concurrency: e.concurrency})
-	spec, _, err := m.Create(ctx, rollout.Spec{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version})
+	spec, created, err := m.Create(ctx, rollout.Spec{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version})
+	res.Created = created
 	e.rolloutID, res.RolloutID = spec.ID, spec.ID
 	if err != nil {
 		if errors.Is(err, rollout.ErrMismatch) {

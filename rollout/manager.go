@@ -149,15 +149,21 @@ func (m *Manager) SetPaused(queue string, pause bool) (changed bool, err error) 
 	return true, nil
 }
 
+// RateKey is the Redis key of the rate budget of the fleet serving queue:
+// Options.RateKey when set (the workers' IMPORT_RATE_KEY), else the key
+// per queue.
+func (m *Manager) RateKey(queue string) string {
+	if m.opts.RateKey != "" {
+		return m.opts.RateKey
+	}
+	return ratebudget.KeyForQueue(queue)
+}
+
 // FleetState returns the fleet rate and breaker state of the fleet serving
 // queue (closed, rate 0 before any worker booked a call).
 func (m *Manager) FleetState(ctx context.Context, queue string) (rate float64, breaker string) {
 	breaker = string(ratebudget.BreakerClosed)
-	key := m.opts.RateKey
-	if key == "" {
-		key = ratebudget.KeyForQueue(queue)
-	}
-	if fs, err := ratebudget.Inspect(ctx, m.rdb, key); err == nil {
+	if fs, err := ratebudget.Inspect(ctx, m.rdb, m.RateKey(queue)); err == nil {
 		rate, breaker = fs.Rate, string(fs.Breaker)
 	}
 	return rate, breaker

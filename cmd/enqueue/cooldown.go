@@ -9,15 +9,6 @@ import (
 	"github.com/versori/import-worker/ratebudget"
 )
 
-// rateKey is the Redis key of the budget of the fleet serving queue: the
-// worker's IMPORT_RATE_KEY when set, else the key per queue.
-func (a *app) rateKey(queue string) string {
-	if k := a.getenv("IMPORT_RATE_KEY"); k != "" {
-		return k
-	}
-	return ratebudget.KeyForQueue(queue)
-}
-
 // fleetState is the --json output of cooldown.
 type fleetState struct {
 	Queue string `json:"queue"`
@@ -62,7 +53,7 @@ cool-down at once (a broken proxy asking for a day, capped at 10 minutes);
 			return err
 		}
 		defer rdb.Close()
-		key := a.rateKey(a.queue)
+		key := a.manager(rdb).RateKey(a.queue)
 		res := fleetState{Queue: a.queue, Key: key}
 		if clear {
 			left, err := ratebudget.ClearCoolDown(ctx, rdb, key, closeBreaker)

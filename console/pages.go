@@ -84,7 +84,9 @@ func (c *Console) load(ctx context.Context, id string) (ledger.Rollout, liveStat
 		st.SetRate(float64(st.Finished()) / el)
 	}
 	q := c.m.QueueOf(ro)
-	c.m.Decorate(ctx, &st, q)
+	if err := c.m.Decorate(ctx, &st, q); err != nil {
+		return ro, liveStatus{}, err
+	}
 	return ro, liveStatus{Status: st, State: State(st.Done, st.Cancelled, st.QueuePaused), Finished: st.Finished(), Queue: q}, nil
 }
 

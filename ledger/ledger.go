@@ -146,11 +146,11 @@ type RolloutSummary struct {
 	Counts Counts
 }
 
-type keys struct{ def, orgs, counts string }
+type keys struct{ def, orgs, counts, backlog string }
 
 func (l *Ledger) keys(rolloutID string) keys {
 	base := l.opts.Prefix + ":rollout:{" + rolloutID + "}:"
-	return keys{def: base + "def", orgs: base + "orgs", counts: base + "counts"}
+	return keys{def: base + "def", orgs: base + "orgs", counts: base + "counts", backlog: base + "backlog"}
 }
 
 func (k keys) list() []string { return []string{k.def, k.orgs, k.counts} }
@@ -485,7 +485,7 @@ func (l *Ledger) Delete(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	k := l.keys(id)
-	n, err := l.rdb.Unlink(ctx, k.def, k.orgs, k.counts).Result()
+	n, err := l.rdb.Unlink(ctx, k.def, k.orgs, k.counts, k.backlog).Result()
 	if err != nil {
 		return false, fmt.Errorf("ledger: delete rollout %q: %w", id, err)
 	}

@@ -53,6 +53,10 @@ type Record struct {
 	// zero while pending.
 	FinishedAt time.Time
 	UpdatedAt  time.Time
+	// Position is the record's place (1-based) in its rollout's release
+	// order, for a rollout released from a backlog (Enlist); 0 otherwise,
+	// and once the record has finished.
+	Position int64
 }
 
 // Retrying reports whether the record is pending after at least one attempt.
@@ -71,6 +75,7 @@ type wireRecord struct {
 	D  int64  `json:"d,omitempty"`
 	F  int64  `json:"f,omitempty"`
 	U  int64  `json:"u,omitempty"`
+	Q  int64  `json:"q,omitempty"`
 }
 
 func decodeRecord(orgID, raw string) (Record, error) {
@@ -90,6 +95,7 @@ func decodeRecord(orgID, raw string) (Record, error) {
 		Duration:    time.Duration(w.D) * time.Microsecond,
 		FinishedAt:  fromMillis(w.F),
 		UpdatedAt:   fromMillis(w.U),
+		Position:    w.Q,
 	}, nil
 }
 

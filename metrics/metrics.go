@@ -60,6 +60,10 @@ const (
 	NameRolloutOrgs         = Namespace + "_rollout_orgs"
 	NameRolloutsStarted     = Namespace + "_rollouts_started_total"
 	NameRolloutsFinished    = Namespace + "_rollouts_finished_total"
+	NameReleased            = Namespace + "_released_total"
+	NameWaveEvents          = Namespace + "_wave_events_total"
+	NameReleaserLeader      = Namespace + "_releaser_leader"
+	NameRolloutsHalted      = Namespace + "_rollouts_halted"
 	NameBuildInfo           = Namespace + "_build_info"
 	NameCollectorScrapeErrs = Namespace + "_collector_errors_total"
 )
@@ -137,6 +141,19 @@ type Metrics struct {
 	// caused, by event ("opened", "half_opened", "closed", "reopened"):
 	// once per transition fleet-wide.
 	BreakerTransitions *prometheus.CounterVec
+
+	// Released counts organisations this process's releaser handed from
+	// rollouts' backlogs to the queue.
+	Released prometheus.Counter
+	// WaveEvents counts wave decisions, by event ("released", "baking",
+	// "gate_passed", "halted"): once fleet-wide, by the releaser's lease
+	// holder, so changes(sum(...)) marks wave transitions on a dashboard.
+	WaveEvents *prometheus.CounterVec
+	// ReleaserLeader is 1 in the process holding the releaser's lease.
+	ReleaserLeader prometheus.Gauge
+	// RolloutsHalted is the number of rollouts halted by a wave's gate on
+	// the queue (the same figure on every replica: alert on max()).
+	RolloutsHalted prometheus.Gauge
 
 	// Paused is 1 while the import queue is paused (after a 401 or by an
 	// operator).
@@ -269,6 +286,22 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Name: NameBreakerTransitions,
 			Help: "Transitions of the fleet's circuit breaker caused by this process's calls, by event.",
 		}, []string{"event"}),
+		Released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameReleased,
+			Help: "Organisations this process's releaser handed from rollouts' backlogs to the queue.",
+		}),
+		WaveEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameWaveEvents,
+			Help: "Wave decisions of the fleet's releaser, by event (released, baking, gate_passed, halted).",
+		}, []string{"event"}),
+		ReleaserLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: NameReleaserLeader,
+			Help: "1 in the process holding the releaser's lease.",
+		}),
+		RolloutsHalted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: NameRolloutsHalted,
+			Help: "Rollouts of the queue halted by a wave's gate, waiting for promote or cancel.",
+		}),
 		Paused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: NamePaused,
 			Help: "1 while the import queue is paused (after a 401 or by an operator).",
@@ -306,6 +339,9 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		m.BreakerTransitions.WithLabelValues(ev)
 	}
 	m.SetBreakerState("closed")
+	for _, ev := range []string{"released", "baking", "gate_passed", "halted"} {
+		m.WaveEvents.WithLabelValues(ev)
+	}
 	for _, reason := range []string{"poison", "succeeded", "failed", "cancelled"} {
 		m.Skipped.WithLabelValues(reason)
 	}
@@ -323,6 +359,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		m.RateLimit, m.RateBurst, m.RateGranted, m.RateWait, m.RateDeferred,
 		m.CoolDowns, m.CoolDownActive, m.CoolDownRemaining,
 		m.FleetRate, m.RateAccepted, m.RateFloor, m.RateAdaptive, m.RateChanges, m.BreakerState, m.BreakerTransitions,
+		m.Released, m.WaveEvents, m.ReleaserLeader, m.RolloutsHalted,
 		m.Paused, m.Unauthorized,
 		m.HandlersBusy, m.HandlersMax, m.TasksInFlight,
 		m.CollectorErrors,

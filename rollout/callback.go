@@ -159,9 +159,10 @@ type callbackPayload struct {
 	RolloutID string `json:"rollout_id"`
 }
 
-// NotifyIfDone enqueues rollout id's callback when it has one, nothing is
-// pending and it was not delivered yet; it reports whether it enqueued. It
-// costs one GET for a rollout without a callback.
+// NotifyIfDone enqueues rollout id's callback when it has one, it is done
+// (nothing pending) or halted, and the callback was not delivered yet; it
+// reports whether it enqueued. It costs one GET for a rollout without a
+// callback.
 func (m *Manager) NotifyIfDone(ctx context.Context, id string) (bool, error) {
 	u, err := m.CallbackURL(ctx, id)
 	if err != nil || u == "" {
@@ -172,7 +173,10 @@ func (m *Manager) NotifyIfDone(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	if !BreakdownOf(c).Done() {
-		return false, nil
+		// A halted rollout is final too, until promoted.
+		if st, err := m.rdb.HGet(ctx, m.planKey(id), "state").Result(); err != nil || st != StateHalted {
+			return false, nil
+		}
 	}
 	if n, err := m.rdb.Exists(ctx, m.deliveredKey(id)).Result(); err != nil || n > 0 {
 		return false, err

@@ -2,15 +2,19 @@ package rollout
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"iter"
 	"os"
+	"time"
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/versori/import-worker/gate"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/orglist"
 	"github.com/versori/import-worker/tasks"
@@ -32,6 +36,25 @@ type Spec struct {
 	// status. The caller checks its host against the allowed hosts
 	// (AllowedHosts.Check); the worker checks it again.
 	CallbackURL string
+
+	// Waves, when set, releases the organisations wave by wave, in list
+	// order (see ParseWaves): "10,10%,100%". Empty: one wave.
+	Waves string
+	// ListSize is the number of distinct organisations in the list, which
+	// resolves the percentages of Waves; Enqueue sets it from the spool.
+	ListSize int
+	// Bake is the wait after a wave has finished before the next.
+	Bake time.Duration
+	// MaxFailureRatio is each wave's gate (failed / finished at most it);
+	// nil means DefaultMaxFailureRatio.
+	MaxFailureRatio *float64
+	// Weight is the rollout's share of the fleet's rate while other
+	// rollouts have work; 0 means DefaultWeight.
+	Weight float64
+	// Gate, if set, is a PromQL gate each finished wave must pass, after
+	// its bake, before the next is released (the worker measures it
+	// against GATE_PROMETHEUS_URL).
+	Gate *gate.Spec
 }
 
 // Canonical validates s and returns it with the connector ID in canonical
@@ -50,7 +73,63 @@ func (s Spec) Canonical() (Spec, error) {
 	if err := versori.ValidateVersion(s.Version); err != nil {
 		return s, inputErr(err)
 	}
+	if s.Waves != "" {
+		if _, err := ParseWaves(s.Waves); err != nil {
+			return s, inputErr(err)
+		}
+	}
+	if err := CheckBake(s.Bake); err != nil {
+		return s, inputErr(err)
+	}
+	if s.MaxFailureRatio != nil {
+		if err := CheckRatio(*s.MaxFailureRatio); err != nil {
+			return s, inputErr(err)
+		}
+	}
+	if s.Weight == 0 {
+		s.Weight = DefaultWeight
+	}
+	if err := CheckWeight(s.Weight); err != nil {
+		return s, inputErr(err)
+	}
+	if s.Gate != nil {
+		g := s.Gate.WithDefaults()
+		if err := g.Validate(); err != nil {
+			return s, inputErr(err)
+		}
+		s.Gate = &g
+	}
 	return s, nil
+}
+
+// Plan resolves s's waves for a list of s.ListSize organisations. Errors
+// are *InputError.
+func (s Spec) Plan() (Plan, error) {
+	p := Plan{Waves: s.Waves, Bake: s.Bake, MaxFailureRatio: DefaultMaxFailureRatio, Weight: cmp.Or(s.Weight, DefaultWeight)}
+	if s.MaxFailureRatio != nil {
+		p.MaxFailureRatio = *s.MaxFailureRatio
+	}
+	if s.Gate != nil {
+		b, err := json.Marshal(s.Gate)
+		if err != nil {
+			return p, inputErr(err)
+		}
+		p.Gate = string(b)
+	}
+	if s.Waves == "" {
+		return p, nil
+	}
+	waves, err := ParseWaves(s.Waves)
+	if err != nil {
+		return p, inputErr(err)
+	}
+	bounds, err := ResolveWaves(waves, s.ListSize)
+	if err != nil {
+		return p, inputErr(err)
+	}
+	// The last wave is the rest of the list, whatever a re-run adds.
+	p.Bounds = bounds[:len(bounds)-1]
+	return p, nil
 }
 
 // Invalid is an invalid organisation ID of a list: Index is its position
@@ -198,9 +277,26 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Spec, bool, error) {
 	if spec.ID == "" {
 		spec.ID = ulid.Make().String()
 	}
+	plan, err := spec.Plan()
+	if err != nil {
+		return spec, false, err
+	}
 	created, err := m.led.CreateRollout(ctx, ledger.Rollout{ID: spec.ID, ConnectorID: spec.ConnectorID, Version: spec.Version, CreatedAt: m.opts.Now(), Queue: m.opts.Queue})
 	if err != nil {
 		return spec, false, err
+	}
+	// A rollout enqueued whole before plans existed gets one now, with
+	// what it holds counted as released.
+	var held int64
+	if !created {
+		_, c, err := m.led.Rollout(ctx, spec.ID)
+		if err != nil {
+			return spec, false, err
+		}
+		held = c.Total
+	}
+	if _, err := m.savePlan(ctx, spec.ID, plan, held); err != nil {
+		return spec, created, err
 	}
 	if spec.CallbackURL != "" {
 		if err := m.rdb.Set(ctx, m.callbackKey(spec.ID), spec.CallbackURL, 0).Err(); err != nil {
@@ -224,6 +320,7 @@ func (m *Manager) Enqueue(ctx context.Context, spec Spec, sp *Spool, progress fu
 	if err := Check(spec, sp); err != nil {
 		return res, err
 	}
+	spec.ListSize = sp.Unique
 	spec, res.Created, err = m.Create(ctx, spec)
 	res.RolloutID = spec.ID
 	if err != nil {
@@ -238,16 +335,54 @@ func (m *Manager) Enqueue(ctx context.Context, spec Spec, sp *Spool, progress fu
 	return res, err
 }
 
-// EnqueueIDs enqueues the organisations ids yields (canonicalised; any
-// invalid one stops the call) for a rollout already created, streaming:
-// memory is bounded whatever the length of ids.
+// EnqueueIDs adds the organisations ids yields (canonicalised; any
+// invalid one stops the call) to a rollout already created, in order, as
+// pending records in its backlog, from which the fleet's Releaser hands
+// them to the queue (wave by wave, and sharing the fleet with other
+// rollouts by weight). It streams: memory is bounded whatever the length
+// of ids. Enqueued counts the organisations new to the rollout,
+// AlreadyEnqueued those it held.
 func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string], progress func(tasks.Summary)) (tasks.Summary, error) {
-	p := tasks.NewProducer(m.rdb, tasks.ProducerConfig{
-		Task:        tasks.TaskOptions{Queue: m.opts.Queue},
-		Concurrency: m.opts.Concurrency,
-		Ledger:      m.opts.Ledger,
-	})
-	return p.EnqueueAll(ctx, tasks.Rollout{ID: spec.ID, ConnectorID: spec.ConnectorID, Version: spec.Version}, ids, progress)
+	var sum tasks.Summary
+	waves := spec.Waves != ""
+	batch := make([]string, 0, m.led.BatchSize())
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		states, err := m.led.Enlist(ctx, spec.ID, batch)
+		for _, st := range states {
+			if st == "" {
+				sum.Enqueued++
+			} else {
+				sum.AlreadyEnqueued++
+			}
+		}
+		batch = batch[:0]
+		if err == nil {
+			// Each batch, so the release starts while the list is read,
+			// and a rollout the releaser retired meanwhile comes back.
+			err = m.activate(ctx, spec.ID, m.opts.Queue, waves)
+		}
+		if progress != nil {
+			progress(sum)
+		}
+		return err
+	}
+	for raw := range ids {
+		id, err := orglist.CanonicalID("organisation", raw)
+		if err != nil {
+			_ = flush()
+			return sum, err
+		}
+		batch = append(batch, id)
+		if len(batch) == cap(batch) {
+			if err := flush(); err != nil {
+				return sum, err
+			}
+		}
+	}
+	return sum, flush()
 }
 
 // EnqueueList is Enqueue for a list of IDs in memory or a stream: it

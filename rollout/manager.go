@@ -168,3 +168,6 @@ func (m *Manager) FleetState(ctx context.Context, queue string) (rate float64, b
 	}
 	return rate, breaker
 }
+
+// RDB returns the Redis client the Manager uses.
+func (m *Manager) RDB() redis.UniversalClient { return m.rdb }

@@ -128,6 +128,10 @@ func (m *Manager) Cancel(ctx context.Context, id string) (CancelResult, error) {
 // CancelOn is Cancel on queue.
 func (m *Manager) CancelOn(ctx context.Context, id, queue string) (CancelResult, error) {
 	res := CancelResult{RolloutID: id}
+	// First, so the releaser hands nothing more to the queue.
+	if err := m.stopRelease(ctx, id, queue); err != nil {
+		return res, err
+	}
 	var mu sync.Mutex
 	handle := func(batch []string) error {
 		n, err := m.led.Cancel(ctx, id, batch)

@@ -24,6 +24,10 @@ var Columns = []string{
 	"version_mismatch", "finished_at", "duration_ms",
 }
 
+// StateUnreleased is the report state of a pending organisation in a wave
+// not yet released; it counts as pending in the status.
+const StateUnreleased = "unreleased"
+
 // Row is one organisation in a report.
 type Row struct {
 	OrgID      string `json:"org_id"`
@@ -198,12 +202,20 @@ func (m *Manager) Report(ctx context.Context, id string, f Filter, byVersion map
 		byVersion = c.ByVersion
 	}
 	sum.Majority = MajorityVersion(byVersion)
+	// Organisations held back by a wave not yet released show as such.
+	held := int64(-1)
+	if pr, err := m.Progress(ctx, id); err == nil && pr.Limit >= 0 && pr.State != StateCancelled {
+		held = pr.Limit
+	}
 	var seen orglist.Set
 	err := m.led.ScanFilter(ctx, id, f, func(rec ledger.Record) error {
 		if !seen.Add(rec.OrgID) {
 			return nil
 		}
 		row := NewRow(rec, sum.Majority)
+		if held >= 0 && rec.State == ledger.Pending && rec.Attempts == 0 && rec.Position > held {
+			row.State = StateUnreleased
+		}
 		if row.VersionMismatch {
 			sum.Mismatched++
 		}

@@ -72,6 +72,45 @@ type Status struct {
 	// Breaker is its circuit breaker: closed, open or half_open.
 	FleetRate float64 `json:"fleet_rate"`
 	Breaker   string  `json:"breaker"`
+
+	// State is running, baking, halted, done or cancelled.
+	State string `json:"state"`
+	// Wave is the last released wave (1-based) of Waves; Released the
+	// organisations handed to the queue so far (the rest are pending in
+	// the backlog, and counted in Pending).
+	Wave     int   `json:"wave"`
+	Waves    int   `json:"waves"`
+	Released int64 `json:"released"`
+	// HaltReason says why a halted rollout halted.
+	HaltReason string `json:"halt_reason,omitempty"`
+	// WaveDetail is the current wave and what comes next; absent for a
+	// rollout of one wave.
+	WaveDetail *WaveStatus `json:"wave_detail,omitempty"`
+	// Weight is the rollout's share of the fleet's rate while other
+	// rollouts have work.
+	Weight float64 `json:"weight"`
+}
+
+// WaveStatus is a rollout's current wave and what comes next.
+type WaveStatus struct {
+	// Size is the organisations of the current wave (cumulative bound);
+	// 0 for the last wave, which is the rest of the list.
+	Bound int64 `json:"bound"`
+	// Failed and Finished are the current wave's own counts; Ratio is
+	// Failed / Finished, gated by MaxFailureRatio.
+	Failed          int64   `json:"failed"`
+	Finished        int64   `json:"finished"`
+	Ratio           float64 `json:"failure_ratio"`
+	MaxFailureRatio float64 `json:"max_failure_ratio"`
+	BakeSeconds     float64 `json:"bake_seconds"`
+	// ReleasedAt is when the current wave was released; BakeUntil when
+	// its bake ends (once it has finished).
+	ReleasedAt time.Time  `json:"released_at"`
+	BakeUntil  *time.Time `json:"bake_until,omitempty"`
+	// Gate is the PromQL gate's progress, when the rollout has one.
+	Gate *GateRun `json:"gate,omitempty"`
+	// Next says what releases the next wave, or that none is left.
+	Next string `json:"next"`
 }
 
 // Finished is the number of organisations settled: succeeded, failed or
@@ -124,14 +163,15 @@ func (m *Manager) Status(ctx context.Context, id string) (Status, error) {
 	if elapsed := m.opts.Now().Sub(r.CreatedAt).Seconds(); elapsed > 0 {
 		st.SetRate(float64(st.Finished()) / elapsed)
 	}
-	m.Decorate(ctx, &st, m.QueueOf(r))
-	return st, nil
+	return st, m.Decorate(ctx, &st, m.QueueOf(r))
 }
 
-// Decorate fills the fields of st read from the queue and the fleet.
-func (m *Manager) Decorate(ctx context.Context, st *Status, queue string) {
+// Decorate fills the fields of st read from the queue, the fleet and the
+// rollout's release plan (state, waves).
+func (m *Manager) Decorate(ctx context.Context, st *Status, queue string) error {
 	st.QueuePaused = m.QueuePaused(queue)
 	st.FleetRate, st.Breaker = m.FleetState(ctx, queue)
+	return m.decorateRelease(ctx, st)
 }
 
 // ClassSplit separates the succeeded classes of a ByClass map from the

@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/versori/import-worker/gate"
 	"github.com/versori/import-worker/internal/apitoken"
 	"github.com/versori/import-worker/orglist"
 	"github.com/versori/import-worker/rollout"
@@ -25,11 +27,43 @@ type createRequest struct {
 	ConnectorID     string   `json:"connector_id"`
 	Version         string   `json:"version"`
 	SkipInvalid     bool     `json:"skip_invalid"`
-	Waves           []string `json:"waves"`
-	Bake            string   `json:"bake"`
-	MaxFailureRatio *float64 `json:"max_failure_ratio"`
-	Weight          *int     `json:"weight"`
-	CallbackURL     string   `json:"callback_url"`
+	Waves           wavesField `json:"waves"`
+	Bake            string     `json:"bake"`
+	MaxFailureRatio *float64   `json:"max_failure_ratio"`
+	Weight          *float64   `json:"weight"`
+	Gate            *gate.Spec `json:"gate"`
+	CallbackURL     string     `json:"callback_url"`
+}
+
+// wavesField is the waves of a create request: "10,10%,100%", or the same
+// as an array of counts and percentages.
+type wavesField struct {
+	set  bool
+	list string
+}
+
+func (w *wavesField) UnmarshalJSON(b []byte) error {
+	w.set = true
+	if err := json.Unmarshal(b, &w.list); err == nil {
+		return nil
+	}
+	var items []any
+	if err := json.Unmarshal(b, &items); err != nil {
+		return errors.New(`want a string such as "10,10%,100%" or an array such as [10, "10%", "100%"]`)
+	}
+	parts := make([]string, len(items))
+	for i, it := range items {
+		switch v := it.(type) {
+		case string:
+			parts[i] = v
+		case float64:
+			parts[i] = strconv.FormatFloat(v, 'f', -1, 64)
+		default:
+			return fmt.Errorf("waves[%d]: want a count or a percentage string", i)
+		}
+	}
+	w.list = strings.Join(parts, ",")
+	return nil
 }
 
 // invalidAnswer is the 422 answer for invalid organisation IDs.
@@ -138,8 +172,29 @@ func (s *server) checkCreate(req createRequest) (rollout.Spec, error) {
 	if len(missing) > 0 {
 		return spec, &rollout.InputError{Err: fmt.Errorf("missing %s", strings.Join(missing, " and "))}
 	}
-	if len(req.Waves) > 0 || req.Bake != "" || req.MaxFailureRatio != nil || (req.Weight != nil && *req.Weight != 1) {
-		return spec, &rollout.InputError{Err: errors.New("waves, bake, max_failure_ratio and weight are not available yet: this server has no waves")}
+	if req.Waves.set {
+		if _, err := rollout.ParseWaves(req.Waves.list); err != nil {
+			return spec, &rollout.InputError{Err: err}
+		}
+		spec.Waves = req.Waves.list
+	}
+	if req.Bake != "" {
+		d, err := time.ParseDuration(req.Bake)
+		if err != nil {
+			return spec, &rollout.InputError{Err: fmt.Errorf("bake %q: want a duration such as 2s or 5m", req.Bake)}
+		}
+		spec.Bake = d
+	}
+	spec.MaxFailureRatio = req.MaxFailureRatio
+	if req.Weight != nil {
+		if err := rollout.CheckWeight(*req.Weight); err != nil {
+			return spec, &rollout.InputError{Err: err}
+		}
+		spec.Weight = *req.Weight
+	}
+	spec.Gate = req.Gate
+	if spec.Waves == "" && (spec.Bake != 0 || spec.MaxFailureRatio != nil || spec.Gate != nil) {
+		return spec, &rollout.InputError{Err: errors.New("bake, max_failure_ratio and gate act between waves: set waves too")}
 	}
 	if req.CallbackURL != "" {
 		if _, err := s.cfg.Allowed.Check(req.CallbackURL); err != nil {
@@ -164,7 +219,26 @@ func queryCreate(r *http.Request) (createRequest, error) {
 		req.SkipInvalid = b
 	}
 	if q.Has("waves") {
-		req.Waves = []string{q.Get("waves")}
+		req.Waves = wavesField{set: true, list: q.Get("waves")}
+	}
+	req.Bake = q.Get("bake")
+	for _, f := range []struct {
+		name string
+		dst  **float64
+	}{{"max_failure_ratio", &req.MaxFailureRatio}, {"weight", &req.Weight}} {
+		if v := q.Get(f.name); v != "" {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return req, badf("%s=%q: want a number", f.name, v)
+			}
+			*f.dst = &n
+		}
+	}
+	if v := q.Get("gate"); v != "" {
+		req.Gate = new(gate.Spec)
+		if err := json.Unmarshal([]byte(v), req.Gate); err != nil {
+			return req, badf("gate: %v", err)
+		}
 	}
 	return req, nil
 }
@@ -214,6 +288,8 @@ func readJSONCreate(body io.Reader, req *createRequest, spool *rollout.Spool) er
 			dst = &req.MaxFailureRatio
 		case "weight":
 			dst = &req.Weight
+		case "gate":
+			dst = &req.Gate
 		case "callback_url":
 			dst = &req.CallbackURL
 		default:
@@ -588,18 +664,21 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request, _ apitoken.Entry
 	writeJSON(w, http.StatusOK, st)
 }
 
-// promote answers 409: this server has no waves yet, so a rollout has no
-// next wave to release.
+// promote releases the next wave; 409 when there is none to release.
 func (s *server) promote(w http.ResponseWriter, r *http.Request, _ apitoken.Entry) {
 	id, ok := rolloutID(w, r)
-	if !ok {
+	if !ok || !s.needRedis(w, r) {
 		return
 	}
-	if _, _, err := s.m.Get(r.Context(), id); err != nil {
+	st, err := s.m.Promote(r.Context(), id)
+	switch {
+	case errors.Is(err, rollout.ErrCannotPromote):
+		writeError(w, http.StatusConflict, err.Error())
+	case err != nil:
 		s.fail(w, r, err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, st)
 	}
-	writeError(w, http.StatusConflict, fmt.Sprintf("rollout %s has no waves: every organisation is released at creation, so there is nothing to promote", id))
 }
 
 func (s *server) pause(pause bool) handlerFunc {

@@ -32,6 +32,7 @@ type enqueueCmd struct {
 	dryRun, skipInvalid                 bool
 	rateLimit                           string
 	concurrency                         int
+	release                             waveFlags
 }
 
 func (e *enqueueCmd) flags(cmd *cobra.Command) {
@@ -44,6 +45,7 @@ func (e *enqueueCmd) flags(cmd *cobra.Command) {
 	f.BoolVar(&e.skipInvalid, "skip-invalid", false, "enqueue the valid IDs even when some are invalid")
 	f.StringVar(&e.rateLimit, "rate-limit", "", "the fleet's import calls per second, for the ETA (default $IMPORT_RATE_LIMIT or 10)")
 	f.IntVar(&e.concurrency, "concurrency", rollout.DefaultEnqueueConcurrency, "enqueue calls in flight at once")
+	e.release.flags(cmd)
 }
 
 // enqueueResult is the --json output: what the API's POST /v1/rollouts
@@ -64,6 +66,10 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 		return usageError("nothing to do: give --connector, --version and --orgs, or a command")
 	}
 	if err := e.validateFlags(); err != nil {
+		return err
+	}
+	spec, err := e.release.spec(cmd, rollout.Spec{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version})
+	if err != nil {
 		return err
 	}
 	rate, err := e.rate()
@@ -103,6 +109,10 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 	case stats.unique == 0:
 		return usageError("no organisations in %s (only blank lines or comments)", name)
 	}
+	spec.ListSize = stats.unique
+	if _, err := spec.Plan(); err != nil {
+		return usageError("--waves %s: %v", spec.Waves, errors.Unwrap(err))
+	}
 
 	if e.dryRun {
 		res.DryRun, res.RateLimit = true, rate
@@ -131,7 +141,7 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 	}
 	defer rdb.Close()
 	m := rollout.New(rdb, rollout.Options{Queue: e.queue, Concurrency: e.concurrency})
-	spec, created, err := m.Create(ctx, rollout.Spec{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version})
+	spec, created, err := m.Create(ctx, spec)
 	res.Created = created
 	e.rolloutID, res.RolloutID = spec.ID, spec.ID
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -81,7 +82,9 @@ func (s *statusCmd) run(cmd *cobra.Command, args []string) error {
 			st.SetRate(float64(st.Finished()) / elapsed)
 		}
 	}
-	s.manager(rdb).Decorate(ctx, &st, s.queue)
+	if err := s.manager(rdb).Decorate(ctx, &st, s.queue); err != nil {
+		return err
+	}
 	if s.jsonOut {
 		return s.printJSON(st)
 	}
@@ -268,10 +271,26 @@ func printStatus(w io.Writer, st statusResult, queue string, now time.Time) {
 	if st.ETASeconds != nil {
 		eta = humanDuration(time.Duration(*st.ETASeconds * float64(time.Second)))
 	}
-	if st.Done {
-		fmt.Fprintf(w, "state      done\n")
-	} else {
+	switch {
+	case st.Done:
+		fmt.Fprintf(w, "state      %s\n", st.State)
+	case st.State == rollout.StateHalted:
+		fmt.Fprintf(w, "state      HALTED: %s\n", st.HaltReason)
+	case st.State == rollout.StateBaking:
+		fmt.Fprintf(w, "state      baking, %.1f organisations/s\n", st.RatePerSecond)
+	default:
 		fmt.Fprintf(w, "state      %s, %.1f organisations/s, ETA %s\n", state, st.RatePerSecond, eta)
+	}
+	if st.Waves > 1 {
+		fmt.Fprintf(w, "wave       %d of %d, %s of %s organisations released\n", st.Wave, st.Waves, thousands(st.Released), thousands(st.Total))
+		if d := st.WaveDetail; d != nil {
+			fmt.Fprintf(w, "           this wave: %s failed of %s finished (ratio %.3f, max %s)\n",
+				thousands(d.Failed), thousands(d.Finished), d.Ratio, strconv.FormatFloat(d.MaxFailureRatio, 'f', -1, 64))
+			if d.Gate != nil && d.Gate.Last != nil {
+				fmt.Fprintf(w, "           gate: %d of %d passes, last %s: %s\n", d.Gate.Passes, d.Gate.Count, d.Gate.Last.Verdict, d.Gate.Last.Reason)
+			}
+			fmt.Fprintf(w, "next       %s\n", d.Next)
+		}
 	}
 	if len(st.ByVersion) > 1 {
 		fmt.Fprintf(w, "versions   %s: the rollout straddled a new publication of %q (see the report's version_mismatch column)\n",

@@ -88,6 +88,13 @@ type Config struct {
 	// Handlers serve task types other than the import task on the same
 	// queue (the completion callback); any other type is archived.
 	Handlers map[string]asynq.Handler
+	// Gate measures the PromQL gates of rollouts' waves; nil makes every
+	// gate query inconclusive (the rollout halts).
+	Gate rollout.GateMeasurer
+	// ReleaseWindow is how much work, in seconds of the fleet's rate, the
+	// releaser keeps queued ahead of the handlers. Default
+	// rollout.DefaultReleaseWindow.
+	ReleaseWindow time.Duration
 	// Ready, if set, is closed once the service accepts tasks and its
 	// listener is up (tests and the demo wait on it).
 	Ready chan<- net.Addr
@@ -263,14 +270,34 @@ func Run(ctx context.Context, cfg Config) error {
 
 	refreshDone := make(chan struct{})
 	refreshCtx, stopRefresh := context.WithCancel(context.Background())
+	rm := rollout.New(cfg.Redis, rollout.Options{Queue: cfg.Queue, RateKey: cfg.RateKey})
 	go func() {
 		defer close(refreshDone)
-		refreshGauges(refreshCtx, cfg.Redis, cfg.Queue, inspector, rb, m)
+		refreshGauges(refreshCtx, cfg.Redis, cfg.Queue, inspector, rb, m, rm)
+	}()
+	// The releaser stops with the server's intake, before the handlers
+	// finish, and gives its lease up so another replica takes over at once.
+	releaseCtx, stopRelease := context.WithCancel(context.Background())
+	releaseDone := make(chan struct{})
+	releaser := rm.NewReleaser(rollout.ReleaserConfig{
+		Queue: cfg.Queue, Window: cfg.ReleaseWindow, Gate: cfg.Gate, Logger: log, Observer: releaseObserver{m},
+		Rate: func() (float64, bool) {
+			if rb == nil {
+				return 0, false
+			}
+			return rb.Fleet().Rate, true
+		},
+	})
+	go func() {
+		defer close(releaseDone)
+		releaser.Run(releaseCtx)
 	}()
 
 	<-ctx.Done()
 	stopping.Store(true)
 	log.Info("shutting down: waiting for running imports", "timeout", cfg.ShutdownTimeout.String())
+	stopRelease()
+	<-releaseDone
 	srv.Shutdown()
 	stopRefresh()
 	<-refreshDone
@@ -332,10 +359,13 @@ func refuseBodies(h http.Handler) http.Handler {
 // refreshGauges keeps the gauges that mirror shared state (the cool-down and
 // the queue's pause flag) current, so a pause by an operator or another
 // replica shows on every replica.
-func refreshGauges(ctx context.Context, rdb redis.UniversalClient, queue string, inspector *asynq.Inspector, rb *ratebudget.Budget, m *metrics.Metrics) {
+func refreshGauges(ctx context.Context, rdb redis.UniversalClient, queue string, inspector *asynq.Inspector, rb *ratebudget.Budget, m *metrics.Metrics, rm *rollout.Manager) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
+		if n, err := rm.HaltedCount(ctx, queue); err == nil {
+			m.RolloutsHalted.Set(float64(n))
+		}
 		if rb != nil {
 			if st, err := ratebudget.Inspect(ctx, rdb, rb.Key()); err == nil {
 				d := st.CoolDown
@@ -462,3 +492,16 @@ func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
 func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
 func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
 func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+
+// releaseObserver counts the releaser's events in the metrics.
+type releaseObserver struct{ m *metrics.Metrics }
+
+func (o releaseObserver) Released(n int)         { o.m.Released.Add(float64(n)) }
+func (o releaseObserver) WaveEvent(event string) { o.m.WaveEvents.WithLabelValues(event).Inc() }
+func (o releaseObserver) Leader(held bool) {
+	if held {
+		o.m.ReleaserLeader.Set(1)
+	} else {
+		o.m.ReleaserLeader.Set(0)
+	}
+}

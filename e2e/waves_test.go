@@ -1,0 +1,252 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/versori/import-worker/internal/e2etest"
+	"github.com/versori/import-worker/internal/redistest"
+	"github.com/versori/import-worker/rollout"
+	"github.com/versori/import-worker/versori/versoritest"
+)
+
+// cli runs the enqueue binary against f's Redis.
+func (f *fleet) cli(stdin string, args ...string) (stdout, stderr string, code int) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var in *strings.Reader
+	if stdin != "" {
+		in = strings.NewReader(stdin)
+	}
+	if in == nil {
+		return e2etest.Run(ctx, e2etest.Bin(f.t, "enqueue"), map[string]string{"REDIS_URL": f.redis.URL()}, nil, args...)
+	}
+	return e2etest.Run(ctx, e2etest.Bin(f.t, "enqueue"), map[string]string{"REDIS_URL": f.redis.URL()}, in, args...)
+}
+
+// orgFile writes the organisations to a file, one a line, and returns its
+// path and the IDs in order.
+func orgFile(t *testing.T, n, from int) (string, []string) {
+	t.Helper()
+	var ids []string
+	i := 0
+	for id := range orgIDs(n + from) {
+		if i >= from {
+			ids = append(ids, id)
+		}
+		i++
+	}
+	p := filepath.Join(t.TempDir(), "orgs.txt")
+	if err := os.WriteFile(p, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p, ids
+}
+
+func (f *fleet) status(id string) rollout.Status {
+	f.t.Helper()
+	out, stderr, code := f.cli("", "status", id, "--json")
+	if code != 0 {
+		f.t.Fatalf("status %s: exit %d: %s", id, code, stderr)
+	}
+	var st rollout.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		f.t.Fatalf("status %s: %v: %s", id, err, out)
+	}
+	return st
+}
+
+func (f *fleet) waitStatus(id string, timeout time.Duration, ok func(rollout.Status) bool) rollout.Status {
+	f.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := f.status(id)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("rollout %s: status not reached after %s: %+v", id, timeout, st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestWavesHaltBadCanary is issue 11's first figure: 2,000 organisations,
+// every one from the 11th on answers 422; waves 10,10%,100% with a maximum
+// failure ratio of 0.05 halt the rollout with at most 200 organisations
+// called and none of the last wave.
+func TestWavesHaltBadCanary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	api := versoritest.NewServer()
+	f := newFleet(t, api, redistest.Options{})
+	file, ids := orgFile(t, 2000, 0)
+	for _, id := range ids[10:] {
+		api.SetFault(id, versoritest.Fault{Kind: versoritest.FaultInvalid})
+	}
+	f.start(2, map[string]string{"IMPORT_RATE_LIMIT": "200", "WORKER_CONCURRENCY": "20"})
+	out, stderr, code := f.cli("", "--connector", connectorID, "--version", "1.0.0", "--orgs", file, "--rollout", "canary",
+		"--waves", "10,10%,100%", "--max-failure-ratio", "0.05", "--json")
+	if code != 0 {
+		t.Fatalf("enqueue: exit %d: %s%s", code, out, stderr)
+	}
+	st := f.waitStatus("canary", time.Minute, func(s rollout.Status) bool { return s.State == rollout.StateHalted })
+	time.Sleep(time.Second) // anything still to be called would be by now
+	called := 0
+	for _, id := range ids {
+		called += min(api.Calls(id), 1)
+	}
+	late := 0
+	for _, id := range ids[200:] {
+		late += api.Calls(id)
+	}
+	figure(t, "halted in wave %d of %d: %d organisations called, %d calls to the last wave; reason %q", st.Wave, st.Waves, called, late, st.HaltReason)
+	if st.Wave != 2 || called > 200 || late != 0 || st.Done || st.Pending != 1800 || st.Released != 200 {
+		t.Fatalf("halted status %+v: %d called, %d calls to wave 3", st, called, late)
+	}
+	// The report shows the held organisations as unreleased.
+	rep, stderr, code := f.cli("", "report", "canary", "--format", "csv")
+	if code != 0 {
+		t.Fatalf("report: exit %d: %s", code, stderr)
+	}
+	if n := strings.Count(rep, ",unreleased,"); n != 1800 {
+		t.Fatalf("%d unreleased rows in the report, want 1800", n)
+	}
+	// The halt is visible to Prometheus on every replica.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		text, err := f.workers[0].Scrape()
+		if v, ok := e2etest.MetricSum(text, "versori_import_rollouts_halted"); err == nil && ok && v == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("versori_import_rollouts_halted never 1")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	events := 0.0
+	for _, w := range f.workers {
+		text, _ := w.Scrape()
+		for _, line := range strings.Split(text, "\n") {
+			if v, ok := strings.CutPrefix(line, `versori_import_wave_events_total{event="halted"} `); ok {
+				var x float64
+				fmt.Sscan(v, &x)
+				events += x
+			}
+		}
+	}
+	if events != 1 {
+		t.Fatalf("halted events across the fleet: %v, want 1", events)
+	}
+
+	// promote lifts the halt: the last wave runs (and fails: the version is
+	// bad), then promote has nothing left to release.
+	if out, stderr, code := f.cli("", "promote", "canary"); code != 0 {
+		t.Fatalf("promote: exit %d: %s%s", code, out, stderr)
+	}
+	st = f.waitStatus("canary", time.Minute, func(s rollout.Status) bool { return s.Done })
+	if st.State != rollout.StateDone || st.Released != 2000 || st.Failed != 1990 {
+		t.Fatalf("after promote: %+v", st)
+	}
+	if _, stderr, code := f.cli("", "promote", "canary"); code != 2 || !strings.Contains(stderr, "last wave") {
+		t.Fatalf("promote of a finished rollout: exit %d: %s", code, stderr)
+	}
+}
+
+// Bad wave input: exit status 2, a message naming the problem, nothing
+// enqueued.
+func TestWavesBadInput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	f := newFleet(t, versoritest.NewServer(), redistest.Options{})
+	file, _ := orgFile(t, 50, 0)
+	base := []string{"--connector", connectorID, "--version", "1.0.0", "--orgs", file, "--rollout", "bad"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--waves", ""}, "empty list"},
+		{[]string{"--waves", "0"}, "at least one organisation"},
+		{[]string{"--waves", "0%"}, "at least one organisation"},
+		{[]string{"--waves", "10,5"}, "not above wave 1"},
+		{[]string{"--waves", "150%"}, "above 100%"},
+		{[]string{"--waves", "10,60"}, "above the list's 50"},
+		{[]string{"--waves", "10", "--bake", "-1s"}, "bake"},
+		{[]string{"--waves", "10", "--max-failure-ratio", "1.5"}, "outside [0, 1]"},
+		{[]string{"--waves", "10", "--max-failure-ratio", "-0.1"}, "outside [0, 1]"},
+		{[]string{"--waves", "10", "--gate-query", "sum(rate(x[5m]", "--gate-condition", "< 1"}, "parse error"},
+		{[]string{"--waves", "10", "--gate-query", "up", "--gate-condition", "=> 1"}, "condition"},
+		{[]string{"--weight", "0"}, "weight"},
+		{[]string{"--bake", "2s"}, "give --waves too"},
+	} {
+		out, stderr, code := f.cli("", append(slices.Clone(base), tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q, want 2 and %q (stdout %q)", tc.args, code, stderr, tc.want, out)
+		}
+	}
+	if n, err := f.redis.Client().Exists(context.Background(), "versori-import:rollout:{bad}:def").Result(); err != nil || n != 0 {
+		t.Fatalf("bad input created the rollout (%d, %v)", n, err)
+	}
+	for _, tc := range []struct {
+		setup func()
+		id    string
+		want  string
+	}{
+		{nil, "unknown", "not found"},
+		{func() {
+			if _, stderr, code := f.cli("", "--connector", connectorID, "--version", "1.0.0", "--orgs", file, "--rollout", "flat"); code != 0 {
+				t.Fatalf("enqueue flat: %s", stderr)
+			}
+		}, "flat", "no waves"},
+	} {
+		if tc.setup != nil {
+			tc.setup()
+		}
+		if _, stderr, code := f.cli("", "promote", tc.id); code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("promote %s: exit %d, %q; want 2 and %q", tc.id, code, stderr, tc.want)
+		}
+	}
+}
+
+// TestWavesHealthy is issue 11's second figure: a healthy 3,000, waves
+// 1%,10%,100% and a bake of 2 s, take at most N/R + the bakes + 2 s a wave.
+func TestWavesHealthy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	const (
+		n     = 3000
+		rate  = 200
+		bake  = 2 * time.Second
+		waves = 3
+	)
+	api := versoritest.NewServer(versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
+	f := newFleet(t, api, redistest.Options{})
+	f.start(2, map[string]string{"IMPORT_RATE_LIMIT": fmt.Sprint(rate), "WORKER_CONCURRENCY": "20"})
+	file, _ := orgFile(t, n, 0)
+	start := time.Now()
+	if out, stderr, code := f.cli("", "--connector", connectorID, "--version", "1.0.0", "--orgs", file, "--rollout", "healthy",
+		"--waves", "1%,10%,100%", "--bake", bake.String()); code != 0 {
+		t.Fatalf("enqueue: exit %d: %s%s", code, out, stderr)
+	}
+	st := f.waitStatus("healthy", 2*time.Minute, func(s rollout.Status) bool { return s.Done })
+	wall := time.Since(start)
+	bound := time.Duration(float64(n)/rate*float64(time.Second)) + (waves-1)*bake + waves*2*time.Second
+	figure(t, "%d organisations in waves 1%%,10%%,100%%, bake %s, R=%d: %.1f s (bound N/R + bakes + 2 s a wave = %.1f s)", n, bake, rate, wall.Seconds(), bound.Seconds())
+	if st.Succeeded != n || st.State != rollout.StateDone || st.Wave != waves {
+		t.Fatalf("status %+v", st)
+	}
+	if wall > bound {
+		t.Fatalf("took %s, above %s", wall, bound)
+	}
+}

@@ -185,4 +185,3 @@ const (
 	gateWaiting = "waiting"
 	gatePassed  = "passed"
 )
-

@@ -23,10 +23,10 @@ import (
 // createRequest is the JSON body of POST /v1/rollouts, and, for NDJSON and
 // CSV bodies, the query parameters of the same names.
 type createRequest struct {
-	RolloutID       string   `json:"rollout_id"`
-	ConnectorID     string   `json:"connector_id"`
-	Version         string   `json:"version"`
-	SkipInvalid     bool     `json:"skip_invalid"`
+	RolloutID       string     `json:"rollout_id"`
+	ConnectorID     string     `json:"connector_id"`
+	Version         string     `json:"version"`
+	SkipInvalid     bool       `json:"skip_invalid"`
 	Waves           wavesField `json:"waves"`
 	Bake            string     `json:"bake"`
 	MaxFailureRatio *float64   `json:"max_failure_ratio"`

@@ -102,7 +102,10 @@ var errTurnExpired = errors.New("ratebudget: turn expired")
 // remembered only while its tag is ahead of the virtual time (after that
 // it is the same as a new one), and the whole table is dropped when the
 // turn falls free with nobody waiting, so memory follows the flows that
-// wait now, not every rollout ever seen.
+// wait now, not every rollout ever seen. (A stream of new flows, each
+// arriving while the one before holds the turn, would keep the virtual
+// time still; when the idle flows outnumber the backlogged ones, the
+// virtual time moves up to the smallest backlogged tag: see flow.)
 type fairTurn struct {
 	mu    sync.Mutex
 	held  bool
@@ -129,7 +132,8 @@ type turnWaiter struct {
 	weight     float64
 	granted    chan struct{} // closed when the turn is handed to this waiter
 	isGranted  bool          // set, under fairTurn.mu, with the close
-	start      float64       // the flow's tag the turn was granted at
+	start      float64       // the flow's tag and its seq before the turn was granted,
+	startSeq   uint64        // to give them back if it goes unused
 	prev, next *turnWaiter
 }
 
@@ -202,7 +206,7 @@ func (q *fairTurn) leave(w *turnWaiter) {
 	defer q.mu.Unlock()
 	if w.isGranted {
 		if fl := w.flow; q.flows[fl.name] == fl {
-			fl.tag = w.start
+			fl.tag, fl.seq = w.start, w.startSeq
 			if fl.index >= 0 {
 				heap.Fix(&q.ready, fl.index)
 			}
@@ -237,7 +241,7 @@ func (q *fairTurn) handOn() {
 	fl := q.ready[0]
 	w := fl.head
 	q.unlink(w)
-	w.start = fl.tag
+	w.start, w.startSeq = fl.tag, fl.seq
 	q.grantTo(fl, w.weight)
 	if fl.index >= 0 {
 		heap.Fix(&q.ready, fl.index)
@@ -287,14 +291,30 @@ func (q *fairTurn) flow(name string) *turnFlow {
 		return fl
 	}
 	if len(q.flows) >= q.sweepAt {
-		for _, fl := range q.flows {
-			q.forgetIfIdle(fl)
+		q.sweep()
+		if idle := len(q.flows) - len(q.ready); idle > len(q.ready) && len(q.ready) > 0 {
+			// Flows keep coming that the backlogged ones have not yet
+			// caught up with: each new one starts at the virtual time,
+			// which does not move while they do, so they would hold
+			// memory and keep the backlogged flows waiting. Moving the
+			// virtual time up to the smallest backlogged tag changes no
+			// order among the backlogged flows; it only makes a new flow
+			// tie with them instead of going first, and lets the idle
+			// flows behind it go.
+			q.vtime = max(q.vtime, q.ready[0].tag)
+			q.sweep()
 		}
 		q.sweepAt = max(minSweep, 2*len(q.flows))
 	}
 	fl := &turnFlow{name: name, tag: q.vtime, index: -1}
 	q.flows[name] = fl
 	return fl
+}
+
+func (q *fairTurn) sweep() {
+	for _, fl := range q.flows {
+		q.forgetIfIdle(fl)
+	}
 }
 
 // forgetIfIdle drops fl when it has no waiters and its tag is not ahead

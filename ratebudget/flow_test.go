@@ -518,3 +518,134 @@ func TestAcquireSharesByWeight(t *testing.T) {
 		t.Errorf("heavy's share %.3f, want 0.75 +- 0.05", share)
 	}
 }
+
+// FuzzFairTurn drives the fair turn through queueing, releases and
+// callers giving up (before or after the turn reached them), one step at
+// a time without goroutines, and checks after each step that at most one
+// caller holds the turn, that the turn went to the first caller of the
+// backlogged flow with the smallest tag, that the bookkeeping agrees with
+// the callers still waiting, and that draining the queue leaves nothing.
+func FuzzFairTurn(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7})
+	f.Add([]byte{0, 8, 16, 24, 1, 2, 9, 10, 3, 11, 7, 15})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		q := newFairTurn()
+		var waiters []*turnWaiter // queued and not yet gone, in order of arrival
+		holder := -1              // index in waiters of the caller holding the turn; -1 the test or nobody
+		free := true
+		check := func() {
+			t.Helper()
+			queued := 0
+			for i, w := range waiters {
+				if w.isGranted && i != holder {
+					t.Fatalf("waiter %d was granted but does not hold the turn", i)
+				}
+				if !w.isGranted {
+					queued++
+				}
+			}
+			if q.waiting != queued || q.held == free {
+				t.Fatalf("%d waiting (want %d), held %v (want %v)", q.waiting, queued, q.held, !free)
+			}
+			for i, fl := range q.ready {
+				if fl.index != i || fl.head == nil || q.flows[fl.name] != fl {
+					t.Fatalf("ready[%d] = %+v is inconsistent", i, fl)
+				}
+			}
+		}
+		// next is who the turn should go to: the earliest waiter of the
+		// flow with the smallest (tag, seq).
+		next := func() *turnWaiter {
+			var best *turnFlow
+			for _, fl := range q.ready {
+				if best == nil || fl.tag < best.tag || fl.tag == best.tag && fl.seq < best.seq {
+					best = fl
+				}
+			}
+			if best == nil {
+				return nil
+			}
+			for _, w := range waiters {
+				if !w.isGranted && w.flow == best {
+					return w
+				}
+			}
+			t.Fatalf("flow %q is backlogged with no waiter", best.name)
+			return nil
+		}
+		release := func() {
+			t.Helper()
+			want := next()
+			if holder >= 0 {
+				waiters = slices.Delete(waiters, holder, holder+1)
+			}
+			holder = -1
+			q.release()
+			if want == nil {
+				free = true
+				return
+			}
+			if !want.isGranted {
+				t.Fatalf("the turn did not go to the first waiter of the flow with the smallest tag")
+			}
+			holder = slices.Index(waiters, want)
+		}
+		for _, op := range ops {
+			switch op % 4 {
+			case 0, 1: // a caller comes
+				fl := flow{fmt.Sprint("f", op>>5), flowWeight(float64(op>>2&7) / 2)}
+				if w := q.enqueue(fl); w == nil {
+					if !free {
+						t.Fatal("a caller took the turn while it was held")
+					}
+					free = false
+				} else {
+					waiters = append(waiters, w)
+				}
+			case 2: // the holder gives the turn up
+				if !free {
+					release()
+				}
+			case 3: // a caller gives up
+				if len(waiters) == 0 {
+					continue
+				}
+				i := int(op>>2) % len(waiters)
+				if i == holder {
+					// The turn reached it as it gave up: its flow gets
+					// back the tag it had, and the turn passes on.
+					w := waiters[i]
+					fl := w.flow
+					tag, seq := fl.tag, fl.seq
+					fl.tag, fl.seq = w.start, w.startSeq
+					want := next()
+					fl.tag, fl.seq = tag, seq
+					waiters = slices.Delete(waiters, i, i+1)
+					holder = -1
+					q.leave(w)
+					if want == nil {
+						free = true
+					} else if !want.isGranted {
+						t.Fatal("the turn of a caller that gave up did not pass to the next")
+					} else {
+						holder = slices.Index(waiters, want)
+					}
+					continue
+				}
+				q.leave(waiters[i])
+				waiters = slices.Delete(waiters, i, i+1)
+				if holder > i {
+					holder--
+				}
+			}
+			check()
+		}
+		for !free {
+			release()
+			check()
+		}
+		if len(waiters) != 0 || len(q.flows) != 0 || len(q.ready) != 0 {
+			t.Fatalf("drained: %d waiters, %d flows, %d ready", len(waiters), len(q.flows), len(q.ready))
+		}
+	})
+}

@@ -25,7 +25,10 @@ type Importer interface {
 // RateBudget hands out slots of the rate budget the whole fleet shares,
 // and hears what the API answered; *ratebudget.Budget implements it.
 // Acquire returns a *ratebudget.DelayError when the next slot is too far
-// away to hold a handler for it, or the fleet's breaker is open.
+// away to hold a handler for it, or the fleet's breaker is open. The
+// context Acquire gets names the task's rollout as its flow, with the
+// rollout's weight (ratebudget.WithFlow, read back with
+// ratebudget.FlowFrom).
 type RateBudget interface {
 	Acquire(ctx context.Context) (ratebudget.Permit, error)
 	Report(ctx context.Context, p ratebudget.Permit, r ratebudget.Result) (ratebudget.FleetState, error)
@@ -229,7 +232,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 	h.m.TasksInFlight.Inc()
 	defer h.m.TasksInFlight.Dec()
-	permit, err := h.waitForSlot(ctx)
+	permit, err := h.waitForSlot(ctx, p)
 	if err != nil {
 		var delay *ratebudget.DelayError
 		if errors.As(err, &delay) {
@@ -364,11 +367,14 @@ func (h *Handler) record(ctx context.Context, p Payload) (ledger.Record, error) 
 	return h.cfg.Ledger.Org(ctx, p.RolloutID, p.OrgID)
 }
 
-func (h *Handler) waitForSlot(ctx context.Context) (ratebudget.Permit, error) {
+// waitForSlot books the call's slot as part of the rollout's flow, so the
+// process's turns to book are shared among the rollouts its handlers hold
+// tasks of by their weights, not taken in the order the tasks came.
+func (h *Handler) waitForSlot(ctx context.Context, task Payload) (ratebudget.Permit, error) {
 	if h.cfg.Budget == nil {
 		return ratebudget.Permit{}, nil
 	}
-	p, err := h.cfg.Budget.Acquire(ctx)
+	p, err := h.cfg.Budget.Acquire(ratebudget.WithFlow(ctx, task.RolloutID, task.Weight))
 	if err != nil {
 		return p, err
 	}

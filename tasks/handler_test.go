@@ -79,11 +79,20 @@ type fakeBudget struct {
 	refuse    int
 	// breakerOpen makes Report say the fleet's breaker is open.
 	breakerOpen bool
+	// flows is the flow each Acquire booked for (ratebudget.FlowFrom).
+	flows []bookedFlow
 }
 
-func (b *fakeBudget) Acquire(context.Context) (ratebudget.Permit, error) {
+type bookedFlow struct {
+	name   string
+	weight float64
+}
+
+func (b *fakeBudget) Acquire(ctx context.Context) (ratebudget.Permit, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	name, weight := ratebudget.FlowFrom(ctx)
+	b.flows = append(b.flows, bookedFlow{name, weight})
 	if b.refuse > 0 {
 		b.refuse--
 		return ratebudget.Permit{}, &ratebudget.DelayError{RetryIn: 20 * time.Millisecond, Reason: "budget"}
@@ -573,5 +582,38 @@ func TestRetryWriteStopsOnPermanentErrors(t *testing.T) {
 		if !errors.Is(err, want) || calls != 1 {
 			t.Errorf("%v: retryWrite = %v after %d calls, want it at once after 1", want, err, calls)
 		}
+	}
+}
+
+// The handler books each task's slot as part of its rollout's flow, with
+// the rollout's weight (0 meaning 1), so the budget can share the
+// process's turns among rollouts by weight.
+func TestHandlerBooksAsTheRolloutsFlow(t *testing.T) {
+	b := &fakeBudget{}
+	api := newStubAPI()
+	p := NewProducer(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), ProducerConfig{})
+	handler, err := NewHandler(HandlerConfig{
+		Client: api, Budget: b, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, pl := range []Payload{
+		{RolloutID: "big", OrgID: org(1), ConnectorID: testConnector, Version: "1", Weight: 3},
+		{RolloutID: "small", OrgID: org(2), ConnectorID: testConnector, Version: "1"},
+		{RolloutID: "tiny", OrgID: org(3), ConnectorID: testConnector, Version: "1", Weight: 0.25},
+	} {
+		task, err := NewImportTask(pl, TaskOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := handler.ProcessTask(context.Background(), task); err != nil {
+			t.Fatalf("task %d: %v", i, err)
+		}
+	}
+	want := []bookedFlow{{"big", 3}, {"small", 1}, {"tiny", 0.25}}
+	if !slices.Equal(b.flows, want) {
+		t.Errorf("the budget saw flows %v, want %v", b.flows, want)
 	}
 }

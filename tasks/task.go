@@ -14,11 +14,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/versori/import-worker/ratebudget"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -52,6 +54,14 @@ type Payload struct {
 	ConnectorID string `json:"connector_id"`
 	// Version is the version name, or "latest" or "default".
 	Version string `json:"version"`
+	// Weight is the rollout's share of the fleet's rate while other
+	// rollouts have work too: a worker process hands its turns to book a
+	// rate slot to the rollouts whose tasks its handlers hold in
+	// proportion to their weights (ratebudget.WithFlow), so a small
+	// rollout is not queued behind a big one. 0 means 1; at most
+	// ratebudget.MaxFlowWeight. Alone, a rollout has the whole rate
+	// whatever its weight.
+	Weight float64 `json:"weight,omitempty"`
 }
 
 // ValidateRolloutID reports whether id can name a rollout: 1 to 64
@@ -75,7 +85,21 @@ func (p Payload) Validate() error {
 	if err := versori.ValidateID("connector", p.ConnectorID); err != nil {
 		return err
 	}
+	if err := ValidateWeight(p.Weight); err != nil {
+		return err
+	}
 	return versori.ValidateVersion(p.Version)
+}
+
+// ValidateWeight reports whether w can be a rollout's weight: a finite
+// number in [0, ratebudget.MaxFlowWeight], 0 meaning the default 1. The
+// budget would read anything else as 1 or the maximum; refusing it at the
+// producer tells whoever chose it.
+func ValidateWeight(w float64) error {
+	if math.IsNaN(w) || math.IsInf(w, 0) || w < 0 || w > ratebudget.MaxFlowWeight {
+		return fmt.Errorf("invalid weight %v: want a number from 0 to %v (0 means 1)", w, ratebudget.MaxFlowWeight)
+	}
+	return nil
 }
 
 // TaskID is the asynq task ID of the task importing into orgID for

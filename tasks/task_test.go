@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 )
@@ -36,6 +37,13 @@ func TestDecodePayload(t *testing.T) {
 		{"trailing data", string(good) + `{}`, "trailing data"},
 		{"oversized", `{"rollout_id":"` + strings.Repeat("a", MaxPayloadBytes) + `"}`, "at most"},
 		{"wrong type", `{"rollout_id":1}`, "decode payload"},
+		{"weight", withWeight("2.5"), ""},
+		{"zero weight", withWeight("0"), ""},
+		{"maximum weight", withWeight("1000"), ""},
+		{"negative weight", withWeight("-1"), "invalid weight -1"},
+		{"weight above the maximum", withWeight("1000.5"), "invalid weight 1000.5"},
+		{"huge weight", withWeight("1e400"), "decode payload"},
+		{"weight of the wrong type", withWeight(`"3"`), "decode payload"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := DecodePayload([]byte(tc.data))
@@ -49,6 +57,30 @@ func TestDecodePayload(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// withWeight is a valid payload with the weight field set to the JSON w.
+func withWeight(w string) string {
+	return `{"rollout_id":"r-1","org_id":"` + testOrg + `","connector_id":"` + testConnector + `","version":"1","weight":` + w + `}`
+}
+
+func TestValidateWeight(t *testing.T) {
+	for _, w := range []float64{0, 1, 0.001, 1e-9, 7.5, 1000} {
+		if err := ValidateWeight(w); err != nil {
+			t.Errorf("ValidateWeight(%v) = %v, want nil", w, err)
+		}
+	}
+	for _, w := range []float64{-1, -1e-9, 1000.001, 1e9, math.NaN(), math.Inf(1), math.Inf(-1)} {
+		err := ValidateWeight(w)
+		if err == nil || !strings.Contains(err.Error(), "weight") {
+			t.Errorf("ValidateWeight(%v) = %v, want an error naming the weight", w, err)
+		}
+		p := validPayload()
+		p.Weight = w
+		if _, err := NewImportTask(p, TaskOptions{}); err == nil || !strings.Contains(err.Error(), "weight") {
+			t.Errorf("NewImportTask with weight %v = %v, want an error naming the weight", w, err)
+		}
 	}
 }
 
@@ -66,6 +98,18 @@ func TestNewImportTask(t *testing.T) {
 	}
 	if strings.Contains(string(task.Payload()), "key") {
 		t.Fatalf("payload mentions a key: %s", task.Payload())
+	}
+	weighted := validPayload()
+	weighted.Weight = 2.5
+	task, err = NewImportTask(weighted, TaskOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, err := DecodePayload(task.Payload()); err != nil || back != weighted {
+		t.Fatalf("round trip of a weighted payload: %+v, %v", back, err)
+	}
+	if strings.Contains(string(good(t)), "weight") {
+		t.Errorf("a payload of weight 0 carries the field: %s", good(t))
 	}
 	bad := validPayload()
 	bad.OrgID = "nope"
@@ -99,6 +143,8 @@ func FuzzDecodePayload(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"rollout_id":"r","org_id":"x"}`))
 	f.Add([]byte("\x00\xff"))
+	f.Add([]byte(withWeight("2.5")))
+	f.Add([]byte(withWeight("-0")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := DecodePayload(data)
 		if err != nil {
@@ -115,4 +161,13 @@ func FuzzDecodePayload(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v", back, err)
 		}
 	})
+}
+
+func good(t *testing.T) []byte {
+	t.Helper()
+	data, err := json.Marshal(validPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/versori/import-worker/internal/e2etest"
 	"github.com/versori/import-worker/internal/redistest"
+	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/versori/versoritest"
 )
@@ -249,4 +250,121 @@ func TestWavesHealthy(t *testing.T) {
 	if wall > bound {
 		t.Fatalf("took %s, above %s", wall, bound)
 	}
+}
+
+// finishTimes returns when each organisation of rollout id finished.
+func (f *fleet) finishTimes(id string) []time.Time {
+	f.t.Helper()
+	var out []time.Time
+	if err := f.led.Scan(context.Background(), id, func(r ledger.Record) error {
+		if !r.FinishedAt.IsZero() {
+			out = append(out, r.FinishedAt)
+		}
+		return nil
+	}); err != nil {
+		f.t.Fatal(err)
+	}
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return out
+}
+
+// TestFairShareSmallBehindLarge is issue 11's third and fifth figures: a
+// 1,500-organisation rollout alone gets the whole rate, and a
+// 50-organisation one started 5 s into it (equal weights, R=50, three
+// workers) is done within 3 s of its enqueue (26.8 s when rollouts queued
+// behind each other).
+func TestFairShareSmallBehindLarge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	const rate = 50
+	api := versoritest.NewServer(versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
+	f := newFleet(t, api, redistest.Options{})
+	f.start(3, map[string]string{"IMPORT_RATE_LIMIT": fmt.Sprint(rate), "WORKER_CONCURRENCY": "20"})
+	bigFile, _ := orgFile(t, 1500, 0)
+	smallFile, _ := orgFile(t, 50, 1500)
+	if _, stderr, code := f.cli("", "--connector", connectorID, "--version", "1.0.0", "--orgs", bigFile, "--rollout", "big"); code != 0 {
+		t.Fatalf("enqueue big: %s", stderr)
+	}
+	bigAt := time.Now()
+	time.Sleep(5 * time.Second)
+	smallAt := time.Now()
+	if _, stderr, code := f.cli("", "--connector", connectorID, "--version", "1.0.0", "--orgs", smallFile, "--rollout", "small"); code != 0 {
+		t.Fatalf("enqueue small: %s", stderr)
+	}
+	var smallTook time.Duration
+	for {
+		_, c, err := f.led.Rollout(context.Background(), "small")
+		if err == nil && c.Done() {
+			smallTook = time.Since(smallAt)
+			break
+		}
+		if time.Since(smallAt) > 40*time.Second {
+			t.Fatalf("small rollout not done 40 s after its enqueue: %+v", c)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Alone, from its second second to the small one's start.
+	alone := countIn(api.CallTimes(), bigAt.Add(time.Second), smallAt)
+	aloneRate := float64(alone) / smallAt.Sub(bigAt.Add(time.Second)).Seconds()
+	figure(t, "small rollout done %.2f s after its enqueue (target <= 3 s); the large one alone: %.1f calls/s = %.3f R (target >= 0.97)",
+		smallTook.Seconds(), aloneRate, aloneRate/rate)
+	if smallTook > 3*time.Second {
+		t.Errorf("small rollout took %s after its enqueue, above 3 s", smallTook)
+	}
+	if aloneRate < 0.97*rate {
+		t.Errorf("one rollout alone ran at %.1f calls/s, below 0.97 R", aloneRate)
+	}
+	f.waitDone("big", 2*time.Minute)
+}
+
+// TestFairShareWeights is issue 11's fourth figure: two backlogged
+// rollouts of weights 3 and 1 share the accepted calls 0.75/0.25, within
+// +-10%, in every 10-s window.
+func TestFairShareWeights(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	const rate = 50
+	api := versoritest.NewServer(versoritest.WithLatency(versoritest.Latency{Distribution: versoritest.Constant, Mean: 20 * time.Millisecond}))
+	f := newFleet(t, api, redistest.Options{})
+	f.start(3, map[string]string{"IMPORT_RATE_LIMIT": fmt.Sprint(rate), "WORKER_CONCURRENCY": "20"})
+	heavyFile, _ := orgFile(t, 1500, 0)
+	lightFile, _ := orgFile(t, 1500, 1500)
+	start := time.Now()
+	for _, r := range []struct{ id, file, weight string }{{"heavy", heavyFile, "3"}, {"light", lightFile, "1"}} {
+		if _, stderr, code := f.cli("", "--connector", connectorID, "--version", "1.0.0", "--orgs", r.file, "--rollout", r.id, "--weight", r.weight); code != 0 {
+			t.Fatalf("enqueue %s: %s", r.id, stderr)
+		}
+	}
+	// Both are backlogged until the heavy one (1,125 of 1,500 at 37.5/s)
+	// has about 30 s of work: three 10-s windows after the first second.
+	time.Sleep(33 * time.Second)
+	heavy, light := f.finishTimes("heavy"), f.finishTimes("light")
+	var shares []string
+	worst := 0.0
+	for w := range 3 {
+		from := start.Add(time.Second + time.Duration(w)*10*time.Second)
+		h, l := countIn(heavy, from, from.Add(10*time.Second)), countIn(light, from, from.Add(10*time.Second))
+		share := float64(h) / float64(max(1, h+l))
+		shares = append(shares, fmt.Sprintf("%.3f (%d:%d)", share, h, l))
+		worst = max(worst, abs(share-0.75))
+	}
+	figure(t, "weights 3:1, R=%d: heavy's share of accepted calls per 10-s window %s (target 0.75 +- 0.075)", rate, strings.Join(shares, ", "))
+	if worst > 0.075 {
+		t.Errorf("a window's share is %.3f away from 0.75", worst)
+	}
+	if _, stderr, code := f.cli("", "cancel", "heavy"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if _, stderr, code := f.cli("", "cancel", "light"); code != 0 {
+		t.Fatal(stderr)
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }

@@ -31,7 +31,7 @@ const (
 	// rate, the queue holds ahead of the handlers. Short, so a rollout
 	// started behind a long one is interleaved within about this long;
 	// long enough that the handlers never starve between ticks.
-	DefaultReleaseWindow = 500 * time.Millisecond
+	DefaultReleaseWindow = 250 * time.Millisecond
 	// DefaultMinDepth is the least the queue holds ahead, whatever the rate.
 	DefaultMinDepth = 10
 	// DefaultUnlimitedDepth is what the queue holds ahead when the fleet
@@ -376,7 +376,7 @@ func (r *Releaser) peek(ctx context.Context, id string, n int) (released int64, 
 func (r *Releaser) enqueue(ctx context.Context, def ledger.Rollout, weight float64, ids []string) error {
 	opts := tasks.TaskOptions{Queue: r.cfg.Queue}
 	return forEach(ctx, ids, func(org string) error {
-		t, err := tasks.NewImportTask(tasks.Payload{RolloutID: def.ID, OrgID: org, ConnectorID: def.ConnectorID, Version: def.Version}, opts)
+		t, err := tasks.NewImportTask(tasks.Payload{RolloutID: def.ID, OrgID: org, ConnectorID: def.ConnectorID, Version: def.Version, Weight: weight}, opts)
 		if err != nil {
 			return err
 		}

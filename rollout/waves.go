@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/versori/import-worker/ratebudget"
 )
 
 // WaveSize is one entry of a --waves list: the cumulative size of a wave,
@@ -140,8 +142,9 @@ const (
 	DefaultMaxFailureRatio = 0.05
 	// DefaultWeight is a rollout's share of the fleet's rate.
 	DefaultWeight = 1.0
-	// MaxWeight bounds a rollout's weight.
-	MaxWeight = 1000.0
+	// MaxWeight bounds a rollout's weight (the budget's fair turn caps it
+	// there too).
+	MaxWeight = ratebudget.MaxFlowWeight
 	// MaxBake bounds the bake time between waves.
 	MaxBake = 7 * 24 * time.Hour
 )

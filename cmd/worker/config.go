@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/versori/import-worker/gate"
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
 	"github.com/versori/import-worker/ratebudget"
@@ -38,6 +39,7 @@ type config struct {
 	Rate            rateSettings         // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
 	CallbackSecret  []byte               // CALLBACK_SECRET or CALLBACK_SECRET_FILE
 	CallbackHosts   rollout.AllowedHosts // CALLBACK_ALLOWED_HOSTS
+	Gate            *gate.Measurer       // GATE_PROMETHEUS_URL
 
 	// client is the API client built while checking the settings; nil in
 	// demo mode, whose API is only known once the demo starts.
@@ -210,6 +212,9 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 	}
 	if c.CallbackHosts, err = rollout.CallbackAllowedHosts(getenv); err != nil {
 		errs = append(errs, err.Error())
+	}
+	if c.Gate, err = gate.New(gate.Config{URL: getenv(gate.EnvURL)}); err != nil {
+		errs = append(errs, gate.EnvURL+": "+err.Error())
 	}
 
 	min, def := worker.ShutdownBounds(c.RateMaxWait, c.CallTimeout)

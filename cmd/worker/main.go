@@ -123,6 +123,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	err = worker.Run(ctx, worker.Config{
 		OnFinish:        rm,
+		Gate:            cfg.Gate,
 		Handlers:        map[string]asynq.Handler{rollout.TypeCallback: callbacks},
 		Redis:           rdb,
 		Client:          client,

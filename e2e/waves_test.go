@@ -114,6 +114,11 @@ func TestWavesHaltBadCanary(t *testing.T) {
 	if st.Wave != 2 || called > 200 || late != 0 || st.Done || st.Pending != 1800 || st.Released != 200 {
 		t.Fatalf("halted status %+v: %d called, %d calls to wave 3", st, called, late)
 	}
+	if human, _, _ := f.cli("", "status", "canary"); !strings.Contains(human, "HALTED") {
+		t.Fatalf("status does not say HALTED:\n%s", human)
+	} else {
+		t.Logf("enqueue status canary:\n%s", human)
+	}
 	// The report shows the held organisations as unreleased.
 	rep, stderr, code := f.cli("", "report", "canary", "--format", "csv")
 	if code != 0 {

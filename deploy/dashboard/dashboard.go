@@ -329,6 +329,7 @@ func New() *Dashboard {
 	l.add(8, 8, cool)
 
 	fleetRow(l)
+	wavesRow(l)
 	apiRow(l)
 
 	l.row("Queue")
@@ -448,6 +449,14 @@ func New() *Dashboard {
 			"builtIn": 1, "datasource": map[string]any{"type": "grafana", "uid": "-- Grafana --"},
 			"enable": true, "hide": true, "iconColor": "rgba(0, 211, 255, 1)",
 			"name": "Annotations & Alerts", "type": "dashboard",
+		}, {
+			// A wave released, baking, passed or halted marks every panel.
+			"datasource": map[string]any{"type": "prometheus", "uid": "${datasource}"},
+			"enable":     true, "hide": false, "iconColor": "purple", "name": "Wave transitions",
+			"expr":        "sum by (event) (changes(" + sel(metrics.NameWaveEvents) + "[1m])) > 0",
+			"step":        "1m",
+			"titleFormat": "wave {{event}}", "textFormat": "rollout wave {{event}}",
+			"useValueForTime": false,
 		}}},
 		Templating: Templating{List: []*Variable{
 			{
@@ -460,6 +469,29 @@ func New() *Dashboard {
 		}},
 		Panels: l.panels,
 	}
+}
+
+// wavesRow adds the row of canary waves and the fleet's releaser: wave
+// decisions (the same events annotate every panel), halted rollouts
+// (VersoriImportRolloutHalted fires above 0) and what the releaser hands to
+// the queue.
+func wavesRow(l *layout) {
+	l.row("Waves and release")
+	l.add(10, 8, timeseries("Wave decisions",
+		"Wave decisions of the fleet's releaser per minute, by event: released (a wave after the first), baking (a wave finished within its failure ratio), gate_passed, halted. Counted once fleet-wide, by the lease holder, so summed. The same events annotate the dashboard.",
+		"short", true,
+		q("sum by (event) (increase("+sel(metrics.NameWaveEvents)+"[1m]))", "{{event}}")))
+	halted := stat("Halted rollouts",
+		"Rollouts halted at a wave's gate, waiting for `enqueue promote` or `enqueue cancel` (shared state: max across replicas). VersoriImportRolloutHalted fires above 0.",
+		"short",
+		q("max("+sel(metrics.NameRolloutsHalted)+")", "halted"))
+	halted.FieldConfig.Defaults["thresholds"] = thresholds("green", 1, "red")
+	l.add(4, 8, halted)
+	l.add(10, 8, timeseries("Released to the queue",
+		"Organisations handed from rollouts' backlogs to the queue per second (by the process holding the releaser's lease, a short window ahead of the handlers), and which process holds the lease.",
+		"ops", false,
+		q("sum("+rate(metrics.NameReleased)+")", "released"),
+		q("max by (instance) ("+sel(metrics.NameReleaserLeader)+")", "leader {{instance}}")))
 }
 
 // apiRow adds the RED row of the HTTP API (cmd/api): requests by route and

@@ -186,7 +186,7 @@ func (r *Releaser) Step(ctx context.Context) error {
 	if err := r.release(ctx); err != nil {
 		return err
 	}
-	if now := r.m.opts.Now(); now.Sub(r.lastDecide) >= r.cfg.DecideEvery {
+	if now := time.Now(); now.Sub(r.lastDecide) >= r.cfg.DecideEvery {
 		r.lastDecide = now
 		return r.decide(ctx)
 	}

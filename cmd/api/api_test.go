@@ -290,7 +290,14 @@ func TestBadInput(t *testing.T) {
 			"connector": func(r map[string]any) { r["connector_id"] = "nope" },
 			"missing":   func(r map[string]any) { delete(r, "version") },
 			"rollout":   func(r map[string]any) { r["rollout_id"] = "../x" },
-			"waves":     func(r map[string]any) { r["waves"] = []string{"10", "100%"} },
+			"waves":     func(r map[string]any) { r["waves"] = []string{"10", "5"} },
+			"waves 0%":  func(r map[string]any) { r["waves"] = "0%" },
+			"waves big": func(r map[string]any) { r["waves"] = []any{5000} },
+			"bake":      func(r map[string]any) { r["waves"], r["bake"] = "1", "-1s" },
+			"ratio":     func(r map[string]any) { r["waves"], r["max_failure_ratio"] = "1", 1.5 },
+			"weight":    func(r map[string]any) { r["weight"] = 0 },
+			"gate":      func(r map[string]any) { r["waves"], r["gate"] = "1", map[string]any{"query": "sum(x", "condition": "< 1"} },
+			"no waves":  func(r map[string]any) { r["bake"] = "2s" },
 			"empty":     func(r map[string]any) { r["organisations"] = []string{} },
 		} {
 			req := good()
@@ -437,5 +444,40 @@ func TestMetricsBoundedLabels(t *testing.T) {
 	}
 	if strings.Contains(s, "/v1/rollouts/r1") {
 		t.Fatal("a path became a label")
+	}
+}
+
+// Waves through the API: created with a gate, shown in the status (checked
+// against the OpenAPI document), promoted once, then 409.
+func TestWavesAPI(t *testing.T) {
+	h := newHarness(t)
+	code, b := h.create(map[string]any{"rollout_id": "w", "connector_id": connector, "version": "1.0.0",
+		"organisations": []string{org(1), org(2), org(3)}, "waves": []any{1, "100%"}, "bake": "5s", "max_failure_ratio": 0.1, "weight": 2.5,
+		"gate": map[string]any{"query": "sum(up)", "condition": ">= 1", "count": 2, "interval": "10s"}})
+	if code != 201 {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	code, b = h.do("GET", "/v1/rollouts/w", readerToken, "", nil)
+	var st rollout.Status
+	json.Unmarshal(b, &st)
+	if code != 200 || st.State != "running" || st.Wave != 1 || st.Waves != 2 || st.Weight != 2.5 || st.WaveDetail == nil || st.WaveDetail.MaxFailureRatio != 0.1 {
+		t.Fatalf("status: %d %s", code, b)
+	}
+	code, b = h.do("POST", "/v1/rollouts/w/promote", operatorToken, "", nil)
+	json.Unmarshal(b, &st)
+	if code != 200 || st.Wave != 2 {
+		t.Fatalf("promote: %d %s", code, b)
+	}
+	code, b = h.do("POST", "/v1/rollouts/w/promote", operatorToken, "", nil)
+	if code != 409 || !strings.Contains(errorOf(t, b), "last wave") {
+		t.Fatalf("promote again: %d %s", code, b)
+	}
+	code, b = h.do("POST", "/v1/rollouts?connector_id="+connector+"&version=1.0.0&rollout_id=nd&waves=1,100%25&bake=1s", operatorToken, "application/x-ndjson",
+		strings.NewReader(`"`+org(1)+`"`+"\n"+`"`+org(2)+`"`+"\n"))
+	if code != 201 {
+		t.Fatalf("ndjson create with waves: %d %s", code, b)
+	}
+	if code, b = h.do("GET", "/v1/rollouts/nd", readerToken, "", nil); code != 200 || !strings.Contains(string(b), `"waves":2`) {
+		t.Fatalf("ndjson status: %d %s", code, b)
 	}
 }

@@ -83,7 +83,7 @@ func TestWavesHaltOnFailureRatio(t *testing.T) {
 	for _, o := range list[:10] {
 		first[o] = true
 	}
-	if _, _, err := m.EnqueueList(ctx, rollout.Spec{ID: "w1", ConnectorID: testConnector, Version: "1", Waves: "10,10%,100%"}, slices.Values(list)); err != nil {
+	if _, _, err := m.EnqueueList(ctx, rollout.Spec{ID: "w1", ConnectorID: testConnector, Version: "1", Waves: "10,10%,100%", CallbackURL: "https://hooks.example.com/x"}, slices.Values(list)); err != nil {
 		t.Fatal(err)
 	}
 	r := m.NewReleaser(rollout.ReleaserConfig{Rate: func() (float64, bool) { return 0, false }, DecideEvery: 1})
@@ -105,6 +105,8 @@ func TestWavesHaltOnFailureRatio(t *testing.T) {
 	if n, _ := m.HaltedCount(ctx, rollout.DefaultQueue); n != 1 {
 		t.Fatalf("halted count %d", n)
 	}
+	// A halt is final until promoted: the callback goes out.
+	callbackTask(t, rs, "w1")
 	unreleased := 0
 	if _, err := m.Report(ctx, "w1", rollout.Filter{}, nil, func(row rollout.Row) error {
 		if row.State == rollout.StateUnreleased {

@@ -100,12 +100,21 @@ func parseNumber(s string) (float64, error) {
 	return v, nil
 }
 
-// echo quotes a rejected input for an error message, cut to maxEcho bytes.
+// echo quotes a rejected input for an error message, cut so that the quoted
+// form is at most maxEcho bytes and a few: it is the quoting that is
+// bounded, since an invalid byte quotes to four ("\x88").
 func echo(s string) string {
-	if len(s) > maxEcho {
-		return strconv.Quote(truncate(s, maxEcho)) + "..."
+	q := strconv.Quote(s)
+	if len(q) <= maxEcho {
+		return q
 	}
-	return strconv.Quote(s)
+	for n := min(len(s), maxEcho); ; {
+		p := truncate(s, n)
+		if q = strconv.Quote(p); len(q) <= maxEcho || p == "" {
+			return q + "..."
+		}
+		n = len(p) - 1
+	}
 }
 
 // Holds reports whether v satisfies the condition. NaN satisfies none, not

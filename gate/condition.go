@@ -33,7 +33,10 @@ var ops = []Op{LE, GE, EQ, NE, LT, GT}
 // every time, and so that an invalid condition is caught once, by
 // [ParseCondition], when the rollout is created.
 type Condition struct {
-	Op        Op
+	// Op compares the measured value (on its left) with Threshold.
+	Op Op
+	// Threshold is finite: ParseCondition refuses Inf and NaN, against
+	// which every comparison is either trivial or always false.
 	Threshold float64
 }
 

@@ -48,7 +48,7 @@ test: deps vet
 # testdata/fuzz run with the unit tests anyway.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := ./versori/:FuzzParseRetryAfter ./versori/:FuzzDecodeError ./versori/:FuzzDecodeConnector ./tasks/:FuzzDecodePayload \
-	./versori/:FuzzParseRateLimit ./ratebudget/:FuzzSchedule ./ledger/:FuzzSanitize ./orglist/:FuzzParse ./rollout/:FuzzParseWaves ./ratebudget/:FuzzFairTurn
+	./versori/:FuzzParseRateLimit ./ratebudget/:FuzzSchedule ./ledger/:FuzzSanitize ./orglist/:FuzzParse ./rollout/:FuzzParseWaves ./ratebudget/:FuzzFairTurn ./gate/:FuzzParseCondition
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

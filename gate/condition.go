@@ -33,7 +33,10 @@ var ops = []Op{LE, GE, EQ, NE, LT, GT}
 // every time, and so that an invalid condition is caught once, by
 // [ParseCondition], when the rollout is created.
 type Condition struct {
-	Op        Op
+	// Op compares the measured value (on its left) with Threshold.
+	Op Op
+	// Threshold is finite: ParseCondition refuses Inf and NaN, against
+	// which every comparison is either trivial or always false.
 	Threshold float64
 }
 
@@ -100,12 +103,21 @@ func parseNumber(s string) (float64, error) {
 	return v, nil
 }
 
-// echo quotes a rejected input for an error message, cut to maxEcho bytes.
+// echo quotes a rejected input for an error message, cut so that the quoted
+// form is at most maxEcho bytes and a few: it is the quoting that is
+// bounded, since an invalid byte quotes to four ("\x88").
 func echo(s string) string {
-	if len(s) > maxEcho {
-		return strconv.Quote(truncate(s, maxEcho)) + "..."
+	q := strconv.Quote(s)
+	if len(q) <= maxEcho {
+		return q
 	}
-	return strconv.Quote(s)
+	for n := min(len(s), maxEcho); ; {
+		p := truncate(s, n)
+		if q = strconv.Quote(p); len(q) <= maxEcho || p == "" {
+			return q + "..."
+		}
+		n = len(p) - 1
+	}
 }
 
 // Holds reports whether v satisfies the condition. NaN satisfies none, not

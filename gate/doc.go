@@ -15,9 +15,9 @@
 //	for {
 //		switch run.Add(measurer.Measure(ctx, spec)) {
 //		case gate.Pass:
-//			// release the next wave
+//			return release() // the next wave
 //		case gate.Fail, gate.Inconclusive:
-//			// halt the rollout with run.Last.Reason as halt_reason
+//			return halt(run.Last.Reason) // as halt_reason
 //		}
 //		// wait spec.Interval, then measure again
 //	}

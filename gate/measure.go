@@ -131,6 +131,7 @@ func New(cfg Config) (*Measurer, error) {
 // Measurement is the result of one query. Its JSON form is what a Run keeps
 // in Redis.
 type Measurement struct {
+	// Verdict is Pass, Fail or Inconclusive, never Pending.
 	Verdict Verdict `json:"verdict"`
 	// Value is the sample the verdict rests on: for Fail, the first
 	// sample that did not satisfy the condition; for Pass, the sample

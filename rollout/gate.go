@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/versori/import-worker/gate"
@@ -17,12 +16,10 @@ type GateMeasurer interface {
 }
 
 // GateRun is a wave's gate in progress, kept in the rollout's plan: the
-// passes so far, when the next measurement is due and the last one.
+// measurements so far (gate.Run) and when the next is due.
 type GateRun struct {
-	Passes int               `json:"passes"`
-	Count  int               `json:"count"`
-	NextAt time.Time         `json:"next_at"`
-	Last   *gate.Measurement `json:"last,omitempty"`
+	gate.Run
+	NextAt time.Time `json:"next_at"`
 }
 
 // gate takes the wave's next gate measurement when one is due and reports
@@ -34,10 +31,10 @@ func (r *Releaser) gate(ctx context.Context, id string, pr Progress, now time.Ti
 		return string(gate.Inconclusive), fmt.Sprintf("unreadable (%v)", err), nil
 	}
 	spec = spec.WithDefaults()
-	var run GateRun
+	run := GateRun{Run: gate.NewRun(spec)}
 	if pr.GateRun != "" {
 		if err := json.Unmarshal([]byte(pr.GateRun), &run); err != nil {
-			run = GateRun{}
+			run = GateRun{Run: gate.NewRun(spec)}
 		}
 	}
 	if now.Before(run.NextAt) {
@@ -51,20 +48,21 @@ func (r *Releaser) gate(ctx context.Context, id string, pr Progress, now time.Ti
 		m = r.cfg.Gate.Measure(mctx, spec)
 		cancel()
 	}
-	run.Count, run.Last, run.NextAt = spec.Count, &m, now.Add(time.Duration(spec.Interval))
-	if m.Verdict == gate.Pass {
-		run.Passes++
+	verdict = string(run.Add(m))
+	run.NextAt = now.Add(time.Duration(spec.Interval))
+	b, err := json.Marshal(run)
+	if err != nil {
+		return "", "", fmt.Errorf("gate of rollout %s: %w", id, err)
 	}
-	b, _ := json.Marshal(run)
 	if _, err := r.m.setState(ctx, id, pr.Wave, pr.State, pr.State, "gate_run", string(b)); err != nil {
 		return "", "", err
 	}
 	r.log.Info("gate measured", "rollout", id, "wave", pr.Wave, "verdict", m.Verdict, "passes", run.Passes, "count", run.Count, "reason", m.Reason)
-	switch {
-	case m.Verdict != gate.Pass:
-		return string(m.Verdict), fmt.Sprintf("%s after %d of %d passes: %s", m.Verdict, run.Passes, run.Count, m.Reason), nil
-	case run.Passes >= run.Count:
+	switch gate.Verdict(verdict) {
+	case gate.Pass:
 		return gatePassed, "", nil
+	case gate.Pending:
+		return gateWaiting, "", nil
 	}
-	return gateWaiting, strconv.Itoa(run.Passes), nil
+	return verdict, fmt.Sprintf("%s after %d of %d passes: %s", verdict, run.Passes, run.Count, m.Reason), nil
 }

@@ -79,7 +79,7 @@ func TestWaveGate(t *testing.T) {
 			if st.State != rollout.StateHalted || st.Released != 5 || !strings.Contains(st.HaltReason, tc.halted) {
 				t.Fatalf("want halted (%s): %s, %d released, reason %q", tc.halted, st.State, st.Released, st.HaltReason)
 			}
-			if st.WaveDetail == nil || st.WaveDetail.Gate == nil || st.WaveDetail.Gate.Last == nil {
+			if st.WaveDetail == nil || st.WaveDetail.Gate == nil || st.WaveDetail.Gate.Done == 0 {
 				t.Fatalf("no gate detail in %+v", st.WaveDetail)
 			}
 		})

@@ -286,7 +286,7 @@ func printStatus(w io.Writer, st statusResult, queue string, now time.Time) {
 		if d := st.WaveDetail; d != nil {
 			fmt.Fprintf(w, "           this wave: %s failed of %s finished (ratio %.3f, max %s)\n",
 				thousands(d.Failed), thousands(d.Finished), d.Ratio, strconv.FormatFloat(d.MaxFailureRatio, 'f', -1, 64))
-			if d.Gate != nil && d.Gate.Last != nil {
+			if d.Gate != nil && d.Gate.Done > 0 {
 				fmt.Fprintf(w, "           gate: %d of %d passes, last %s: %s\n", d.Gate.Passes, d.Gate.Count, d.Gate.Last.Verdict, d.Gate.Last.Reason)
 			}
 			fmt.Fprintf(w, "next       %s\n", d.Next)

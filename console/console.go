@@ -129,6 +129,7 @@ func New(cfg Config) (*Console, error) {
 	mux.HandleFunc("GET /ui/rollouts/{id}/confirm", c.page(c.confirm))
 	mux.HandleFunc("POST /ui/rollouts/{id}/retry", c.mutation(true, c.retry))
 	mux.HandleFunc("POST /ui/rollouts/{id}/cancel", c.mutation(true, c.cancel))
+	mux.HandleFunc("POST /ui/rollouts/{id}/promote", c.mutation(true, c.promote))
 	mux.HandleFunc("POST /ui/rollouts/{id}/pause", c.mutation(true, c.pause(true)))
 	mux.HandleFunc("POST /ui/rollouts/{id}/resume", c.mutation(true, c.pause(false)))
 	mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
@@ -169,6 +170,7 @@ var funcs = template.FuncMap{
 		return fmt.Sprintf("%.2f", v)
 	},
 	"eta":  formatETA,
+	"inc":  func(v int) int { return v + 1 },
 	"when": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 }
 

@@ -1,14 +1,18 @@
 package console
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/versori/import-worker/rollout"
 )
 
 func TestSignInCookieFlags(t *testing.T) {
@@ -388,5 +392,35 @@ func TestListAndStatus(t *testing.T) {
 	}
 	if a := e.do("GET", "/ui/rollouts/nope/status", ck, nil); a.code != http.StatusNotFound {
 		t.Errorf("status unknown: %d", a.code)
+	}
+}
+
+// A rollout of waves shows its wave and, halted, its reason; an operator
+// promotes it through a confirmation.
+func TestWavesShownAndPromoted(t *testing.T) {
+	e := newEnv(t, Config{})
+	orgs := make([]string, 10)
+	for i := range orgs {
+		orgs[i] = org(i)
+	}
+	if _, _, err := e.m.EnqueueList(context.Background(), rollout.Spec{ID: "w", ConnectorID: connector, Version: "1.4.0", Waves: "2"}, slices.Values(orgs)); err != nil {
+		t.Fatal(err)
+	}
+	ck, csrf := e.signin(operatorToken)
+	p := e.do("GET", "/ui/rollouts/w", ck, nil)
+	for _, want := range []string{`id="waves"`, "Wave <strong data-field=\"wave\">1</strong> of 2", `id="promote"`, "Release wave 2 now"} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("page lacks %s", want)
+		}
+	}
+	if a := e.do("GET", "/ui/rollouts/w/confirm?action=promote", ck, nil); a.code != 200 || !strings.Contains(a.body, "Release wave 2 of 2 of rollout w now?") {
+		t.Fatalf("confirm promote: %d\n%s", a.code, a.body)
+	}
+	a := e.do("POST", "/ui/rollouts/w/promote", ck, url.Values{"csrf": {csrf}})
+	if a.code != http.StatusSeeOther || a.hdr.Get("Location") != "/ui/rollouts/w?done=promote&n=2" {
+		t.Fatalf("promote: %d %q", a.code, a.hdr.Get("Location"))
+	}
+	if p := e.do("GET", a.hdr.Get("Location"), ck, nil); strings.Contains(p.body, `id="promote"`) || !strings.Contains(p.body, "Released wave 2.") {
+		t.Errorf("after promote: promote still offered, or no flash")
 	}
 }

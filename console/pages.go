@@ -87,7 +87,11 @@ func (c *Console) load(ctx context.Context, id string) (ledger.Rollout, liveStat
 	if err := c.m.Decorate(ctx, &st, q); err != nil {
 		return ro, liveStatus{}, err
 	}
-	return ro, liveStatus{Status: st, State: State(st.Done, st.Cancelled, st.QueuePaused), Finished: st.Finished(), Queue: q}, nil
+	state := State(st.Done, st.Cancelled, st.QueuePaused)
+	if st.State == rollout.StateHalted || st.State == rollout.StateBaking {
+		state = st.State
+	}
+	return ro, liveStatus{Status: st, State: state, Finished: st.Finished(), Queue: q}, nil
 }
 
 type classCount struct {
@@ -220,6 +224,8 @@ func flash(q url.Values) string {
 		return fmt.Sprintf("Retried %s: moved back to pending with a fresh task.", plural(int64(n), "organisation"))
 	case "cancel":
 		return fmt.Sprintf("Cancelled the rollout: %s marked cancelled.", plural(int64(n), "pending organisation"))
+	case "promote":
+		return fmt.Sprintf("Released wave %d.", n)
 	case "pause":
 		return "Paused the queue: no organisation of any rollout on it is imported until it is resumed."
 	case "resume":
@@ -313,6 +319,14 @@ func (c *Console) confirm(w http.ResponseWriter, r *http.Request, u *user) {
 		d.Question = fmt.Sprintf("Cancel rollout %s?", st.RolloutID)
 		d.Detail = fmt.Sprintf("Its %s are marked cancelled and their tasks removed; imports in flight finish. This cannot be undone.", plural(st.Pending, "pending organisation"))
 		d.Button = "Cancel rollout " + st.RolloutID
+	case "promote":
+		d.Question = fmt.Sprintf("Release wave %d of %d of rollout %s now?", st.Wave+1, st.Waves, st.RolloutID)
+		d.Detail = "The current wave's bake and gate are skipped"
+		if st.State == rollout.StateHalted {
+			d.Detail += " and the halt is lifted (" + st.HaltReason + ")"
+		}
+		d.Detail += "."
+		d.Button = fmt.Sprintf("Release wave %d", st.Wave+1)
 	case "pause":
 		d.Question = fmt.Sprintf("Pause queue %s?", st.Queue)
 		d.Detail = fmt.Sprintf("Every rollout on queue %s stops until the queue is resumed, not only %s.", st.Queue, st.RolloutID)
@@ -322,7 +336,7 @@ func (c *Console) confirm(w http.ResponseWriter, r *http.Request, u *user) {
 		d.Detail = fmt.Sprintf("The workers take tasks of every rollout on queue %s again.", st.Queue)
 		d.Button = "Resume queue " + st.Queue
 	default:
-		c.errorPage(w, r, u, http.StatusBadRequest, fmt.Sprintf("action=%q: want retry, cancel, pause or resume", d.Action))
+		c.errorPage(w, r, u, http.StatusBadRequest, fmt.Sprintf("action=%q: want retry, cancel, promote, pause or resume", d.Action))
 		return
 	}
 	c.render(w, http.StatusOK, "confirm", view{Title: "Confirm", User: u, Data: d})
@@ -354,6 +368,16 @@ func (c *Console) cancel(w http.ResponseWriter, r *http.Request, u *user) {
 	}
 	c.log.Info("console: cancel", "token", u.Entry.Name, "rollout", res.RolloutID, "cancelled", res.Cancelled)
 	c.done(w, r, res.RolloutID, "cancel", res.Cancelled)
+}
+
+func (c *Console) promote(w http.ResponseWriter, r *http.Request, u *user) {
+	st, err := c.m.Promote(r.Context(), r.PathValue("id"))
+	if err != nil {
+		c.fail(w, r, u, err)
+		return
+	}
+	c.log.Info("console: promote", "token", u.Entry.Name, "rollout", st.RolloutID, "wave", st.Wave)
+	c.done(w, r, st.RolloutID, "promote", st.Wave)
 }
 
 func (c *Console) pause(pause bool) pageFunc {

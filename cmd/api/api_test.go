@@ -481,3 +481,26 @@ func TestWavesAPI(t *testing.T) {
 		t.Fatalf("ndjson status: %d %s", code, b)
 	}
 }
+
+// A method a route does not take answers 405 as a JSON error, with Allow.
+func TestMethodNotAllowedIsJSON(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct{ method, path, allow string }{
+		{"PUT", "/v1/rollouts", "GET, HEAD, POST"},
+		{"GET", "/v1/rollouts/r1/promote", "POST"},
+		{"PATCH", "/v1/queue/pause", "POST"},
+	} {
+		req, _ := http.NewRequest(tc.method, h.srv.URL+tc.path, nil)
+		req.Header.Set("Authorization", "Bearer "+operatorToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Allow") != tc.allow ||
+			!strings.Contains(errorOf(t, b), "not allowed") {
+			t.Errorf("%s %s: %d %q Allow %q: %s", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), b)
+		}
+	}
+}

@@ -109,9 +109,7 @@ func newServer(cfg serverConfig) http.Handler {
 	// The rollout console (package console): HTML pages with their own
 	// session sign-in.
 	mux.Handle("/ui/", console.Must(console.New(console.Config{Manager: cfg.Manager, Tokens: cfg.Tokens, Key: cfg.ConsoleKey, Logger: cfg.Logger})))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s (see GET /v1/openapi.json)", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", notFound(mux))
 	return s.observe(mux)
 }
 

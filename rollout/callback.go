@@ -161,8 +161,14 @@ type callbackPayload struct {
 
 // NotifyIfDone enqueues rollout id's callback when it has one, nothing is
 // pending and it was not delivered yet; it reports whether it enqueued. It
-// costs one GET for a rollout without a callback.
+// is where every path that may finish a rollout ends (the worker's finish
+// hook, cancel), so it applies the retention first (settle, one script
+// call that reads the counters); an active rollout costs nothing more, a
+// finished one without a callback one GET.
 func (m *Manager) NotifyIfDone(ctx context.Context, id string) (bool, error) {
+	if done, known, err := m.settle(ctx, id); err != nil || known && !done {
+		return false, err
+	}
 	u, err := m.CallbackURL(ctx, id)
 	if err != nil || u == "" {
 		return false, err

@@ -197,6 +197,8 @@ func Check(spec Spec, sp *Spool) error {
 func (m *Manager) Create(ctx context.Context, spec Spec) (Spec, bool, error) {
 	if spec.ID == "" {
 		spec.ID = ulid.Make().String()
+	} else if err := m.revive(ctx, spec.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		return spec, false, err // retention.go: a re-run must not expire
 	}
 	created, err := m.led.CreateRollout(ctx, ledger.Rollout{ID: spec.ID, ConnectorID: spec.ConnectorID, Version: spec.Version, CreatedAt: m.opts.Now(), Queue: m.opts.Queue})
 	if err != nil {
@@ -247,6 +249,7 @@ func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string
 		Concurrency: m.opts.Concurrency,
 		Ledger:      m.opts.Ledger,
 	})
+	defer m.settle(context.WithoutCancel(ctx), spec.ID) // retention.go
 	return p.EnqueueAll(ctx, tasks.Rollout{ID: spec.ID, ConnectorID: spec.ConnectorID, Version: spec.Version}, ids, progress)
 }
 

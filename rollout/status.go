@@ -72,6 +72,12 @@ type Status struct {
 	// Breaker is its circuit breaker: closed, open or half_open.
 	FleetRate float64 `json:"fleet_rate"`
 	Breaker   string  `json:"breaker"`
+
+	// Retention (retention.go). RetentionSeconds is how long the rollout
+	// is kept once finished (the workers' ROLLOUT_RETENTION; 0: for
+	// ever); ExpiresAt is when its keys expire, absent while it is active.
+	RetentionSeconds int64      `json:"retention_seconds"`
+	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
 }
 
 // Finished is the number of organisations settled: succeeded, failed or
@@ -132,6 +138,7 @@ func (m *Manager) Status(ctx context.Context, id string) (Status, error) {
 func (m *Manager) Decorate(ctx context.Context, st *Status, queue string) {
 	st.QueuePaused = m.QueuePaused(queue)
 	st.FleetRate, st.Breaker = m.FleetState(ctx, queue)
+	m.decorateRetention(ctx, st)
 }
 
 // ClassSplit separates the succeeded classes of a ByClass map from the

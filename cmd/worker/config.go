@@ -38,6 +38,7 @@ type config struct {
 	Rate            rateSettings         // IMPORT_RATE_ADAPTIVE, IMPORT_RATE_FLOOR, IMPORT_RATE_KEY, BREAKER_*
 	CallbackSecret  []byte               // CALLBACK_SECRET or CALLBACK_SECRET_FILE
 	CallbackHosts   rollout.AllowedHosts // CALLBACK_ALLOWED_HOSTS
+	Retention       time.Duration        // ROLLOUT_RETENTION (rollout.NoRetention: off)
 
 	// client is the API client built while checking the settings; nil in
 	// demo mode, whose API is only known once the demo starts.
@@ -209,6 +210,9 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		errs = append(errs, err.Error())
 	}
 	if c.CallbackHosts, err = rollout.CallbackAllowedHosts(getenv); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if c.Retention, err = rollout.RetentionFromEnv(getenv); err != nil {
 		errs = append(errs, err.Error())
 	}
 

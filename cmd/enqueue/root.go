@@ -72,6 +72,7 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input
 		newReportCmd(a),
 		newRetryCmd(a),
 		newCancelCmd(a),
+		newDeleteCmd(a),
 		newPauseCmd(a, true),
 		newPauseCmd(a, false),
 		newRolloutsCmd(a),

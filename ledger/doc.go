@@ -30,6 +30,7 @@
 //	<p>:rollout:{<id>}:orgs    HASH  organisation ID -> record (compact JSON, below)
 //	<p>:rollout:{<id>}:counts  HASH  counter name -> integer (below)
 //	<p>:rollouts               ZSET  rollout ID scored by created_at_ms
+//	<p>:rollouts_removed       STRING  count of rollouts removed from the index (expired or deleted)
 //
 // A finished rollout's keys (these three and any other key under its hash
 // tag, such as package rollout's callback keys) carry one expiry, the

@@ -166,11 +166,31 @@ func (l *Ledger) DeleteWith(ctx context.Context, id string, extra ...string) (bo
 	if err != nil {
 		return false, fmt.Errorf("ledger: delete rollout %q: %w", id, err)
 	}
-	z, err := l.rdb.ZRem(ctx, l.indexKey(), id).Result()
+	z, err := l.unindex(ctx, []string{id})
 	if err != nil {
 		return false, fmt.Errorf("ledger: unindex rollout %q: %w", id, err)
 	}
 	return n > 0 || z > 0, nil
+}
+
+// removedKey counts the rollouts ever removed from the index (expired or
+// deleted), so that RolloutCount plus RemovedCount counts every rollout
+// ever created and never goes down.
+func (l *Ledger) removedKey() string { return l.opts.Prefix + ":rollouts_removed" }
+
+// RemovedCount returns how many rollouts were removed from the index
+// (expired and pruned, or deleted) since the counter began. Only the call
+// that removed a member counts it, so replicas pruning at once do not
+// count twice.
+func (l *Ledger) RemovedCount(ctx context.Context) (int64, error) {
+	n, err := l.rdb.Get(ctx, l.removedKey()).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ledger: count removed rollouts: %w", err)
+	}
+	return n, nil
 }
 
 // pruneBatch is how many index members one PruneIndex round reads.
@@ -246,8 +266,15 @@ func (l *Ledger) unindex(ctx context.Context, ids []string) (int, error) {
 		members[i] = id
 	}
 	n, err := l.rdb.ZRem(ctx, l.indexKey(), members...).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return 0, fmt.Errorf("ledger: prune index: %w", err)
+	}
+	// Another slot than the index's (no hash tag), so not atomic with the
+	// ZREM: a crash between the two undercounts by the members removed.
+	if n > 0 {
+		if err := l.rdb.IncrBy(ctx, l.removedKey(), n).Err(); err != nil {
+			return int(n), fmt.Errorf("ledger: count removed rollouts: %w", err)
+		}
 	}
 	return int(n), nil
 }

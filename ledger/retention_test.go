@@ -144,6 +144,16 @@ func TestRetentionExpires(t *testing.T) {
 	if n, _ := l.RolloutCount(ctx); n != 1 {
 		t.Errorf("index holds %d rollouts after the listing, want 1", n)
 	}
+	// Created = held + removed: the metrics' counters never go down.
+	if n, err := l.RemovedCount(ctx); err != nil || n != 1 {
+		t.Errorf("RemovedCount = %d, %v; want 1", n, err)
+	}
+	if _, err := l.Delete(ctx, "active"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := l.RemovedCount(ctx); n != 2 {
+		t.Errorf("RemovedCount after Delete = %d, want 2", n)
+	}
 }
 
 // TestRolloutsFillsUpPastExpired: a page of expired rollouts does not

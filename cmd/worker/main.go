@@ -124,12 +124,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		Secret: cfg.CallbackSecret, Allowed: cfg.CallbackHosts, Logger: log.With("component", "callback"),
 	})
 	log.Info("finished rollouts expire after the retention", "retention", rollout.FormatRetention(cfg.Retention))
+	// The janitor stops with the worker, whether it stops on a signal or
+	// on an error (Redis unreachable at start).
+	janitorCtx, stopJanitor := context.WithCancel(ctx)
 	janitorDone := make(chan struct{})
 	go func() {
 		defer close(janitorDone)
-		rm.RunJanitor(ctx, log.With("component", "retention"))
+		rm.RunJanitor(janitorCtx, log.With("component", "retention"))
 	}()
-	defer func() { <-janitorDone }()
+	defer func() { stopJanitor(); <-janitorDone }()
 
 	err = worker.Run(ctx, worker.Config{
 		OnFinish:        rm,

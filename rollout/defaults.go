@@ -42,7 +42,8 @@ const (
 	// other keys are kept (ROLLOUT_RETENTION) when nothing says otherwise.
 	DefaultRetention = 30 * 24 * time.Hour
 	// MinRetention is the shortest retention accepted: shorter values are
-	// typing mistakes (and shorter than asynq's lease recovery, which may
-	// still run a finished organisation's task once).
+	// typing mistakes. Anything under a few minutes is for tests: a task
+	// that asynq's lease recovery runs again (about a minute after a worker
+	// died) after its rollout expired registers the rollout again.
 	MinRetention = time.Second
 )

@@ -30,6 +30,13 @@
 //	<p>:rollout:{<id>}:orgs    HASH  organisation ID -> record (compact JSON, below)
 //	<p>:rollout:{<id>}:counts  HASH  counter name -> integer (below)
 //	<p>:rollouts               ZSET  rollout ID scored by created_at_ms
+//	<p>:rollouts_removed       STRING  count of rollouts removed from the index (expired or deleted)
+//
+// A finished rollout's keys (these three and any other key under its hash
+// tag, such as package rollout's callback keys) carry one expiry, the
+// retention (Retain; see retention.go); an active one's carry none. An
+// index member whose definition is gone is stale: readers skip it and
+// Rollouts and PruneIndex remove it.
 //
 // A record is a JSON object; field order is unspecified, fields whose value
 // is empty or zero are omitted, numbers are integers:

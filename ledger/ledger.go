@@ -207,7 +207,13 @@ func (l *Ledger) CreateRollout(ctx context.Context, r Rollout) (created bool, er
 	// The index lives in another slot, so it cannot join the script. NX and
 	// the stored creation time make a retry after a crash between the two
 	// calls converge on the same entry.
-	if err := l.rdb.ZAddNX(ctx, l.indexKey(), redis.Z{Score: float64(createdMS), Member: r.ID}).Err(); err != nil {
+	// A new definition (code 1) replaces the entry of an expired rollout
+	// of the same ID that no prune has removed yet.
+	zadd := l.rdb.ZAddNX
+	if code == 1 {
+		zadd = l.rdb.ZAdd
+	}
+	if err := zadd(ctx, l.indexKey(), redis.Z{Score: float64(createdMS), Member: r.ID}).Err(); err != nil {
 		return false, fmt.Errorf("ledger: index rollout %q: %w", r.ID, err)
 	}
 	return code == 1, nil
@@ -431,42 +437,65 @@ func parseCounts(m map[string]string) (Counts, error) {
 }
 
 // Rollouts returns up to limit rollouts with their counters, most recently
-// created first; limit <= 0 means all.
+// created first; limit <= 0 means all. Index members whose definition is
+// gone (expired, or left by a Delete that stopped half-way) are skipped and
+// removed from the index, and the list is filled up from older ones.
 func (l *Ledger) Rollouts(ctx context.Context, limit int) ([]RolloutSummary, error) {
-	stop := int64(limit) - 1
-	if limit <= 0 {
-		stop = -1
+	page := int64(limit)
+	if limit <= 0 || page > pruneBatch {
+		page = pruneBatch
 	}
-	ids, err := l.rdb.ZRevRange(ctx, l.indexKey(), 0, stop).Result()
-	if err != nil {
-		return nil, fmt.Errorf("ledger: list rollouts: %w", err)
-	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	type reads struct{ def, counts *redis.MapStringStringCmd }
-	rs := make([]reads, len(ids))
-	pipe := l.rdb.Pipeline()
-	for i, id := range ids {
-		k := l.keys(id)
-		rs[i] = reads{pipe.HGetAll(ctx, k.def), pipe.HGetAll(ctx, k.counts)}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("ledger: list rollouts: %w", err)
-	}
-	out := make([]RolloutSummary, 0, len(ids))
-	for i, id := range ids {
-		r, c, err := summary(id, rs[i].def.Val(), rs[i].counts.Val())
-		if errors.Is(err, ErrRolloutNotFound) {
-			// Left in the index by a Delete that stopped half-way.
-			continue
+	var out []RolloutSummary
+	seen := map[string]bool{}
+	for start := int64(0); ; {
+		ids, err := l.rdb.ZRevRange(ctx, l.indexKey(), start, start+page-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("ledger: list rollouts: %w", err)
 		}
+		if len(ids) == 0 {
+			return out, nil
+		}
+		type reads struct{ def, counts *redis.MapStringStringCmd }
+		rs := make([]reads, len(ids))
+		pipe := l.rdb.Pipeline()
+		for i, id := range ids {
+			k := l.keys(id)
+			rs[i] = reads{pipe.HGetAll(ctx, k.def), pipe.HGetAll(ctx, k.counts)}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("ledger: list rollouts: %w", err)
+		}
+		var gone []string
+		for i, id := range ids {
+			r, c, err := summary(id, rs[i].def.Val(), rs[i].counts.Val())
+			if errors.Is(err, ErrRolloutNotFound) {
+				gone = append(gone, id)
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if seen[id] { // moved by a concurrent prune
+				continue
+			}
+			seen[id] = true
+			out = append(out, RolloutSummary{Rollout: r, Counts: c})
+			if limit > 0 && len(out) == limit {
+				break
+			}
+		}
+		if limit > 0 && len(out) >= limit || int64(len(ids)) < page {
+			if _, err := l.unindex(ctx, gone); err != nil {
+				return nil, err
+			}
+			return out, nil
+		}
+		n, err := l.unindex(ctx, gone)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, RolloutSummary{Rollout: r, Counts: c})
+		start += page - int64(n)
 	}
-	return out, nil
 }
 
 // RolloutCount returns how many rollouts the ledger holds (one ZCARD).
@@ -481,17 +510,5 @@ func (l *Ledger) RolloutCount(ctx context.Context) (int64, error) {
 // Delete removes a rollout and all its records. It reports whether the
 // rollout existed. Redis frees the records in the background (UNLINK).
 func (l *Ledger) Delete(ctx context.Context, id string) (bool, error) {
-	if err := checkID("rollout", id, true); err != nil {
-		return false, err
-	}
-	k := l.keys(id)
-	n, err := l.rdb.Unlink(ctx, k.def, k.orgs, k.counts, k.backlog).Result()
-	if err != nil {
-		return false, fmt.Errorf("ledger: delete rollout %q: %w", id, err)
-	}
-	z, err := l.rdb.ZRem(ctx, l.indexKey(), id).Result()
-	if err != nil {
-		return false, fmt.Errorf("ledger: unindex rollout %q: %w", id, err)
-	}
-	return n > 0 || z > 0, nil
+	return l.DeleteWith(ctx, id)
 }

@@ -159,11 +159,24 @@ type callbackPayload struct {
 	RolloutID string `json:"rollout_id"`
 }
 
-// NotifyIfDone enqueues rollout id's callback when it has one, it is done
-// (nothing pending) or halted, and the callback was not delivered yet; it
-// reports whether it enqueued. It costs one GET for a rollout without a
-// callback.
+// NotifyIfDone enqueues rollout id's callback when it has one, nothing is
+// pending and it was not delivered yet; it reports whether it enqueued. It
+// is where every path that may finish a rollout ends (the worker's finish
+// hook, cancel), so it applies the retention first (settle, one script
+// call that reads the counters); an active rollout costs nothing more, a
+// finished one without a callback one GET.
 func (m *Manager) NotifyIfDone(ctx context.Context, id string) (bool, error) {
+	return m.notify(ctx, id, false)
+}
+
+// notify is NotifyIfDone; halted says the rollout just halted, which is
+// final too (until promoted) although organisations are pending.
+func (m *Manager) notify(ctx context.Context, id string, halted bool) (bool, error) {
+	if !halted {
+		if done, known, err := m.settle(ctx, id); err != nil || known && !done {
+			return false, err
+		}
+	}
 	u, err := m.CallbackURL(ctx, id)
 	if err != nil || u == "" {
 		return false, err
@@ -172,11 +185,8 @@ func (m *Manager) NotifyIfDone(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if !BreakdownOf(c).Done() {
-		// A halted rollout is final too, until promoted.
-		if st, err := m.rdb.HGet(ctx, m.planKey(id), "state").Result(); err != nil || st != StateHalted {
-			return false, nil
-		}
+	if !halted && !BreakdownOf(c).Done() {
+		return false, nil
 	}
 	if n, err := m.rdb.Exists(ctx, m.deliveredKey(id)).Result(); err != nil || n > 0 {
 		return false, err

@@ -276,6 +276,8 @@ func Check(spec Spec, sp *Spool) error {
 func (m *Manager) Create(ctx context.Context, spec Spec) (Spec, bool, error) {
 	if spec.ID == "" {
 		spec.ID = ulid.Make().String()
+	} else if err := m.revive(ctx, spec.ID); err != nil && !errors.Is(err, ErrNotFound) {
+		return spec, false, err // retention.go: a re-run must not expire
 	}
 	plan, err := spec.Plan()
 	if err != nil {
@@ -344,6 +346,7 @@ func (m *Manager) Enqueue(ctx context.Context, spec Spec, sp *Spool, progress fu
 // AlreadyEnqueued those it held.
 func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string], progress func(tasks.Summary)) (tasks.Summary, error) {
 	var sum tasks.Summary
+	defer m.settle(context.WithoutCancel(ctx), spec.ID) // retention.go
 	waves := spec.Waves != ""
 	batch := make([]string, 0, m.led.BatchSize())
 	flush := func() error {

@@ -147,7 +147,7 @@ func (r *Releaser) halt(ctx context.Context, id string, pr Progress, reason stri
 	if err := r.settle(ctx, id); err != nil {
 		return err
 	}
-	_, err = r.m.NotifyIfDone(ctx, id)
+	_, err = r.m.notify(ctx, id, true)
 	return err
 }
 

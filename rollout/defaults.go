@@ -38,4 +38,12 @@ const (
 	// CallbackRetention is how long a delivered callback task is kept, so
 	// its task ID refuses a second enqueue meanwhile.
 	CallbackRetention = 7 * 24 * time.Hour
+	// DefaultRetention is how long a finished rollout's ledger records and
+	// other keys are kept (ROLLOUT_RETENTION) when nothing says otherwise.
+	DefaultRetention = 30 * 24 * time.Hour
+	// MinRetention is the shortest retention accepted: shorter values are
+	// typing mistakes. Anything under a few minutes is for tests: a task
+	// that asynq's lease recovery runs again (about a minute after a worker
+	// died) after its rollout expired registers the rollout again.
+	MinRetention = time.Second
 )

@@ -59,6 +59,11 @@ type Options struct {
 	// RateKey is the Redis key of the fleet's rate budget, when the
 	// workers set IMPORT_RATE_KEY. Default ratebudget.KeyForQueue(queue).
 	RateKey string
+	// Retention is how long a finished rollout's keys are kept: the
+	// workers' ROLLOUT_RETENTION. NoRetention keeps them for ever; 0
+	// means the one the workers published in Redis (PublishRetention),
+	// or DefaultRetention when none did. See retention.go.
+	Retention time.Duration
 }
 
 // Manager runs rollouts on one Redis. It is safe for concurrent use.

@@ -54,6 +54,11 @@ func (m *Manager) RetryOn(ctx context.Context, ro ledger.Rollout, classes []stri
 	if res.Classes == nil {
 		res.Classes = []string{}
 	}
+	// Retention: no expiry while re-driven, or stop if expired already.
+	if err := m.revive(ctx, ro.ID); err != nil {
+		return res, err
+	}
+	defer m.settle(context.WithoutCancel(ctx), ro.ID)
 	opts := tasks.TaskOptions{Queue: queue}
 	var mu sync.Mutex
 	handle := func(batch []string) error {
@@ -187,22 +192,13 @@ func (m *Manager) CancelOn(ctx context.Context, id, queue string) (CancelResult,
 
 // Delete cancels a rollout (removing its queued tasks, which would
 // otherwise register it again) and removes it and its records from the
-// ledger. It reports whether the rollout existed.
+// ledger: Remove with Force. It reports whether the rollout existed.
 func (m *Manager) Delete(ctx context.Context, id string) (bool, error) {
-	r, _, err := m.Get(ctx, id)
+	res, err := m.Remove(ctx, id, RemoveOptions{Force: true})
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
-	if err != nil {
-		return false, err
-	}
-	if _, err := m.CancelOn(ctx, r.ID, m.QueueOf(r)); err != nil {
-		return false, err
-	}
-	if err := m.rdb.Unlink(ctx, m.callbackKey(id), m.deliveredKey(id)).Err(); err != nil {
-		return false, err
-	}
-	return m.led.Delete(ctx, id)
+	return res.Deleted, err
 }
 
 // running reports whether a task is being processed right now; asynq

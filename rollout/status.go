@@ -89,6 +89,12 @@ type Status struct {
 	// Weight is the rollout's share of the fleet's rate while other
 	// rollouts have work.
 	Weight float64 `json:"weight"`
+
+	// Retention (retention.go). RetentionSeconds is how long the rollout
+	// is kept once finished (the workers' ROLLOUT_RETENTION; 0: for
+	// ever); ExpiresAt is when its keys expire, absent while it is active.
+	RetentionSeconds int64      `json:"retention_seconds"`
+	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
 }
 
 // WaveStatus is a rollout's current wave and what comes next.
@@ -171,6 +177,7 @@ func (m *Manager) Status(ctx context.Context, id string) (Status, error) {
 func (m *Manager) Decorate(ctx context.Context, st *Status, queue string) error {
 	st.QueuePaused = m.QueuePaused(queue)
 	st.FleetRate, st.Breaker = m.FleetState(ctx, queue)
+	m.decorateRetention(ctx, st)
 	return m.decorateRelease(ctx, st)
 }
 

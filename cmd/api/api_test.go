@@ -172,9 +172,26 @@ func TestCreateStatusReport(t *testing.T) {
 	if code != 200 || !strings.Contains(string(b), `"paused":false`) {
 		t.Fatalf("resume: %d %s", code, b)
 	}
+	// Delete: an active rollout only with force=true.
+	if code, b = h.create(map[string]any{"rollout_id": "r2", "connector_id": connector, "version": "1.0.0", "organisations": orgs}); code != 201 {
+		t.Fatalf("create r2: %d %s", code, b)
+	}
+	code, b = h.do("DELETE", "/v1/rollouts/r2", operatorToken, "", nil)
+	if code != 409 || !strings.Contains(errorOf(t, b), "force=true") {
+		t.Fatalf("delete active: %d %s", code, b)
+	}
+	if code, b = h.do("DELETE", "/v1/rollouts/r2?force=maybe", operatorToken, "", nil); code != 400 {
+		t.Fatalf("delete force=maybe: %d %s", code, b)
+	}
+	code, b = h.do("DELETE", "/v1/rollouts/r2?force=true", operatorToken, "", nil)
+	var del rollout.RemoveResult
+	json.Unmarshal(b, &del)
+	if code != 200 || !del.Deleted || del.Cancelled != 3 {
+		t.Fatalf("delete --force: %d %s", code, b)
+	}
 	code, b = h.do("POST", "/v1/rollouts/r1/cancel", operatorToken, "", nil)
 	json.Unmarshal(b, &st)
-	if code != 200 || st.Cancelled != 4 || !st.Done {
+	if code != 200 || st.Cancelled != 4 || !st.Done || st.ExpiresAt == nil || st.RetentionSeconds != int64(rollout.DefaultRetention/time.Second) {
 		t.Fatalf("cancel: %d %s", code, b)
 	}
 	code, b = h.do("DELETE", "/v1/rollouts/r1", operatorToken, "", nil)
@@ -296,9 +313,11 @@ func TestBadInput(t *testing.T) {
 			"bake":      func(r map[string]any) { r["waves"], r["bake"] = "1", "-1s" },
 			"ratio":     func(r map[string]any) { r["waves"], r["max_failure_ratio"] = "1", 1.5 },
 			"weight":    func(r map[string]any) { r["weight"] = 0 },
-			"gate":      func(r map[string]any) { r["waves"], r["gate"] = "1", map[string]any{"query": "sum(x", "condition": "< 1"} },
-			"no waves":  func(r map[string]any) { r["bake"] = "2s" },
-			"empty":     func(r map[string]any) { r["organisations"] = []string{} },
+			"gate": func(r map[string]any) {
+				r["waves"], r["gate"] = "1", map[string]any{"query": "sum(x", "condition": "< 1"}
+			},
+			"no waves": func(r map[string]any) { r["bake"] = "2s" },
+			"empty":    func(r map[string]any) { r["organisations"] = []string{} },
 		} {
 			req := good()
 			mut(req)

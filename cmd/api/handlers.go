@@ -504,16 +504,29 @@ func (s *server) delete(w http.ResponseWriter, r *http.Request, _ apitoken.Entry
 	if !ok || !s.needRedis(w, r) {
 		return
 	}
-	existed, err := s.m.Delete(r.Context(), id)
+	force := false
+	if v := r.URL.Query().Get("force"); v != "" {
+		var err error
+		if force, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("force=%q: want true or false", v))
+			return
+		}
+	}
+	res, err := s.m.Remove(r.Context(), id, rollout.RemoveOptions{Force: force})
+	var ae *rollout.ActiveError
+	if errors.As(err, &ae) {
+		writeError(w, http.StatusConflict, fmt.Sprintf("rollout %s is active (%d organisation(s) pending): cancel it first (POST /v1/rollouts/%s/cancel) or delete with ?force=true", id, ae.Pending, id))
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if !existed {
+	if !res.Deleted {
 		s.fail(w, r, rollout.ErrNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rollout_id": id, "deleted": true})
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *server) report(w http.ResponseWriter, r *http.Request, _ apitoken.Entry) {

@@ -73,6 +73,7 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input
 		newRetryCmd(a),
 		newCancelCmd(a),
 		newPromoteCmd(a),
+		newDeleteCmd(a),
 		newPauseCmd(a, true),
 		newPauseCmd(a, false),
 		newRolloutsCmd(a),

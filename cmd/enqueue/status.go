@@ -292,6 +292,19 @@ func printStatus(w io.Writer, st statusResult, queue string, now time.Time) {
 			fmt.Fprintf(w, "next       %s\n", d.Next)
 		}
 	}
+	switch {
+	case st.ExpiresAt != nil:
+		kept := ""
+		if st.RetentionSeconds > 0 {
+			kept = fmt.Sprintf("; finished rollouts are kept %s", humanDuration(time.Duration(st.RetentionSeconds)*time.Second))
+		}
+		fmt.Fprintf(w, "retention  expires %s (in %s%s)\n",
+			st.ExpiresAt.Format("2006-01-02 15:04:05 MST"), humanDuration(st.ExpiresAt.Sub(now)), kept)
+	case st.RetentionSeconds > 0:
+		fmt.Fprintf(w, "retention  kept %s once finished\n", humanDuration(time.Duration(st.RetentionSeconds)*time.Second))
+	default:
+		fmt.Fprintf(w, "retention  kept for ever (ROLLOUT_RETENTION=off)\n")
+	}
 	if len(st.ByVersion) > 1 {
 		fmt.Fprintf(w, "versions   %s: the rollout straddled a new publication of %q (see the report's version_mismatch column)\n",
 			classList(st.ByVersion), st.Version)

@@ -40,6 +40,7 @@ type config struct {
 	CallbackSecret  []byte               // CALLBACK_SECRET or CALLBACK_SECRET_FILE
 	CallbackHosts   rollout.AllowedHosts // CALLBACK_ALLOWED_HOSTS
 	Gate            *gate.Measurer       // GATE_PROMETHEUS_URL
+	Retention       time.Duration        // ROLLOUT_RETENTION (rollout.NoRetention: off)
 
 	// client is the API client built while checking the settings; nil in
 	// demo mode, whose API is only known once the demo starts.
@@ -215,6 +216,9 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 	}
 	if c.Gate, err = gate.New(gate.Config{URL: getenv(gate.EnvURL)}); err != nil {
 		errs = append(errs, gate.EnvURL+": "+err.Error())
+	}
+	if c.Retention, err = rollout.RetentionFromEnv(getenv); err != nil {
+		errs = append(errs, err.Error())
 	}
 
 	min, def := worker.ShutdownBounds(c.RateMaxWait, c.CallTimeout)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/versori/versoritest"
 )
 
@@ -257,5 +258,35 @@ func TestLoadConfigMessages(t *testing.T) {
 	e["REDIS_URL"] = "garbage"
 	if _, err = loadConfig(env(e), false); err == nil || !strings.Contains(err.Error(), "REDIS_URL: not a Redis URL (want redis://") {
 		t.Errorf("garbage REDIS_URL: %v", err)
+	}
+}
+
+func TestLoadConfigRetention(t *testing.T) {
+	for v, want := range map[string]time.Duration{
+		"": 720 * time.Hour, "720h": 720 * time.Hour, "2s": 2 * time.Second, "168h30m": 168*time.Hour + 30*time.Minute,
+		"off": rollout.NoRetention, "OFF": rollout.NoRetention, "0": rollout.NoRetention, "0s": rollout.NoRetention,
+	} {
+		e := valid()
+		e["ROLLOUT_RETENTION"] = v
+		c, err := loadConfig(env(e), false)
+		if err != nil {
+			t.Fatalf("ROLLOUT_RETENTION=%q: %v", v, err)
+		}
+		if c.Retention != want {
+			t.Errorf("ROLLOUT_RETENTION=%q: %s, want %s", v, c.Retention, want)
+		}
+	}
+	for _, v := range []string{"-1h", "30", "30d", "forever", "500ms", "1e3"} {
+		e := valid()
+		e["ROLLOUT_RETENTION"] = v
+		_, err := loadConfig(env(e), false)
+		if err == nil {
+			t.Errorf("ROLLOUT_RETENTION=%q accepted", v)
+			continue
+		}
+		lines := strings.Split(err.Error(), "\n")
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "ROLLOUT_RETENTION: ") {
+			t.Errorf("ROLLOUT_RETENTION=%q: %q, want one line naming the variable", v, err)
+		}
 	}
 }

@@ -52,7 +52,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "  REDIS_URL, VERSORI_BASE_URL, VERSORI_API_KEY | VERSORI_API_KEY_FILE, VERSORI_AUTH_SCHEME,\n")
 		fmt.Fprintf(stderr, "  VERSORI_TIMEOUT, IMPORT_RATE_LIMIT, IMPORT_RATE_BURST, IMPORT_RATE_MAX_WAIT, WORKER_CONCURRENCY,\n")
 		fmt.Fprintf(stderr, "  WORKER_QUEUE, WORKER_SHUTDOWN_TIMEOUT, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, METRICS_ADDR,\n")
-		fmt.Fprintf(stderr, "  LOG_LEVEL, ENABLE_PPROF, CALLBACK_SECRET | CALLBACK_SECRET_FILE, CALLBACK_ALLOWED_HOSTS.\n  See README.md for meanings and defaults.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "  LOG_LEVEL, ENABLE_PPROF, CALLBACK_SECRET | CALLBACK_SECRET_FILE, CALLBACK_ALLOWED_HOSTS,\n  ROLLOUT_RETENTION.\n  See README.md for meanings and defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -116,10 +116,23 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	// Completion callbacks: the worker that records a rollout's last
 	// outcome enqueues its callback, and any worker delivers it.
-	rm := rollout.New(rdb, rollout.Options{Queue: cfg.Queue})
+	// The same Manager applies the retention in the finish hook; its
+	// janitor publishes the retention for the CLI and the API and prunes
+	// the index of rollouts.
+	rm := rollout.New(rdb, rollout.Options{Queue: cfg.Queue, Retention: cfg.Retention})
 	callbacks := rm.NewCallbackHandler(rollout.CallbackConfig{
 		Secret: cfg.CallbackSecret, Allowed: cfg.CallbackHosts, Logger: log.With("component", "callback"),
 	})
+	log.Info("finished rollouts expire after the retention", "retention", rollout.FormatRetention(cfg.Retention))
+	// The janitor stops with the worker, whether it stops on a signal or
+	// on an error (Redis unreachable at start).
+	janitorCtx, stopJanitor := context.WithCancel(ctx)
+	janitorDone := make(chan struct{})
+	go func() {
+		defer close(janitorDone)
+		rm.RunJanitor(janitorCtx, log.With("component", "retention"))
+	}()
+	defer func() { stopJanitor(); <-janitorDone }()
 
 	err = worker.Run(ctx, worker.Config{
 		OnFinish:        rm,

@@ -464,6 +464,13 @@ func (f ledgerFigures) RolloutFigures(ctx context.Context) ([]metrics.RolloutSta
 	if err != nil {
 		return nil, 0, 0, err
 	}
+	// Expired and deleted rollouts leave the index; counting them keeps
+	// the started and finished counters from going down.
+	removed, err := f.l.RemovedCount(ctx)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	started += removed
 	// Rollouts older than the most recent ones read here are counted as
 	// finished: a rollout still running after 200 newer ones started is
 	// not worth reading every rollout at every scrape.

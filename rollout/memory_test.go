@@ -1,0 +1,161 @@
+package rollout_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/import-worker/internal/redistest"
+	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/rollout"
+)
+
+// TestMemoryPerOrganisation measures Redis's used_memory per organisation
+// of a large rollout: (a) queued (asynq task and pending ledger record),
+// (b) finished (the ledger record only, the task gone as asynq drops a
+// completed one), and, for comparison, the finished record in formats the
+// ledger does not use. It runs only with MEASURE_MEMORY=1 (MEASURE_MEMORY_N
+// organisations, default 100,000):
+//
+//	MEASURE_MEMORY=1 go test -run TestMemoryPerOrganisation -v ./rollout/
+func TestMemoryPerOrganisation(t *testing.T) {
+	if os.Getenv("MEASURE_MEMORY") != "1" {
+		t.Skip("set MEASURE_MEMORY=1 to measure (about a minute)")
+	}
+	n := 100_000
+	if v := os.Getenv("MEASURE_MEMORY_N"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	rs := redistest.Start(t, redistest.Options{})
+	rdb := rs.Client()
+	ctx := context.Background()
+	m := rollout.New(rdb, rollout.Options{Retention: time.Hour})
+	orgs := make([]string, n)
+	for i := range orgs {
+		orgs[i] = org(i)
+	}
+	// Warm up: scripts loaded, queue known, so the figures are per org.
+	if _, _, err := m.EnqueueList(ctx, rollout.Spec{ID: "warm-up", ConnectorID: testConnector, Version: "1.0.0"}, slices.Values(orgs[:10])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Delete(ctx, "warm-up"); err != nil {
+		t.Fatal(err)
+	}
+	base := usedMemory(t, rdb)
+
+	start := time.Now()
+	if _, _, err := m.EnqueueList(ctx, rollout.Spec{ID: "mem", ConnectorID: testConnector, Version: "1.0.0"}, slices.Values(orgs)); err != nil {
+		t.Fatal(err)
+	}
+	queued := usedMemory(t, rdb) - base
+	orgsKey := m.Keys("mem")[1]
+	queuedRecords := memoryUsage(t, rdb, orgsKey)
+	t.Logf("enqueued %d organisations in %s", n, time.Since(start).Round(time.Millisecond))
+	taskKey := "asynq:{" + rollout.DefaultQueue + "}:t:mem:" + orgs[0]
+	taskMsg, _ := rdb.HGet(ctx, taskKey, "msg").Result()
+	taskUsage := memoryUsage(t, rdb, taskKey)
+
+	// What a worker leaves: each task done (asynq deletes a completed task
+	// without retention), each record finished with a typical outcome.
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	if _, err := insp.DeleteAllPendingTasks(rollout.DefaultQueue); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	next := make(chan string)
+	for range 32 {
+		wg.Go(func() {
+			for o := range next {
+				if _, err := m.Ledger().Finish(ctx, "mem", o, ledger.Outcome{
+					State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, ConnectorID: testConnector,
+					Version: "1.0.0", Duration: 23456 * time.Microsecond, CountAttempt: true,
+				}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	for _, o := range orgs {
+		next <- o
+	}
+	close(next)
+	wg.Wait()
+	if err := m.OrganisationFinished(ctx, "mem"); err != nil {
+		t.Fatal(err)
+	}
+	finished := usedMemory(t, rdb) - base
+	finishedRecords := memoryUsage(t, rdb, orgsKey)
+	sample, _ := rdb.HGet(ctx, orgsKey, orgs[0]).Result()
+
+	per := func(b int64) string { return fmt.Sprintf("%.0f B", float64(b)/float64(n)) }
+	t.Logf("(a) queued:   used_memory +%d B = %s per organisation (ledger orgs hash %s of it)", queued, per(queued), per(queuedRecords))
+	t.Logf("    one asynq task hash: %d B (MEMORY USAGE; its msg field %d bytes), plus its entry in the pending list", taskUsage, len(taskMsg))
+	t.Logf("(b) finished: used_memory +%d B = %s per organisation (ledger orgs hash %s of it)", finished, per(finished), per(finishedRecords))
+	t.Logf("    finished record (%d bytes of JSON): %s", len(sample), sample)
+
+	// Alternatives, for comparison only (scratch keys; the ledger's format
+	// is unchanged): the same outcome without the fields a finished
+	// record repeats (u = f; ci = the rollout's connector; h implied by
+	// imported), and those records bucketed into small hashes that Redis
+	// keeps as listpacks.
+	compact := `{"s":"succeeded","a":1,"c":"imported","v":"1.0.0","d":23456,"f":1700000000000}`
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, o := range orgs {
+			p.HSet(ctx, "scratch:compact", o, compact)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("    alt: compact JSON (%d bytes) in one hash: %s per organisation", len(compact), per(memoryUsage(t, rdb, "scratch:compact")))
+	rdb.Del(ctx, "scratch:compact")
+	// Bucketed, a record must fit hash-max-listpack-value (64 bytes):
+	// a short state code, no duration.
+	tiny := `{"s":"S","a":1,"c":"imported","v":"1.0.0","f":1700000000000}`
+	const buckets = 1024 // about 100 orgs each at 100k: under hash-max-listpack-entries (128)
+	before := usedMemory(t, rdb)
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, o := range orgs {
+			p.HSet(ctx, "scratch:bucket:"+strconv.Itoa(i%buckets), o, tiny)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := rdb.ObjectEncoding(ctx, "scratch:bucket:0").Result()
+	t.Logf("    alt: %d-byte JSON in %d buckets (%s): %s per organisation", len(tiny), buckets, enc, per(usedMemory(t, rdb)-before))
+}
+
+func usedMemory(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(l, "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	t.Fatal("no used_memory in INFO memory")
+	return 0
+}
+
+func memoryUsage(t *testing.T, rdb *redis.Client, key string) int64 {
+	t.Helper()
+	n, err := rdb.MemoryUsage(context.Background(), key, 0).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

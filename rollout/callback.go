@@ -152,11 +152,73 @@ func (m *Manager) CallbackURL(ctx context.Context, id string) (string, error) {
 	return u, err
 }
 
-// CallbackTaskID is the asynq task ID of rollout id's callback.
+// CallbackTaskID is the asynq task ID of rollout id's first callback.
 func CallbackTaskID(id string) string { return "callback:" + id }
+
+// CallbackTaskIDOf is the task ID of the callback of a round: a rollout
+// that runs again after a callback (promoted after a halt, retried, given
+// more organisations) starts a new round and is called back again when it
+// next finishes or halts.
+func CallbackTaskIDOf(id string, round int64) string {
+	if round == 0 {
+		return CallbackTaskID(id)
+	}
+	return CallbackTaskID(id) + ":" + strconv.FormatInt(round, 10)
+}
 
 type callbackPayload struct {
 	RolloutID string `json:"rollout_id"`
+	Round     int64  `json:"round,omitempty"`
+}
+
+// roundKey counts a rollout's callback rounds (absent: round 0).
+func (m *Manager) roundKey(id string) string {
+	return m.prefix() + ":rollout:{" + id + "}:callback_round"
+}
+
+// nextCallbackRound starts a new callback round for a rollout that runs
+// again, if it has a callback whose current round was delivered: its next
+// finish or halt is called back too. (A round not delivered yet sends the
+// status as it is when it is delivered.)
+func (m *Manager) nextCallbackRound(ctx context.Context, id string) error {
+	u, err := m.CallbackURL(ctx, id)
+	if err != nil || u == "" {
+		return err
+	}
+	round, err := m.callbackRound(ctx, id)
+	if err != nil {
+		return err
+	}
+	if done, err := m.deliveredRound(ctx, id); err != nil || done < round {
+		return err
+	}
+	return m.rdb.Incr(ctx, m.roundKey(id)).Err()
+}
+
+func (m *Manager) callbackRound(ctx context.Context, id string) (int64, error) {
+	n, err := m.rdb.Get(ctx, m.roundKey(id)).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// deliveredRound reads the delivered marker: the round delivered last, -1
+// when none. A marker from before rounds (a time) is round 0.
+func (m *Manager) deliveredRound(ctx context.Context, id string) (int64, error) {
+	v, err := m.rdb.Get(ctx, m.deliveredKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	round, _, ok := strings.Cut(v, " ")
+	n, perr := strconv.ParseInt(round, 10, 64)
+	if !ok || perr != nil {
+		return 0, nil
+	}
+	return n, nil
 }
 
 // NotifyIfDone enqueues rollout id's callback when it has one, nothing is
@@ -188,12 +250,16 @@ func (m *Manager) notify(ctx context.Context, id string, halted bool) (bool, err
 	if !halted && !BreakdownOf(c).Done() {
 		return false, nil
 	}
-	if n, err := m.rdb.Exists(ctx, m.deliveredKey(id)).Result(); err != nil || n > 0 {
+	round, err := m.callbackRound(ctx, id)
+	if err != nil {
 		return false, err
 	}
-	data, _ := json.Marshal(callbackPayload{RolloutID: id})
+	if done, err := m.deliveredRound(ctx, id); err != nil || done >= round {
+		return false, err
+	}
+	data, _ := json.Marshal(callbackPayload{RolloutID: id, Round: round})
 	t := asynq.NewTask(TypeCallback, data,
-		asynq.TaskID(CallbackTaskID(id)),
+		asynq.TaskID(CallbackTaskIDOf(id, round)),
 		asynq.Queue(m.QueueOf(r)),
 		asynq.MaxRetry(DefaultCallbackMaxRetry),
 		asynq.Timeout(2*DefaultCallbackTimeout),
@@ -263,10 +329,18 @@ func (m *Manager) NewCallbackHandler(cfg CallbackConfig) *CallbackHandler {
 	}}
 }
 
-// DeliveryID is the X-Delivery-ID of a rollout's callback: stable across
-// attempts, different for a rollout deleted and created again.
-func DeliveryID(r ledger.Rollout) string {
-	sum := sha256.Sum256([]byte(r.ID + "\x00" + strconv.FormatInt(r.CreatedAt.UnixMilli(), 10)))
+// DeliveryID is the X-Delivery-ID of a rollout's first callback: stable
+// across attempts, different for a rollout deleted and created again.
+func DeliveryID(r ledger.Rollout) string { return DeliveryIDOf(r, 0) }
+
+// DeliveryIDOf is the X-Delivery-ID of a callback round: each round is
+// one delivery, however often it is attempted.
+func DeliveryIDOf(r ledger.Rollout, round int64) string {
+	key := r.ID + "\x00" + strconv.FormatInt(r.CreatedAt.UnixMilli(), 10)
+	if round > 0 {
+		key += "\x00" + strconv.FormatInt(round, 10)
+	}
+	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:16])
 }
 
@@ -278,10 +352,10 @@ func (h *CallbackHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	}
 	log := h.cfg.Logger.With("rollout", p.RolloutID, "task", "callback")
 	m := h.m
-	if n, err := m.rdb.Exists(ctx, m.deliveredKey(p.RolloutID)).Result(); err != nil {
+	if done, err := m.deliveredRound(ctx, p.RolloutID); err != nil {
 		return err
-	} else if n > 0 {
-		log.Info("callback already delivered; not sending again")
+	} else if done >= p.Round {
+		log.Info("callback already delivered; not sending again", "round", p.Round)
 		return nil
 	}
 	raw, err := m.CallbackURL(ctx, p.RolloutID)
@@ -325,7 +399,7 @@ func (h *CallbackHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "versori-import-worker-callback")
 	req.Header.Set(HeaderSignature, Sign(h.cfg.Secret, body))
-	req.Header.Set(HeaderDeliveryID, DeliveryID(r))
+	req.Header.Set(HeaderDeliveryID, DeliveryIDOf(r, p.Round))
 	start := time.Now()
 	resp, err := h.client.Do(req)
 	if err != nil {
@@ -342,10 +416,10 @@ func (h *CallbackHandler) ProcessTask(ctx context.Context, t *asynq.Task) error 
 	// context cut loose, so a deadline right now cannot lose it.
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer wcancel()
-	if err := m.rdb.Set(wctx, m.deliveredKey(p.RolloutID), time.Now().UTC().Format(time.RFC3339Nano), 0).Err(); err != nil {
+	if err := m.rdb.Set(wctx, m.deliveredKey(p.RolloutID), strconv.FormatInt(p.Round, 10)+" "+time.Now().UTC().Format(time.RFC3339Nano), 0).Err(); err != nil {
 		log.Error("callback delivered but the marker was not written; it may be delivered again", "err", err)
 	}
-	log.Info("callback delivered", "host", u.Host, "http_status", resp.StatusCode, "delivery_id", DeliveryID(r))
+	log.Info("callback delivered", "host", u.Host, "http_status", resp.StatusCode, "delivery_id", DeliveryIDOf(r, p.Round), "round", p.Round)
 	return nil
 }
 

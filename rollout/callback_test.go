@@ -246,3 +246,61 @@ func TestCallbackSecret(t *testing.T) {
 		t.Fatalf("file: %q %v", s, err)
 	}
 }
+
+// A rollout retried after its callback was delivered is called back again
+// when it finishes again, with a new delivery ID; a re-delivered task of
+// either round sends nothing more.
+func TestCallbackSecondRoundAfterRetry(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{})
+	m := rollout.New(rs.Client(), rollout.Options{})
+	ctx := context.Background()
+	var (
+		mu     sync.Mutex
+		ids    []string
+		bodies []rollout.Status
+	)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var st rollout.Status
+		json.NewDecoder(r.Body).Decode(&st)
+		mu.Lock()
+		ids, bodies = append(ids, r.Header.Get(rollout.HeaderDeliveryID)), append(bodies, st)
+		mu.Unlock()
+	}))
+	defer recv.Close()
+	h := m.NewCallbackHandler(rollout.CallbackConfig{Secret: []byte(secret), Allowed: allowed(t, recv.URL)})
+	orgs := []string{org(1), org(2)}
+	if _, _, err := m.EnqueueList(ctx, rollout.Spec{ID: "cb2", ConnectorID: testConnector, Version: "1", CallbackURL: recv.URL + "/hook"}, slices.Values(orgs)); err != nil {
+		t.Fatal(err)
+	}
+	m.Ledger().Finish(ctx, "cb2", orgs[0], ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
+	m.Ledger().Finish(ctx, "cb2", orgs[1], ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true})
+	if enq, err := m.NotifyIfDone(ctx, "cb2"); !enq || err != nil {
+		t.Fatalf("first round: %v %v", enq, err)
+	}
+	first := callbackTask(t, rs, "cb2")
+	if err := h.ProcessTask(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := m.Retry(ctx, "cb2", nil); err != nil || res.Requeued != 1 {
+		t.Fatalf("retry: %+v %v", res, err)
+	}
+	m.Ledger().Finish(ctx, "cb2", orgs[1], ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
+	if enq, err := m.NotifyIfDone(ctx, "cb2"); !enq || err != nil {
+		t.Fatalf("second round: %v %v", enq, err)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(rs.Client()).GetTaskInfo(rollout.DefaultQueue, rollout.CallbackTaskIDOf("cb2", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := asynq.NewTask(info.Type, info.Payload)
+	for _, task := range []*asynq.Task{second, second, first} {
+		if err := h.ProcessTask(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 2 || ids[0] == ids[1] || bodies[0].Failed != 1 || bodies[1].Succeeded != 2 {
+		t.Fatalf("deliveries %v, bodies %+v", ids, bodies)
+	}
+}

@@ -347,6 +347,9 @@ func (m *Manager) Enqueue(ctx context.Context, spec Spec, sp *Spool, progress fu
 func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string], progress func(tasks.Summary)) (tasks.Summary, error) {
 	var sum tasks.Summary
 	defer m.settle(context.WithoutCancel(ctx), spec.ID) // retention.go
+	if err := m.nextCallbackRound(ctx, spec.ID); err != nil {
+		return sum, err
+	}
 	waves := spec.Waves != ""
 	batch := make([]string, 0, m.led.BatchSize())
 	flush := func() error {

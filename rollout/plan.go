@@ -426,6 +426,9 @@ func (m *Manager) Promote(ctx context.Context, id string) (Status, error) {
 	if _, err := m.advance(ctx, id, pr, c.Failed, c.Succeeded+c.Failed+c.Cancelled); err != nil {
 		return Status{}, err
 	}
+	if err := m.nextCallbackRound(ctx, id); err != nil {
+		return Status{}, err
+	}
 	return m.Status(ctx, id)
 }
 

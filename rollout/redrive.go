@@ -59,6 +59,11 @@ func (m *Manager) RetryOn(ctx context.Context, ro ledger.Rollout, classes []stri
 		return res, err
 	}
 	defer m.settle(context.WithoutCancel(ctx), ro.ID)
+	// Before the first organisation is requeued, so its finish sees the
+	// new round.
+	if err := m.nextCallbackRound(ctx, ro.ID); err != nil {
+		return res, err
+	}
 	opts := tasks.TaskOptions{Queue: queue}
 	var mu sync.Mutex
 	handle := func(batch []string) error {

@@ -126,7 +126,7 @@ func (m *Manager) Keys(id string) []string {
 
 // otherKeys are the rollout's keys besides the ledger's own.
 func (m *Manager) otherKeys(id string) []string {
-	return []string{m.callbackKey(id), m.deliveredKey(id), m.planKey(id)}
+	return []string{m.callbackKey(id), m.deliveredKey(id), m.roundKey(id), m.planKey(id)}
 }
 
 // retentionKey holds the workers' retention in milliseconds, 0 for off.
@@ -352,7 +352,9 @@ func (m *Manager) Remove(ctx context.Context, id string, opts RemoveOptions) (Re
 // removes the rollout's tasks that went back to the retry or scheduled
 // sets (an import handed back as rate limited while the cancel ran).
 func (m *Manager) drain(ctx context.Context, id, queue string, wait time.Duration) error {
-	mine := func(tid string) bool { return strings.HasPrefix(tid, id+":") || tid == CallbackTaskID(id) }
+	mine := func(tid string) bool {
+		return strings.HasPrefix(tid, id+":") || tid == CallbackTaskID(id) || strings.HasPrefix(tid, CallbackTaskID(id)+":")
+	}
 	deadline := time.Now().Add(wait)
 	for {
 		running := 0
@@ -386,8 +388,14 @@ func (m *Manager) drain(ctx context.Context, id, queue string, wait time.Duratio
 		}
 	}
 	// The callback task has nothing left to send.
-	if err := m.insp.DeleteTask(queue, CallbackTaskID(id)); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
-		return fmt.Errorf("remove the callback task: %w", err)
+	round, err := m.callbackRound(ctx, id)
+	if err != nil {
+		return err
+	}
+	for r := range round + 1 {
+		if err := m.insp.DeleteTask(queue, CallbackTaskIDOf(id, r)); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			return fmt.Errorf("remove the callback task: %w", err)
+		}
 	}
 	for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){m.insp.ListRetryTasks, m.insp.ListScheduledTasks} {
 		var doomed []string

@@ -69,8 +69,9 @@ func TestRetentionAfterLastOutcome(t *testing.T) {
 	ctx := context.Background()
 	orgs := enqueueOrgs(t, m, "r", 3, "https://hooks.example/x")
 	rdb.Set(ctx, m.Keys("r")[5], "delivered", 0) // callback_delivered
+	rdb.Set(ctx, m.Keys("r")[6], "0", 0)         // callback_round
 	keys := m.Keys("r")
-	if len(keys) != 7 || !strings.HasSuffix(keys[0], "{r}:def") || !strings.HasSuffix(keys[5], "{r}:callback_delivered") {
+	if len(keys) != 8 || !strings.HasSuffix(keys[0], "{r}:def") || !strings.HasSuffix(keys[5], "{r}:callback_delivered") {
 		t.Fatalf("Keys = %v", keys)
 	}
 	for _, k := range keys {

@@ -59,7 +59,8 @@ fuzz:
 # bench measures the figures of BENCHMARKS.md, each beside its baseline from
 # the same run, against redis-servers it starts itself, and prints one table
 # (about 13 minutes). FIGURE picks one figure: rate, overhead, footprint,
-# rollout, recovery, enqueue, adaptive or api. BENCH_OUT=file also writes
+# rollout, recovery, enqueue, adaptive, api or scale (BENCH_SCALE_N=n for a
+# smaller rollout than 1,000,000). BENCH_OUT=file also writes
 # the table there;
 # BENCH_PPROF_DIR=dir saves CPU and heap profiles of the worker (figure 2).
 FIGURE ?=

@@ -53,6 +53,7 @@ func TestBench(t *testing.T) {
 	s.figure("5-enqueue", s.enqueue)
 	s.figure("7-adaptive", s.adaptive)
 	s.figure("8-api", s.api)
+	s.figure("9-scale", s.scale)
 
 	// Figures 2 and 6 come from one subtest; print in figure order.
 	slices.SortStableFunc(s.table.Rows, func(a, b Row) int { return strings.Compare(a.Figure, b.Figure) })

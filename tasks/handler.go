@@ -103,6 +103,9 @@ type HandlerConfig struct {
 	// whole fleet (counted as a cool-down). Default
 	// ratebudget.DefaultLongRetryAfter.
 	LongRetryAfter time.Duration
+	// RedisWait bounds how long the handler waits for Redis before its
+	// API call (see DefaultRedisWait). Default DefaultRedisWait.
+	RedisWait time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// OnFinish, if set, is called after each outcome recorded.
@@ -120,14 +123,27 @@ const recordTimeout = 30 * time.Second
 // leave the task to asynq's lease recovery (about 100 s) because asynq
 // cannot write the retry either; waiting for Redis avoids both.
 func retryWrite(ctx context.Context, log *taskLog, write func() error) error {
+	return untilRedis(ctx, log, "ledger write", write, permanentLedgerError)
+}
+
+// DefaultRedisWait bounds how long a handler waits for Redis before its API
+// call (the ledger read, the rate budget). Nothing was called yet, so
+// holding the task across a short outage is safe, and it spares the task
+// asynq's lease recovery (about 100 s), since asynq cannot write a retry
+// while Redis is away either. A longer outage hands the task back.
+const DefaultRedisWait = 30 * time.Second
+
+// untilRedis runs op until it succeeds, fails for a reason permanent says
+// waiting cannot cure, or ctx ends, backing off from 50 ms to 2 s.
+func untilRedis(ctx context.Context, log *taskLog, what string, op func() error, permanent func(error) bool) error {
 	delay := 50 * time.Millisecond
 	for i := 0; ; i++ {
-		err := write()
-		if err == nil || permanentLedgerError(err) {
+		err := op()
+		if err == nil || permanent(err) || ctx.Err() != nil {
 			return err
 		}
 		if i == 0 {
-			log.warn("ledger write failed; retrying until Redis answers", "err", err)
+			log.warn(what+" failed; retrying until Redis answers", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -182,6 +198,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.LongRetryAfter <= 0 {
 		cfg.LongRetryAfter = ratebudget.DefaultLongRetryAfter
 	}
+	if cfg.RedisWait <= 0 {
+		cfg.RedisWait = DefaultRedisWait
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -215,7 +234,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log := &taskLog{l: h.log, attrs: []any{"rollout", p.RolloutID, "org", p.OrgID, "task_id", taskID}}
 
-	rec, err := h.record(ctx, p)
+	wctx, wcancel := context.WithTimeout(ctx, h.cfg.RedisWait)
+	defer wcancel()
+	var rec ledger.Record
+	err = untilRedis(wctx, log, "ledger read", func() (err error) {
+		rec, err = h.record(wctx, p)
+		return err
+	}, permanentLedgerError)
 	if err != nil {
 		log.warn("ledger unavailable", "err", err)
 		return fmt.Errorf("import org %s: %w", p.OrgID, err)
@@ -232,7 +257,16 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 	h.m.TasksInFlight.Inc()
 	defer h.m.TasksInFlight.Dec()
-	permit, err := h.waitForSlot(ctx, p)
+	var permit ratebudget.Permit
+	err = untilRedis(wctx, log, "rate budget", func() (err error) {
+		permit, err = h.waitForSlot(ctx, p)
+		return err
+	}, func(err error) bool {
+		// A slot too far away is an answer, not Redis trouble.
+		_, delayed := ratebudget.IsDelay(err)
+		return delayed
+	})
+	wcancel()
 	if err != nil {
 		var delay *ratebudget.DelayError
 		if errors.As(err, &delay) {

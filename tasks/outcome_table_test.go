@@ -173,6 +173,8 @@ func TestOutcomeTable(t *testing.T) {
 				Metrics:          metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
 				Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 				RateLimitedDelay: 1500 * time.Millisecond, UnauthorizedDelay: 45 * time.Second,
+				// One try: waiting for Redis has its own test.
+				RedisWait: time.Nanosecond,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -253,5 +255,40 @@ func TestOutcomeTable(t *testing.T) {
 				t.Fatalf("record keeps connector %q version %q, want what the API returned", rec.ConnectorID, rec.Version)
 			}
 		})
+	}
+}
+
+// Redis away for a moment before the call: the handler waits for it with
+// the task (nothing was called yet) and imports once, instead of handing
+// the task back to asynq, which could not write the retry either.
+func TestHandlerWaitsForRedisBeforeTheCall(t *testing.T) {
+	led := taskstest.NewLedger()
+	led.Put(tableDef, ledger.Record{OrgID: tableOrg, State: ledger.Pending})
+	var mu sync.Mutex
+	fails := 3
+	led.Fail = func(method, _, _ string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if method == "Org" && fails > 0 {
+			fails--
+			return errors.New("dial tcp: connection refused")
+		}
+		return nil
+	}
+	api := &fakeImporter{}
+	h, err := tasks.NewHandler(tasks.HandlerConfig{
+		Client: api, Ledger: led, Pauser: &fakePauser{},
+		Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := taskstest.Run(context.Background(), h, tasks.Payload{RolloutID: tableRollout, OrgID: tableOrg, ConnectorID: tableConnector, Version: "1.2.0"})
+	if err != nil || res.Kind != taskstest.Done || len(api.calls) != 1 {
+		t.Fatalf("kind %s (%v), %d API calls; want done after one call", res.Kind, res.Err, len(api.calls))
+	}
+	if got := led.Methods(); len(got) < 4 || got[0] != "Org" || got[3] != "Org" {
+		t.Fatalf("ledger calls %v: want the read retried", got)
 	}
 }

@@ -174,6 +174,12 @@ func TestReliabilityRedisUnreachable(t *testing.T) {
 	ready := time.Since(resumedAt)
 
 	c := f.waitDone("outage", 4*time.Minute)
+	tail := time.Since(resumedAt)
+	// The rest takes (n - before) / R, about 7.5 s; a task handed back to
+	// asynq during the outage would wait ~100 s for lease recovery.
+	if bound := time.Duration(float64(n-int(before.Succeeded))/rate*float64(time.Second)) + 15*time.Second; tail > bound {
+		t.Errorf("the rollout finished %s after Redis returned, above %s: tasks were left to asynq's lease recovery", tail.Round(100*time.Millisecond), bound)
+	}
 	if c.Succeeded != n || c.Failed != 0 {
 		t.Errorf("counts = %+v, want all %d succeeded", c, n)
 	}
@@ -192,5 +198,5 @@ func TestReliabilityRedisUnreachable(t *testing.T) {
 	}
 	figure(t, "%d orgs, 2 workers, R=%d: Redis stopped for %s at %d succeeded; %v tasks in flight; API calls after Redis was down: %d; /readyz 503 during, 200 again %.1fs after Redis returned; "+
 		"all %d succeeded %.1fs after it returned (total %.1fs); called again after an import whose result could not be recorded (409, recorded already_present): %d; imports per org: 1; archived: 0; workers exited: 0",
-		n, rate, outage, before.Succeeded, inFlight, callsDuring, ready.Seconds(), n, time.Since(resumedAt).Seconds(), time.Since(start).Seconds(), api.Conflicts())
+		n, rate, outage, before.Succeeded, inFlight, callsDuring, ready.Seconds(), n, tail.Seconds(), time.Since(start).Seconds(), api.Conflicts())
 }

@@ -12,11 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+
+	"github.com/versori/import-worker/internal/textline"
 )
 
 // Verdict is the outcome of one measurement, or of a whole [Run]. It is a
@@ -384,24 +385,10 @@ func (m *Measurer) errorReason(ctx context.Context, err error) string {
 	return "Prometheus unreachable: " + err.Error()
 }
 
-// clip makes s fit a status field: valid UTF-8, printable runes only (any
-// other, line breaks included, becomes a space), runs of spaces collapsed,
-// and at most MaxReasonLen bytes.
+// clip makes s fit a status field: one line (textline.Collapse) of at most
+// MaxReasonLen bytes.
 func clip(s string) string {
-	var b strings.Builder
-	space := false
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			space = true
-			continue
-		}
-		if space && b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		space = false
-		b.WriteRune(r)
-	}
-	out := b.String()
+	out := textline.Collapse(s)
 	if len(out) > MaxReasonLen {
 		out = truncate(out, MaxReasonLen-3) + "..."
 	}

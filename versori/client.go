@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/versori/import-worker/internal/textline"
 )
 
 // Client calls the Connect API. It is safe for concurrent use; create one
@@ -283,7 +285,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, query url.Valu
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 && e.Message == "" {
 			e.Message = "redirect not followed"
 			if loc, err := resp.Location(); err == nil {
-				e.Message += " (to " + c.scrub(cleanText(loc.Scheme+"://"+loc.Host)) + ")"
+				e.Message += " (to " + c.scrub(textline.Collapse(loc.Scheme+"://"+loc.Host)) + ")"
 			}
 		}
 		return rl, e

@@ -8,8 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/versori/import-worker/internal/textline"
 )
 
 // MaxRetryAfter caps the delay taken from a Retry-After header. A gateway
@@ -264,7 +265,7 @@ func excerpt(body []byte, scrub func(string) string) string {
 // before and after cleaning (cleaning could join a key split by control
 // characters), and only then truncated, so a key cut in half cannot survive.
 func keep(s string, n int, scrub func(string) string) string {
-	return truncateRunes(scrub(cleanText(scrub(s))), n)
+	return truncateRunes(scrub(textline.Collapse(scrub(s))), n)
 }
 
 // stripTags removes <...> markup and the contents of <script> and <style>
@@ -300,26 +301,6 @@ func stripTags(s string) string {
 				}
 			}
 		}
-	}
-	return b.String()
-}
-
-// cleanText keeps printable characters of valid UTF-8 and collapses every
-// run of whitespace and control characters into one space.
-func cleanText(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	space := false
-	for _, r := range s {
-		if r == utf8.RuneError || unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			space = true
-			continue
-		}
-		if space && b.Len() > 0 {
-			b.WriteByte(' ')
-		}
-		space = false
-		b.WriteRune(r)
 	}
 	return b.String()
 }

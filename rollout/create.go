@@ -351,11 +351,8 @@ func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string
 		return sum, err
 	}
 	waves := spec.Waves != ""
-	batch := make([]string, 0, m.led.BatchSize())
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
+	batches, invalid := orglist.Batches(ids, m.led.BatchSize())
+	for batch := range batches {
 		states, err := m.led.Enlist(ctx, spec.ID, batch)
 		for _, st := range states {
 			if st == "" {
@@ -364,7 +361,6 @@ func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string
 				sum.AlreadyEnqueued++
 			}
 		}
-		batch = batch[:0]
 		if err == nil {
 			// Each batch, so the release starts while the list is read,
 			// and a rollout the releaser retired meanwhile comes back.
@@ -373,22 +369,11 @@ func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string
 		if progress != nil {
 			progress(sum)
 		}
-		return err
-	}
-	for raw := range ids {
-		id, err := orglist.CanonicalID("organisation", raw)
 		if err != nil {
-			_ = flush()
 			return sum, err
 		}
-		batch = append(batch, id)
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return sum, err
-			}
-		}
 	}
-	return sum, flush()
+	return sum, *invalid
 }
 
 // EnqueueList is Enqueue for a list of IDs in memory or a stream: it

@@ -168,34 +168,19 @@ func (p *Producer) EnqueueAll(ctx context.Context, r Rollout, orgIDs iter.Seq[st
 	if err := p.CreateRollout(ctx, r); err != nil {
 		return sum, err
 	}
-	batch := make([]string, 0, p.cfg.BatchSize)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
+	batches, invalid := orglist.Batches(orgIDs, p.cfg.BatchSize)
+	for batch := range batches {
 		s, err := p.enqueueBatch(ctx, r, batch)
 		sum.Enqueued += s.Enqueued
 		sum.AlreadyEnqueued += s.AlreadyEnqueued
-		batch = batch[:0]
 		if progress != nil {
 			progress(sum)
 		}
-		return err
-	}
-	for raw := range orgIDs {
-		id, err := orglist.CanonicalID("organisation", raw)
 		if err != nil {
-			_ = flush()
 			return sum, err
 		}
-		batch = append(batch, id)
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return sum, err
-			}
-		}
 	}
-	return sum, flush()
+	return sum, *invalid
 }
 
 func (p *Producer) enqueueBatch(ctx context.Context, r Rollout, orgIDs []string) (Summary, error) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -206,12 +207,21 @@ func sentinelFailover(t *testing.T, mode string) {
 	tail := time.Since(faultAt)
 	o := checkRollout(t, c, api, id, orgs)
 	stall, stallAt, lastMain := mainPhaseStall(api, faultAt)
-	syncFailures, redisErrs := 0, 0
+	// From the workers' logs: handlers that waited for Redis to record their
+	// call (tasks.retryWrite), and asynq writes that failed and went to its
+	// syncer, which cannot succeed (hibiken/asynq v0.26.0 hands it a context
+	// already cancelled, see RELIABILITY.md): a lost retry or done leaves the
+	// task to lease recovery, a NOT FOUND is a task the new master does not
+	// hold as active (dequeued from the old master after the promotion).
+	waitedToRecord, syncRetry, syncDone := 0, 0, 0
 	for _, w := range workers {
 		logs := w.Logs()
-		syncFailures += strings.Count(logs, "Will retry syncing")
-		redisErrs += strings.Count(logs, `"msg":"ledger unavailable"`) + strings.Count(logs, "rate budget: ")
-		t.Logf("%s's log, by message:\n%s", w.Name, logSummary(logs))
+		waitedToRecord += strings.Count(logs, "ledger write failed; retrying until Redis answers")
+		syncRetry += strings.Count(logs, `to \"asynq:{imports}:retry\"; Will retry syncing`)
+		syncDone += strings.Count(logs, "Could not remove task")
+		if t.Failed() || os.Getenv("E2E_LOG_SUMMARY") == "1" {
+			t.Logf("%s's log, by message:\n%s", w.Name, logSummary(logs))
+		}
 		if w.Exited() {
 			t.Errorf("%s exited during the failover:\n%s", w.Name, logs)
 		}
@@ -254,8 +264,8 @@ func sentinelFailover(t *testing.T, mode string) {
 	figure(t, "%d orgs, master + 1 replica + 3 sentinels (down-after 1s), 2 workers x %d handlers, R=%d, calls import at once and answer 200 ms later: "+
 		"%s (port %d -> %d) at %d succeeded with %v tasks in flight; sentinels promoted the replica %.2fs after; longest pause in accepted calls %.2fs (from %+.2fs); "+
 		"main phase ended %.1fs after, done %.1fs after (lease recovery); %d/%d succeeded (%v), failed %d, each recorded once, imported once; repeated calls (409) %d (bound %d, of which %d calls accepted before the switch); "+
-		"handlers that met Redis errors before their call %d, asynq writes left to its syncer (\"Will retry syncing\") %d; CLI status errors %d; set-up %.1fs, test %.1fs",
+		"handlers that waited for Redis to record their call %d; asynq writes left to its syncer: %d retries, %d dones; CLI status errors %d; set-up %.1fs, test %.1fs",
 		topoOrgs, topoConcurrency, topoRate, what, oldPort, newPort, atFault.Succeeded, held, promoted.Seconds(), stall.Seconds(), stallAt.Sub(faultAt).Seconds(),
 		lastMain.Sub(faultAt).Seconds(), tail.Seconds(), o.status.Succeeded, topoOrgs, o.status.ByClass, o.status.Failed, o.repeated, bound, window,
-		redisErrs, syncFailures, cliErrs, setup.Seconds(), time.Since(start).Seconds())
+		waitedToRecord, syncRetry, syncDone, cliErrs, setup.Seconds(), time.Since(start).Seconds())
 }

@@ -29,6 +29,13 @@ import (
 type Options struct {
 	// AppendOnly turns on the append-only file, so that Restart keeps data.
 	AppendOnly bool
+	// Config, when not empty, is written to redis.conf in the server's
+	// directory and given as the first argument: a sentinel
+	// (Args "--sentinel") needs a config file it can rewrite.
+	Config string
+	// Args are extra command-line arguments, after the defaults (e.g.
+	// "--cluster-enabled", "yes" or "--replicaof", "127.0.0.1", "6380").
+	Args []string
 }
 
 // Server is a running redis-server owned by one test.
@@ -43,18 +50,25 @@ type Server struct {
 // Start starts a redis-server for tb and registers its shutdown with tb.Cleanup.
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("REDISTEST_REQUIRED") == "1" {
-			tb.Fatalf("redistest: redis-server not found on PATH and REDISTEST_REQUIRED=1")
-		}
-		tb.Skip("redistest: redis-server not found on PATH; set REDISTEST_REQUIRED=1 to fail instead")
-	}
-	_ = bin
+	RequireBinaries(tb, "redis-server")
 	s := &Server{tb: tb, opts: opts, dir: tb.TempDir(), port: freePort(tb)}
 	s.startProcess()
 	tb.Cleanup(s.Stop)
 	return s
+}
+
+// RequireBinaries skips the test when one of the named programs (e.g.
+// "redis-cli") is not on PATH, or fails it when REDISTEST_REQUIRED=1.
+func RequireBinaries(tb testing.TB, names ...string) {
+	tb.Helper()
+	for _, name := range names {
+		if _, err := exec.LookPath(name); err != nil {
+			if os.Getenv("REDISTEST_REQUIRED") == "1" {
+				tb.Fatalf("redistest: %s not found on PATH and REDISTEST_REQUIRED=1", name)
+			}
+			tb.Skipf("redistest: %s not found on PATH; set REDISTEST_REQUIRED=1 to fail instead", name)
+		}
+	}
 }
 
 func freePort(tb testing.TB) int {
@@ -69,7 +83,17 @@ func freePort(tb testing.TB) int {
 
 func (s *Server) startProcess() {
 	s.tb.Helper()
-	args := []string{
+	var args []string
+	if s.opts.Config != "" {
+		conf := filepath.Join(s.dir, "redis.conf")
+		if _, err := os.Stat(conf); err != nil { // a restart keeps what the server rewrote
+			if err := os.WriteFile(conf, []byte(s.opts.Config), 0o600); err != nil {
+				s.tb.Fatalf("redistest: %v", err)
+			}
+		}
+		args = append(args, conf)
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
@@ -77,12 +101,13 @@ func (s *Server) startProcess() {
 		"--maxmemory-policy", "noeviction",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
-	}
+	)
 	if s.opts.AppendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
+	args = append(args, s.opts.Args...)
 	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		s.tb.Fatalf("redistest: start redis-server: %v", err)
@@ -136,6 +161,25 @@ func (s *Server) Stop() {
 		<-done
 	}
 }
+
+// Kill stops the server with SIGKILL, as a crash would: nothing is flushed
+// and clients see their connections reset. Safe to call twice; Resume
+// starts it again.
+func (s *Server) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	cmd := s.cmd
+	s.cmd = nil
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
+// Port is the server's port.
+func (s *Server) Port() int { return s.port }
+
+// Dir is the server's directory (its log is redis.log there).
+func (s *Server) Dir() string { return s.dir }
 
 // Restart stops the server and starts it again on the same port and
 // directory. With Options.AppendOnly the data survives.

@@ -250,12 +250,18 @@ func sentinelFailover(t *testing.T, mode string) {
 	if stall > 15*time.Second {
 		t.Errorf("accepted calls stalled %.1fs (from %s after the failover began), want < 15s", stall.Seconds(), stallAt.Sub(faultAt).Round(time.Millisecond))
 	}
-	// Tasks whose end asynq could not write during the failover (the
-	// "Will retry syncing" lines), or that the new master never saw end,
-	// stay active there until lease recovery: 55-120 s after the failover,
-	// on the workers' one-minute recoverer tick.
-	if tail > 150*time.Second {
-		t.Errorf("the rollout finished %.1fs after the failover began, want < 150s", tail.Seconds())
+	// With the master killed, the handlers wait for Redis before and after
+	// their call and nothing is left to lease recovery: the rest of the
+	// rollout at R plus a margin. SENTINEL FAILOVER loses the writes the
+	// old master took in its last second, among them asynq's records that
+	// tasks ended, so those tasks stay active on the new master until lease
+	// recovery: 55-120 s after the failover, on the recoverer's minute tick.
+	tailBound := 150 * time.Second
+	if mode != "command" {
+		tailBound = 45 * time.Second
+	}
+	if tail > tailBound {
+		t.Errorf("the rollout finished %.1fs after the failover began, want < %s", tail.Seconds(), tailBound)
 	}
 	what := "master SIGKILLed"
 	if mode == "command" {

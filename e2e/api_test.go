@@ -258,12 +258,29 @@ func TestAPIEndToEnd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(time.Second) // room for a second delivery, which must not come
+	// The re-driven rollout is called back again once it is done again:
+	// a second round, with its own delivery ID.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		got := len(deliveries)
+		mu.Unlock()
+		if got >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // room for a third delivery, which must not come
 
 	mu.Lock()
 	defer mu.Unlock()
-	if len(deliveries) != 1 || attempts != 3 {
-		t.Fatalf("deliveries %d after %d attempts; want 1 after 3", len(deliveries), attempts)
+	if len(deliveries) != 2 || attempts != 4 {
+		t.Fatalf("deliveries %d after %d attempts; want 2 (one a round) after 4", len(deliveries), attempts)
+	}
+	var again rollout.Status
+	if err := json.Unmarshal(deliveries[1].body, &again); err != nil || !again.Done || again.Succeeded != n || deliveries[1].id == deliveries[0].id ||
+		!rollout.Verify([]byte(callbackSecret), deliveries[1].body, deliveries[1].sig) {
+		t.Fatalf("second round: id %q (first %q), body %s, %v", deliveries[1].id, deliveries[0].id, deliveries[1].body, err)
 	}
 	d := deliveries[0]
 	if !rollout.Verify([]byte(callbackSecret), d.body, d.sig) || !strings.HasPrefix(d.sig, "sha256=") || d.id == "" {

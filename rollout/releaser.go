@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,7 +65,7 @@ type ReleaserConfig struct {
 	Gate GateMeasurer
 	// Observer hears release events (metrics); nil hears nothing.
 	Observer ReleaseObserver
-	// Logger receives one line per wave event. Default slog.Default().
+	// Logger receives one line per wave event. Default: none.
 	Logger *slog.Logger
 }
 
@@ -114,18 +115,18 @@ type Releaser struct {
 
 // NewReleaser returns a releaser of m's rollouts.
 func (m *Manager) NewReleaser(cfg ReleaserConfig) *Releaser {
-	cfg.Queue = cmpOr(cfg.Queue, m.opts.Queue)
+	cfg.Queue = cmp.Or(cfg.Queue, m.opts.Queue)
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
 		cfg.Owner = host + "-" + strconv.Itoa(os.Getpid()) + "-" + ulid.Make().String()
 	}
-	cfg.Lease = cmpOr(cfg.Lease, DefaultLease)
-	cfg.Tick = cmpOr(cfg.Tick, DefaultReleaseTick)
-	cfg.Window = cmpOr(cfg.Window, DefaultReleaseWindow)
-	cfg.DecideEvery = cmpOr(cfg.DecideEvery, DefaultDecideEvery)
-	cfg.MinDepth = cmpOr(cfg.MinDepth, DefaultMinDepth)
-	cfg.UnlimitedDepth = cmpOr(cfg.UnlimitedDepth, DefaultUnlimitedDepth)
-	cfg.Quantum = cmpOr(cfg.Quantum, DefaultQuantum)
+	cfg.Lease = cmp.Or(cfg.Lease, DefaultLease)
+	cfg.Tick = cmp.Or(cfg.Tick, DefaultReleaseTick)
+	cfg.Window = cmp.Or(cfg.Window, DefaultReleaseWindow)
+	cfg.DecideEvery = cmp.Or(cfg.DecideEvery, DefaultDecideEvery)
+	cfg.MinDepth = cmp.Or(cfg.MinDepth, DefaultMinDepth)
+	cfg.UnlimitedDepth = cmp.Or(cfg.UnlimitedDepth, DefaultUnlimitedDepth)
+	cfg.Quantum = cmp.Or(cfg.Quantum, DefaultQuantum)
 	if cfg.Rate == nil {
 		cfg.Rate = func() (float64, bool) { return 0, false }
 	}
@@ -134,18 +135,10 @@ func (m *Manager) NewReleaser(cfg ReleaserConfig) *Releaser {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.Default()
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Releaser{m: m, cfg: cfg, log: log.With("component", "releaser", "queue", cfg.Queue),
 		defs: map[string]activeRollout{}, waveSeen: map[string]int{}}
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 type nopObserver struct{}
@@ -300,7 +293,7 @@ func (r *Releaser) release(ctx context.Context) error {
 			return err
 		}
 		if len(ids) == 0 {
-			if err := retireScript.Run(ctx, r.m.rdb, []string{active, touch}, id, cmpOr(seen, "0")).Err(); err != nil {
+			if err := retireScript.Run(ctx, r.m.rdb, []string{active, touch}, id, cmp.Or(seen, "0")).Err(); err != nil {
 				return fmt.Errorf("retire rollout %s: %w", id, err)
 			}
 			r.forget(id)
@@ -343,7 +336,7 @@ func (r *Releaser) definition(ctx context.Context, id string) (ledger.Rollout, f
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return def, 0, fmt.Errorf("weight of rollout %s: %w", id, err)
 	}
-	a = activeRollout{def: def, weight: cmpOr(w, DefaultWeight)}
+	a = activeRollout{def: def, weight: cmp.Or(w, DefaultWeight)}
 	r.mu.Lock()
 	r.defs[id] = a
 	r.mu.Unlock()

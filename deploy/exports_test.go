@@ -38,6 +38,7 @@ var wantFamilies = map[string]family{
 	metrics.NameCallDuration:        {histogram, []string{"class"}},
 	metrics.NameCallsInFlight:       {gauge, nil},
 	metrics.NameReleased:            {counter, nil},
+	metrics.NameRescued:             {counter, nil},
 	metrics.NameWaveEvents:          {counter, []string{"event"}},
 	metrics.NameReleaserLeader:      {gauge, nil},
 	metrics.NameRolloutsHalted:      {gauge, nil},

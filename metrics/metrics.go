@@ -61,6 +61,7 @@ const (
 	NameRolloutsStarted     = Namespace + "_rollouts_started_total"
 	NameRolloutsFinished    = Namespace + "_rollouts_finished_total"
 	NameReleased            = Namespace + "_released_total"
+	NameRescued             = Namespace + "_tasks_rescued_total"
 	NameWaveEvents          = Namespace + "_wave_events_total"
 	NameReleaserLeader      = Namespace + "_releaser_leader"
 	NameRolloutsHalted      = Namespace + "_rollouts_halted"
@@ -145,6 +146,10 @@ type Metrics struct {
 	// Released counts organisations this process's releaser handed from
 	// rollouts' backlogs to the queue.
 	Released prometheus.Counter
+	// Rescued counts copies the releaser enqueued of import tasks a dead
+	// worker left active (orphaned), so they run before asynq's lease
+	// recovery.
+	Rescued prometheus.Counter
 	// WaveEvents counts wave decisions, by event ("released", "baking",
 	// "gate_passed", "halted"): once fleet-wide, by the releaser's lease
 	// holder, so changes(sum(...)) marks wave transitions on a dashboard.
@@ -290,6 +295,10 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Name: NameReleased,
 			Help: "Organisations this process's releaser handed from rollouts' backlogs to the queue.",
 		}),
+		Rescued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameRescued,
+			Help: "Copies enqueued of import tasks a dead worker left active, run before asynq's lease recovery.",
+		}),
 		WaveEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameWaveEvents,
 			Help: "Wave decisions of the fleet's releaser, by event (released, baking, gate_passed, halted).",
@@ -359,7 +368,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		m.RateLimit, m.RateBurst, m.RateGranted, m.RateWait, m.RateDeferred,
 		m.CoolDowns, m.CoolDownActive, m.CoolDownRemaining,
 		m.FleetRate, m.RateAccepted, m.RateFloor, m.RateAdaptive, m.RateChanges, m.BreakerState, m.BreakerTransitions,
-		m.Released, m.WaveEvents, m.ReleaserLeader, m.RolloutsHalted,
+		m.Released, m.Rescued, m.WaveEvents, m.ReleaserLeader, m.RolloutsHalted,
 		m.Paused, m.Unauthorized,
 		m.HandlersBusy, m.HandlersMax, m.TasksInFlight,
 		m.CollectorErrors,

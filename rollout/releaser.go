@@ -78,6 +78,8 @@ type ReleaseObserver interface {
 	WaveEvent(event string)
 	// Leader is called when this process takes or loses the lease.
 	Leader(held bool)
+	// Rescued counts copies enqueued of tasks a dead worker left active.
+	Rescued(n int)
 }
 
 // Releaser hands rollouts' organisations from their backlogs to the queue,
@@ -103,6 +105,7 @@ type Releaser struct {
 	// renewed is when the lease was last renewed by this process.
 	renewed    time.Time
 	lastDecide time.Time
+	lastRescue time.Time
 	lastFailed time.Time
 
 	// defs caches the definition and weight of active rollouts.
@@ -146,6 +149,7 @@ type nopObserver struct{}
 func (nopObserver) Released(int)     {}
 func (nopObserver) WaveEvent(string) {}
 func (nopObserver) Leader(bool)      {}
+func (nopObserver) Rescued(int)      {}
 
 // Run releases until ctx is cancelled, then gives the lease up so another
 // worker takes over at once.
@@ -169,8 +173,9 @@ func (r *Releaser) Run(ctx context.Context) {
 	}
 }
 
-// Step is one tick: take or renew the lease, and if held, top the queue up
-// and, every DecideEvery, decide waves. Tests call it directly.
+// Step is one tick: take or renew the lease, and if held, top the queue up,
+// every DefaultRescueEvery rescue orphaned tasks, and every DecideEvery
+// decide waves. Tests call it directly.
 func (r *Releaser) Step(ctx context.Context) error {
 	held, err := r.lease(ctx)
 	if err != nil || !held {
@@ -178,6 +183,16 @@ func (r *Releaser) Step(ctx context.Context) error {
 	}
 	if err := r.release(ctx); err != nil {
 		return err
+	}
+	if now := time.Now(); now.Sub(r.lastRescue) >= DefaultRescueEvery {
+		r.lastRescue = now
+		n, err := r.rescue(ctx)
+		if n > 0 {
+			r.cfg.Observer.Rescued(n)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if now := time.Now(); now.Sub(r.lastDecide) >= r.cfg.DecideEvery {
 		r.lastDecide = now

@@ -148,6 +148,11 @@ type TaskOptions struct {
 	// Timeout bounds one run of the handler: the wait for a budget slot plus
 	// the API call. Default 2 minutes.
 	Timeout time.Duration
+	// TaskID, if set, replaces TaskID(rollout, organisation): a second
+	// task for an organisation whose first is stuck (orphaned by a killed
+	// worker) must not conflict with it. The ledger still records the
+	// organisation once.
+	TaskID string
 }
 
 func (o TaskOptions) withDefaults() TaskOptions {
@@ -173,8 +178,12 @@ func NewImportTask(p Payload, opts TaskOptions) (*asynq.Task, error) {
 		return nil, fmt.Errorf("encode payload: %w", err)
 	}
 	opts = opts.withDefaults()
+	id := opts.TaskID
+	if id == "" {
+		id = TaskID(p.RolloutID, p.OrgID)
+	}
 	return asynq.NewTask(TypeImport, data,
-		asynq.TaskID(TaskID(p.RolloutID, p.OrgID)),
+		asynq.TaskID(id),
 		asynq.Queue(opts.Queue),
 		asynq.MaxRetry(opts.MaxRetry),
 		asynq.Timeout(opts.Timeout),

@@ -488,9 +488,10 @@ func wavesRow(l *layout) {
 	halted.FieldConfig.Defaults["thresholds"] = thresholds("green", 1, "red")
 	l.add(4, 8, halted)
 	l.add(10, 8, timeseries("Released to the queue",
-		"Organisations handed from rollouts' backlogs to the queue per second (by the process holding the releaser's lease, a short window ahead of the handlers), and which process holds the lease.",
+		"Organisations handed from rollouts' backlogs to the queue per second (by the process holding the releaser's lease, a short window ahead of the handlers), copies of tasks a dead worker left active (rescued, run before asynq's lease recovery), and which process holds the lease.",
 		"ops", false,
 		q("sum("+rate(metrics.NameReleased)+")", "released"),
+		q("sum("+rate(metrics.NameRescued)+")", "rescued"),
 		q("max by (instance) ("+sel(metrics.NameReleaserLeader)+")", "leader {{instance}}")))
 }
 

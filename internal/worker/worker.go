@@ -504,6 +504,7 @@ func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }
 type releaseObserver struct{ m *metrics.Metrics }
 
 func (o releaseObserver) Released(n int)         { o.m.Released.Add(float64(n)) }
+func (o releaseObserver) Rescued(n int)          { o.m.Rescued.Add(float64(n)) }
 func (o releaseObserver) WaveEvent(event string) { o.m.WaveEvents.WithLabelValues(event).Inc() }
 func (o releaseObserver) Leader(held bool) {
 	if held {

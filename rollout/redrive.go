@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/hibiken/asynq"
@@ -79,7 +80,7 @@ func (m *Manager) RetryOn(ctx context.Context, ro ledger.Rollout, classes []stri
 			id := tasks.TaskID(ro.ID, org)
 			err := m.insp.DeleteTask(queue, id)
 			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
-				if m.running(queue, id) {
+				if m.running(queue, id, err) {
 					mu.Lock()
 					res.Running++
 					mu.Unlock()
@@ -172,7 +173,7 @@ func (m *Manager) CancelOn(ctx context.Context, id, queue string) (CancelResult,
 			case err == nil:
 				res.TasksDeleted++
 			case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-			case m.running(queue, tid):
+			case m.running(queue, tid, err):
 				res.Running++
 			default:
 				return fmt.Errorf("remove task of organisation %s: %w", org, err)
@@ -206,11 +207,16 @@ func (m *Manager) Delete(ctx context.Context, id string) (bool, error) {
 	return res.Deleted, err
 }
 
-// running reports whether a task is being processed right now; asynq
-// refuses to delete such a task.
-func (m *Manager) running(queue, id string) bool {
-	info, err := m.insp.GetTaskInfo(queue, id)
-	return err == nil && info.State == asynq.TaskStateActive
+// running reports whether DeleteTask's err refused task id because it is
+// being processed right now. asynq says so in the error (its type is not
+// exported); asking the task's state afterwards instead can find it
+// finished a moment later, and turn a harmless refusal into an error.
+func (m *Manager) running(queue, id string, err error) bool {
+	if strings.Contains(err.Error(), "active state") {
+		return true
+	}
+	info, ierr := m.insp.GetTaskInfo(queue, id)
+	return ierr == nil && info.State == asynq.TaskStateActive
 }
 
 // inBatches collects the organisation IDs a scan yields into batches of

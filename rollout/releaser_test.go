@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -212,5 +213,40 @@ func TestReleaserWeightedShare(t *testing.T) {
 	share := float64(h) / float64(h+l)
 	if share < 0.70 || share > 0.80 {
 		t.Fatalf("heavy released %d, light %d: share %.3f, want 0.75 +- 0.05", h, l, share)
+	}
+}
+
+// Cancel while imports run: asynq refuses to delete an active task, which
+// counts as running, not as an error, even once the task has finished by
+// the time anyone asks.
+func TestCancelWhileImportsRun(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{})
+	m := rollout.New(rs.Client(), rollout.Options{})
+	ctx := context.Background()
+	if _, _, err := m.EnqueueList(ctx, rollout.Spec{ID: "busy", ConnectorID: testConnector, Version: "1"}, slices.Values(orgs(0, 3))); err != nil {
+		t.Fatal(err)
+	}
+	step(t, m.NewReleaser(rollout.ReleaserConfig{}), 1)
+	started, release := make(chan struct{}, 3), make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rs.Client(), asynq.Config{Concurrency: 3, Queues: map[string]int{rollout.DefaultQueue: 1}, TaskCheckInterval: 20 * time.Millisecond, LogLevel: asynq.FatalLevel})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		started <- struct{}{}
+		<-release
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	for range 3 {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the tasks never started")
+		}
+	}
+	res, err := m.Cancel(ctx, "busy")
+	close(release)
+	if err != nil || res.Cancelled != 3 || res.Running != 3 {
+		t.Fatalf("cancel while running: %+v, %v", res, err)
 	}
 }

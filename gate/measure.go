@@ -109,7 +109,7 @@ func New(cfg Config) (*Measurer, error) {
 		return nil, fmt.Errorf("gate: Prometheus URL does not parse: %v", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("gate: Prometheus URL %q: want http://HOST[:PORT][/PATH] or https://...", u.Redacted())
+		return nil, fmt.Errorf("gate: Prometheus URL %q: want http://HOST[:PORT][/PATH], or the same with https", u.Redacted())
 	}
 	client := &http.Client{}
 	if cfg.Client != nil {

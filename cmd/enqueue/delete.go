@@ -9,10 +9,6 @@ import (
 	"github.com/versori/import-worker/rollout"
 )
 
-// deleteResult is the --json output of delete: the answer of
-// DELETE /v1/rollouts/{id}.
-type deleteResult = rollout.RemoveResult
-
 type deleteCmd struct {
 	*app
 	force bool

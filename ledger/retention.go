@@ -52,7 +52,12 @@ var retainScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local pending = tonumber(redis.call('HGET', KEYS[3], 'pending')) or 0
 if pending > 0 then
-  for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
+  -- The keys get and lose their expiry together: while the definition has
+  -- none, the others have none either. This runs after every outcome
+  -- recorded, so it must cost little then.
+  if redis.call('PTTL', KEYS[1]) >= 0 then
+    for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
+  end
   return 0
 end
 if ARGV[2] == '1' and redis.call('PTTL', KEYS[1]) >= 0 then return 2 end

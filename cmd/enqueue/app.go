@@ -98,6 +98,11 @@ func runE(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, 
 		if errors.As(err, &ee) {
 			return err
 		}
+		// Bad input, whichever rollout call found it.
+		var ie *rollout.InputError
+		if errors.As(err, &ie) {
+			return &exitError{code: exitUsage, err: ie.Err}
+		}
 		if errors.Is(err, context.Canceled) && cmd.Context().Err() != nil {
 			err = errors.New("interrupted")
 		}
@@ -179,10 +184,6 @@ func (a *app) rolloutQueue(r ledger.Rollout) (string, error) {
 // unknown ID is bad input.
 func readRollout(ctx context.Context, m *rollout.Manager, id string) (ledger.Rollout, ledger.Counts, error) {
 	r, c, err := m.Get(ctx, id)
-	var ie *rollout.InputError
-	if errors.As(err, &ie) {
-		return r, c, &exitError{code: exitUsage, err: ie.Err}
-	}
 	if errors.Is(err, rollout.ErrNotFound) {
 		return r, c, usageError("rollout %q not found (list rollouts with: enqueue rollouts)", id)
 	}

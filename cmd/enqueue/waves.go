@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -98,10 +97,6 @@ func (c *promoteCmd) run(cmd *cobra.Command, args []string) error {
 	}
 	defer rdb.Close()
 	st, err := c.manager(rdb).Promote(ctx, ro.ID)
-	var ie *rollout.InputError
-	if errors.As(err, &ie) {
-		return &exitError{code: exitUsage, err: ie.Err}
-	}
 	if err != nil {
 		return err
 	}

@@ -261,25 +261,34 @@ func (l *Ledger) Register(ctx context.Context, rolloutID string, orgIDs []string
 	rec := pendingRecord(l.opts.Clock())
 	out := make([]State, len(orgIDs))
 	err := l.inBatches(ctx, len(orgIDs), func(ctx context.Context, lo, hi int) error {
-		res, err := registerScript.Run(ctx, l.rdb, k, batchArgs(orgIDs[lo:hi], rec)...).Result()
-		if err != nil {
-			return fmt.Errorf("ledger: register organisations in rollout %q: %w", rolloutID, err)
-		}
-		if code, ok := res.(int64); ok {
-			return scriptErr(code, rolloutID, "")
-		}
-		states, ok := res.([]any)
-		if !ok || len(states) != hi-lo {
-			return fmt.Errorf("ledger: register organisations in rollout %q: unexpected script result %T", rolloutID, res)
-		}
-		for i, v := range states {
-			s, _ := v.(string)
-			out[lo+i] = State(s)
-		}
-		return nil
+		states, err := l.register(ctx, rolloutID, k, orgIDs[lo:hi], rec)
+		copy(out[lo:], states)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// register runs registerScript on one batch (keys: the rollout's three, or
+// four with its backlog) and returns each organisation's state before it.
+func (l *Ledger) register(ctx context.Context, rolloutID string, keys, orgIDs []string, rec string) ([]State, error) {
+	res, err := registerScript.Run(ctx, l.rdb, keys, batchArgs(orgIDs, rec)...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: register organisations in rollout %q: %w", rolloutID, err)
+	}
+	if code, ok := res.(int64); ok {
+		return nil, scriptErr(code, rolloutID, "")
+	}
+	states, ok := res.([]any)
+	if !ok || len(states) != len(orgIDs) {
+		return nil, fmt.Errorf("ledger: register organisations in rollout %q: unexpected script result %T", rolloutID, res)
+	}
+	out := make([]State, len(states))
+	for i, v := range states {
+		s, _ := v.(string)
+		out[i] = State(s)
 	}
 	return out, nil
 }

@@ -189,10 +189,19 @@ return moved
 
 // registerScript is addScript that also reports each organisation's state
 // before the call ("" when new), in order. A record that does not decode
-// fails the script, as it fails every other read.
+// fails the script, as it fails every other read. Given a fourth key, the
+// rollout's backlog (Enlist), it also gives each new record its position
+// (1-based, in list order, field q; counter seq) and appends it there.
+// KEYS: def, orgs, counts[, backlog].
 // ARGV: pending record JSON, organisation IDs...
 var registerScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local backlog = KEYS[4]
+local head, seq = nil, 0
+if backlog then
+  head = string.sub(ARGV[1], 1, -2)
+  seq = tonumber(redis.call('HGET', KEYS[3], 'seq')) or 0
+end
 local out = {}
 local n = 0
 for i = 2, #ARGV do
@@ -202,7 +211,13 @@ for i = 2, #ARGV do
     if type(s) ~= 'string' or s == '' then return redis.error_reply('record of ' .. ARGV[i] .. ' has no state') end
     out[#out + 1] = s
   else
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+    if backlog then
+      seq = seq + 1
+      redis.call('HSET', KEYS[2], ARGV[i], head .. ',"q":' .. seq .. '}')
+      redis.call('RPUSH', backlog, ARGV[i])
+    else
+      redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+    end
     n = n + 1
     out[#out + 1] = ''
   end
@@ -210,6 +225,7 @@ end
 if n > 0 then
   redis.call('HINCRBY', KEYS[3], 'total', n)
   redis.call('HINCRBY', KEYS[3], 'pending', n)
+  if backlog then redis.call('HSET', KEYS[3], 'seq', seq) end
 end
 return out
 `)

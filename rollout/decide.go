@@ -100,7 +100,7 @@ func waveFinished(pr Progress, total, pending int64) bool {
 
 // advance releases the wave after pr.Wave.
 func (r *Releaser) advance(ctx context.Context, id string, pr Progress, failed, finished int64, why string) error {
-	ok, err := r.m.advance(ctx, id, pr, failed, finished)
+	ok, err := r.m.advance(ctx, id, r.cfg.Queue, pr, failed, finished)
 	if err != nil || !ok {
 		return err
 	}
@@ -113,9 +113,10 @@ func (r *Releaser) advance(ctx context.Context, id string, pr Progress, failed, 
 }
 
 // advance releases the wave after pr.Wave, if it still is the last
-// released, and activates the rollout. failed and finished are the
-// rollout's counts now, from which the new wave's ratio is measured.
-func (m *Manager) advance(ctx context.Context, id string, pr Progress, failed, finished int64) (bool, error) {
+// released, and activates the rollout on its queue. failed and finished
+// are the rollout's counts now, from which the new wave's ratio is
+// measured.
+func (m *Manager) advance(ctx context.Context, id, queue string, pr Progress, failed, finished int64) (bool, error) {
 	n, err := advanceScript.Run(ctx, m.rdb, []string{m.planKey(id)},
 		pr.Wave, pr.limit(pr.Wave+1), failed, finished, m.opts.Now().UnixMilli()).Int()
 	if err != nil {
@@ -123,10 +124,6 @@ func (m *Manager) advance(ctx context.Context, id string, pr Progress, failed, f
 	}
 	if n != 1 {
 		return false, nil
-	}
-	queue, err := m.queueOfID(ctx, id)
-	if err != nil {
-		return true, err
 	}
 	if err := m.rdb.SRem(ctx, m.haltedKey(queue), id).Err(); err != nil {
 		return true, fmt.Errorf("rollout %s: %w", id, err)
@@ -170,14 +167,6 @@ func (m *Manager) haltedKey(queue string) string {
 // HaltedCount is the number of halted rollouts on queue.
 func (m *Manager) HaltedCount(ctx context.Context, queue string) (int64, error) {
 	return m.rdb.SCard(ctx, m.haltedKey(queue)).Result()
-}
-
-func (m *Manager) queueOfID(ctx context.Context, id string) (string, error) {
-	r, _, err := m.led.Rollout(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	return m.QueueOf(r), nil
 }
 
 // Gate verdicts of Releaser.gate.

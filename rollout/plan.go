@@ -403,7 +403,7 @@ var ErrCannotPromote = errors.New("cannot promote")
 // rollout without waves, or with none left, is an *InputError wrapping
 // ErrCannotPromote.
 func (m *Manager) Promote(ctx context.Context, id string) (Status, error) {
-	_, c, err := m.Get(ctx, id)
+	ro, c, err := m.Get(ctx, id)
 	if err != nil {
 		return Status{}, err
 	}
@@ -423,7 +423,7 @@ func (m *Manager) Promote(ctx context.Context, id string) (Status, error) {
 	case c.Pending == 0:
 		return Status{}, cannot("it has finished")
 	}
-	if _, err := m.advance(ctx, id, pr, c.Failed, c.Succeeded+c.Failed+c.Cancelled); err != nil {
+	if _, err := m.advance(ctx, id, m.QueueOf(ro), pr, c.Failed, c.Succeeded+c.Failed+c.Cancelled); err != nil {
 		return Status{}, err
 	}
 	if err := m.nextCallbackRound(ctx, id); err != nil {

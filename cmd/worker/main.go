@@ -119,7 +119,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	// The same Manager applies the retention in the finish hook; its
 	// janitor publishes the retention for the CLI and the API and prunes
 	// the index of rollouts.
-	rm := rollout.New(rdb, rollout.Options{Queue: cfg.Queue, Retention: cfg.Retention})
+	rm := rollout.New(rdb, rollout.Options{Queue: cfg.Queue, Retention: cfg.Retention, RateKey: cfg.Rate.Key})
 	callbacks := rm.NewCallbackHandler(rollout.CallbackConfig{
 		Secret: cfg.CallbackSecret, Allowed: cfg.CallbackHosts, Logger: log.With("component", "callback"),
 	})
@@ -136,6 +136,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	err = worker.Run(ctx, worker.Config{
 		OnFinish:        rm,
+		Rollouts:        rm,
 		Gate:            cfg.Gate,
 		Handlers:        map[string]asynq.Handler{rollout.TypeCallback: callbacks},
 		Redis:           rdb,

@@ -88,6 +88,9 @@ type Config struct {
 	// Handlers serve task types other than the import task on the same
 	// queue (the completion callback); any other type is archived.
 	Handlers map[string]asynq.Handler
+	// Rollouts is the Manager the fleet's releaser runs on (the one whose
+	// finish hook is OnFinish, if any). Default one on Redis for Queue.
+	Rollouts *rollout.Manager
 	// Gate measures the PromQL gates of rollouts' waves; nil makes every
 	// gate query inconclusive (the rollout halts).
 	Gate rollout.GateMeasurer
@@ -270,7 +273,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 	refreshDone := make(chan struct{})
 	refreshCtx, stopRefresh := context.WithCancel(context.Background())
-	rm := rollout.New(cfg.Redis, rollout.Options{Queue: cfg.Queue, RateKey: cfg.RateKey})
+	rm := cfg.Rollouts
+	if rm == nil {
+		rm = rollout.New(cfg.Redis, rollout.Options{Queue: cfg.Queue, RateKey: cfg.RateKey})
+	}
 	go func() {
 		defer close(refreshDone)
 		refreshGauges(refreshCtx, cfg.Redis, cfg.Queue, inspector, rb, m, rm)

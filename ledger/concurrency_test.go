@@ -32,12 +32,12 @@ func TestConcurrentDoubleDelivery(t *testing.T) {
 					if i%3 == 0 {
 						o = ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404, CountAttempt: true}
 					}
-					ok, err := l.Finish(ctx, "r1", ids[i], o)
+					f, err := l.Finish(ctx, "r1", ids[i], o)
 					if err != nil {
 						t.Error(err)
 						return
 					}
-					if ok {
+					if f.Changed {
 						changed.Add(1)
 					}
 				}
@@ -54,13 +54,16 @@ func TestConcurrentDoubleDelivery(t *testing.T) {
 
 // Every operation at once, on the same organisations, in random order: the
 // counters must still equal a recount of the records, and succeeded
-// records, once there, must stay.
+// records, once there, must stay. Half the workers read and finish through
+// a Batcher, as the worker does, so batched writes interleave with single
+// ones and with every other operation.
 func TestConcurrentMixedOperations(t *testing.T) {
 	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
 		ctx := context.Background()
 		const orgs, workers, opsPerWorker = 100, 10, 150
 		ids := orgIDs(orgs)
 		l, _ := newLedger(t, rdb, prefix)
+		b := ledger.NewBatcher(l, ledger.BatcherOptions{})
 		classes := []string{"server_error", "timeout", "rate_limited", "exhausted", "not_found"}
 		var (
 			wg        sync.WaitGroup
@@ -69,6 +72,13 @@ func TestConcurrentMixedOperations(t *testing.T) {
 		for w := range workers {
 			wg.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(w), 2))
+				var rw interface {
+					Org(ctx context.Context, rolloutID, orgID string) (ledger.Record, error)
+					Finish(ctx context.Context, rolloutID, orgID string, o ledger.Outcome) (ledger.Finished, error)
+				} = l
+				if w%2 == 1 {
+					rw = b
+				}
 				for range opsPerWorker {
 					org := ids[rng.IntN(orgs)]
 					class := classes[rng.IntN(len(classes))]
@@ -79,9 +89,9 @@ func TestConcurrentMixedOperations(t *testing.T) {
 					case op < 45:
 						err = l.Attempt(ctx, "r1", org, ledger.Attempt{Class: class, HTTPStatus: 503})
 					case op < 50:
-						_, err = l.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Succeeded, Class: "imported", Version: []string{"1", "2"}[rng.IntN(2)], CountAttempt: true})
+						_, err = rw.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Succeeded, Class: "imported", Version: []string{"1", "2"}[rng.IntN(2)], CountAttempt: true})
 					case op < 75:
-						_, err = l.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Failed, Class: class, CountAttempt: rng.IntN(2) == 0})
+						_, err = rw.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Failed, Class: class, CountAttempt: rng.IntN(2) == 0})
 					case op < 90:
 						_, err = l.Requeue(ctx, "r1", []string{org})
 					default:
@@ -91,7 +101,7 @@ func TestConcurrentMixedOperations(t *testing.T) {
 						t.Error(err)
 						return
 					}
-					if rec, err := l.Org(ctx, "r1", org); err == nil && rec.State == ledger.Succeeded {
+					if rec, err := rw.Org(ctx, "r1", org); err == nil && rec.State == ledger.Succeeded {
 						succeeded.Store(org, rec)
 					}
 				}

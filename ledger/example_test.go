@@ -35,9 +35,9 @@ func Example() {
 	// Worker side.
 	_ = l.Attempt(ctx, "rollout-1", "org-b", ledger.Attempt{Class: "server_error", HTTPStatus: 503, Error: "unavailable"})
 	for range 2 { // the same task delivered twice
-		changed, _ := l.Finish(ctx, "rollout-1", "org-a", ledger.Outcome{
+		f, _ := l.Finish(ctx, "rollout-1", "org-a", ledger.Outcome{
 			State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1.4.0", CountAttempt: true})
-		fmt.Println("org-a changed:", changed)
+		fmt.Println("org-a changed:", f.Changed)
 	}
 	_, _ = l.Finish(ctx, "rollout-1", "org-c", ledger.Outcome{
 		State: ledger.Failed, Class: "not_found", HTTPStatus: 404, Error: "connector not found", CountAttempt: true})

@@ -211,7 +211,8 @@ func TestFinishTransitions(t *testing.T) {
 					t.Fatal(err)
 				}
 				clk.Advance(time.Minute)
-				changed, err := l.Finish(ctx, "r1", "o", tt.outcome)
+				f, err := l.Finish(ctx, "r1", "o", tt.outcome)
+				changed := f.Changed
 				if err != nil || changed != tt.changed {
 					t.Fatalf("Finish = %v, %v; want %v, nil", changed, err, tt.changed)
 				}
@@ -322,9 +323,9 @@ func TestDoubleDelivery(t *testing.T) {
 				if i%2 == 1 {
 					o = bad
 				}
-				changed, err := l.Finish(ctx, "r1", org, o)
-				if err != nil || changed != (round == 0) {
-					t.Fatalf("round %d Finish(%s) = %v, %v; want %v", round, org, changed, err, round == 0)
+				f, err := l.Finish(ctx, "r1", org, o)
+				if err != nil || f.Changed != (round == 0) {
+					t.Fatalf("round %d Finish(%s) = %v, %v; want %v", round, org, f.Changed, err, round == 0)
 				}
 			}
 			checkCounts(t, l, "r1", ledger.Counts{Total: 4, Succeeded: 2, Failed: 2,

@@ -120,43 +120,97 @@ move(KEYS[3], old, r)
 return 1
 `)
 
-// finishScript moves an organisation to succeeded or failed.
-// ARGV: org, state, class, http_status, error, connector_id, version,
-// duration_us, count_attempt (0|1), now_ms.
-// Returns 1 when the record changed, 0 when it did not.
+// finishFields is how many ARGV entries finishScript takes per organisation.
+const finishFields = 9
+
+// finishScript moves organisations of one rollout to succeeded or failed:
+// one call per batch of the handlers' outcomes (see Batcher), one for
+// Finish. It reads every record with one HMGET and writes them with one
+// HSET, and moves the counters with one HMGET and one HSET, instead of a
+// read, a write and an HINCRBY per counter for each organisation: the
+// commands inside a script cost Redis as much as those sent to it (figure
+// 2 of BENCHMARKS.md counts both).
+// ARGV: now_ms, then per organisation: org, state, class, http_status,
+// error, connector_id, version, duration_us, count_attempt (0|1).
+// Returns {pending, code...}: the rollout's pending count after the batch,
+// then per organisation 1 when its record changed, 0 when it did not, -2
+// when it is not in the rollout; -1 alone for an unknown rollout. An
+// organisation listed twice is applied in order, the second seeing the
+// first's write.
 var finishScript = redis.NewScript(prelude + `
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if not raw then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-  return -2
+local now = ARGV[1]
+local n = (#ARGV - 1) / 9
+local ids = {}
+for i = 1, n do ids[i] = ARGV[2 + (i - 1) * 9] end
+local raws = redis.call('HMGET', KEYS[2], unpack(ids))
+local out = {0}
+local cur, order = {}, {}
+local delta = {}
+local changed = false
+for i = 1, n do
+  local b = 1 + (i - 1) * 9
+  local org = ARGV[b + 1]
+  local raw = cur[org] or raws[i]
+  local code = 0
+  if not raw then
+    if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+    code = -2
+  else
+    local old = cjson.decode(raw)
+    local to, from = ARGV[b + 2], old.s
+    if from == 'pending' or ((from == 'failed' or from == 'cancelled') and to == 'succeeded') then
+      local r = {s = to, q = old.q}
+      local a = tonumber(old.a) or 0
+      if ARGV[b + 9] == '1' then a = a + 1 end
+      setnum(r, 'a', a)
+      setstr(r, 'c', ARGV[b + 3])
+      setnum(r, 'h', ARGV[b + 4])
+      setstr(r, 'e', ARGV[b + 5])
+      setstr(r, 'ci', ARGV[b + 6])
+      setstr(r, 'v', ARGV[b + 7])
+      setnum(r, 'd', ARGV[b + 8])
+      setnum(r, 'f', now)
+      setnum(r, 'u', now)
+      if not cur[org] then order[#order + 1] = org end
+      cur[org] = cjson.encode(r)
+      local o, nw = contrib(old), contrib(r)
+      for k in pairs(o) do if not nw[k] then delta[k] = (delta[k] or 0) - 1 end end
+      for k in pairs(nw) do if not o[k] then delta[k] = (delta[k] or 0) + 1 end end
+      changed = true
+      code = 1
+    end
+  end
+  out[i + 1] = code
 end
-local old = cjson.decode(raw)
-local to = ARGV[2]
-local from = old.s
-if from == 'succeeded' then return 0 end
-if from ~= 'pending' and not ((from == 'failed' or from == 'cancelled') and to == 'succeeded') then
-  return 0
+local fields = {'pending'}
+if changed then
+  local hset = {}
+  for _, org in ipairs(order) do
+    hset[#hset + 1] = org
+    hset[#hset + 1] = cur[org]
+  end
+  redis.call('HSET', KEYS[2], unpack(hset))
+  fields[2], fields[3] = 'first_finish_ms', 'last_finish_ms'
+  for k in pairs(delta) do
+    if k ~= 'pending' then fields[#fields + 1] = k end
+  end
 end
-local r = {s = to}
-local a = tonumber(old.a) or 0
-if ARGV[9] == '1' then a = a + 1 end
-setnum(r, 'a', a)
-setstr(r, 'c', ARGV[3])
-setnum(r, 'h', ARGV[4])
-setstr(r, 'e', ARGV[5])
-setstr(r, 'ci', ARGV[6])
-setstr(r, 'v', ARGV[7])
-setnum(r, 'd', ARGV[8])
-setnum(r, 'f', ARGV[10])
-setnum(r, 'u', ARGV[10])
-redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(r))
-move(KEYS[3], old, r)
--- Workers' clocks differ: keep the extremes, not the latest writes.
-local now = tonumber(ARGV[10])
-local t = redis.call('HMGET', KEYS[3], 'first_finish_ms', 'last_finish_ms')
-if not tonumber(t[1]) or now < tonumber(t[1]) then redis.call('HSET', KEYS[3], 'first_finish_ms', ARGV[10]) end
-if not tonumber(t[2]) or now > tonumber(t[2]) then redis.call('HSET', KEYS[3], 'last_finish_ms', ARGV[10]) end
-return 1
+local vals = redis.call('HMGET', KEYS[3], unpack(fields))
+local pending = (tonumber(vals[1]) or 0) + (delta['pending'] or 0)
+out[1] = pending
+if changed then
+  -- Workers' clocks differ: keep the extremes, not the latest writes.
+  local t = tonumber(now)
+  local set = {'pending', pending}
+  if not tonumber(vals[2]) or t < tonumber(vals[2]) then set[#set + 1] = 'first_finish_ms'; set[#set + 1] = now end
+  if not tonumber(vals[3]) or t > tonumber(vals[3]) then set[#set + 1] = 'last_finish_ms'; set[#set + 1] = now end
+  for i = 4, #fields do
+    set[#set + 1] = fields[i]
+    set[#set + 1] = (tonumber(vals[i]) or 0) + delta[fields[i]]
+  end
+  redis.call('HSET', KEYS[3], unpack(set))
+end
+return out
 `)
 
 // transitionScript moves every listed organisation found in state ARGV[1]

@@ -58,36 +58,18 @@ func (l *Ledger) Attempt(ctx context.Context, rolloutID, orgID string, a Attempt
 	return nil
 }
 
-// Finish records how an organisation finished and reports whether the
-// record changed. A succeeded record never changes; a failed or cancelled
-// one changes only to succeeded (the import did happen); a pending one
-// changes to either. Counters move only when the record changes, so a
-// task delivered twice is counted once.
-func (l *Ledger) Finish(ctx context.Context, rolloutID, orgID string, o Outcome) (changed bool, err error) {
-	if err := checkIDs(rolloutID, orgID); err != nil {
-		return false, err
-	}
-	if o.State != Succeeded && o.State != Failed {
-		return false, fmt.Errorf("ledger: finish organisation %q with state %q: %w", orgID, o.State, ErrInvalidOutcome)
-	}
-	if err := checkClass(o.Class); err != nil {
-		return false, err
-	}
-	count := 0
-	if o.CountAttempt {
-		count = 1
-	}
-	code, err := finishScript.Run(ctx, l.rdb, l.keys(rolloutID).list(),
-		orgID, string(o.State), o.Class, o.HTTPStatus, sanitize(o.Error, l.opts.MaxErrorLen),
-		sanitize(o.ConnectorID, maxAPIFieldLen), sanitize(o.Version, maxAPIFieldLen),
-		o.Duration.Microseconds(), count, l.opts.Clock().UnixMilli()).Int64()
+// Finish records how an organisation finished. A succeeded record never
+// changes; a failed or cancelled one changes only to succeeded (the import
+// did happen); a pending one changes to either. Counters move only when the
+// record changes, so a task delivered twice is counted once. The result
+// says whether the record changed and how many of the rollout's
+// organisations are still pending.
+func (l *Ledger) Finish(ctx context.Context, rolloutID, orgID string, o Outcome) (Finished, error) {
+	res, err := l.FinishAll(ctx, rolloutID, []OrgOutcome{{OrgID: orgID, Outcome: o}})
 	if err != nil {
-		return false, fmt.Errorf("ledger: finish organisation %q in rollout %q: %w", orgID, rolloutID, err)
+		return Finished{}, err
 	}
-	if code < 0 {
-		return false, scriptErr(code, rolloutID, orgID)
-	}
-	return code == 1, nil
+	return res[0].Finished, res[0].Err
 }
 
 // Org returns one organisation's record.

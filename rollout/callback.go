@@ -276,8 +276,8 @@ func (m *Manager) notify(ctx context.Context, id string, halted bool) (bool, err
 }
 
 // OrganisationFinished implements tasks.FinishHook: the worker calls it
-// after recording an organisation's outcome, and the callback is enqueued
-// when that was the last one.
+// when an outcome it recorded left nothing of the rollout pending, and it
+// starts the retention and enqueues the callback.
 func (m *Manager) OrganisationFinished(ctx context.Context, rolloutID string) error {
 	_, err := m.NotifyIfDone(ctx, rolloutID)
 	return err

@@ -40,9 +40,12 @@ type QueuePauser interface {
 	PauseQueue(queue string) error
 }
 
-// FinishHook hears that an organisation's outcome was recorded for the
-// first time; *rollout.Manager implements it to enqueue a rollout's
-// completion callback after its last organisation. An error is logged.
+// FinishHook hears that an outcome recorded for the first time left none
+// of its rollout's organisations pending: the rollout may be done.
+// *rollout.Manager implements it to start the rollout's retention and
+// enqueue its completion callback. It is not called for the outcomes
+// before the last, which spares every organisation a round trip to ask.
+// An error is logged.
 type FinishHook interface {
 	OrganisationFinished(ctx context.Context, rolloutID string) error
 }
@@ -50,7 +53,8 @@ type FinishHook interface {
 // OutcomeLedger is what the handler needs of the ledger: read an
 // organisation's record, register a rollout and organisation a foreign
 // producer enqueued straight into the queue, and record attempts and
-// outcomes. *ledger.Ledger implements it; a test can give the handler an
+// outcomes. *ledger.Ledger implements it, and *ledger.Batcher, which the
+// worker uses, shares round trips between handlers; a test can give the handler an
 // in-memory fake instead and check its outcome table without Redis.
 //
 // The handler treats ledger.ErrOrgNotFound and ledger.ErrRolloutNotFound
@@ -66,13 +70,17 @@ type OutcomeLedger interface {
 	// AddOrgs registers organisations as pending, reporting how many were new.
 	AddOrgs(ctx context.Context, rolloutID string, orgIDs []string) (added int, err error)
 	// Finish records how an organisation finished, reporting whether the
-	// record changed (false for a record that had finished already).
-	Finish(ctx context.Context, rolloutID, orgID string, o ledger.Outcome) (changed bool, err error)
+	// record changed (false for a record that had finished already) and
+	// how many of the rollout's organisations are left pending.
+	Finish(ctx context.Context, rolloutID, orgID string, o ledger.Outcome) (ledger.Finished, error)
 	// Attempt records a call that left the organisation pending.
 	Attempt(ctx context.Context, rolloutID, orgID string, a ledger.Attempt) error
 }
 
-var _ OutcomeLedger = (*ledger.Ledger)(nil)
+var (
+	_ OutcomeLedger = (*ledger.Ledger)(nil)
+	_ OutcomeLedger = (*ledger.Batcher)(nil)
+)
 
 // HandlerConfig wires the import handler. Client, Ledger, Metrics and Logger
 // are required.
@@ -108,7 +116,8 @@ type HandlerConfig struct {
 	RedisWait time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// OnFinish, if set, is called after each outcome recorded.
+	// OnFinish, if set, is called after an outcome recorded left nothing
+	// of its rollout pending.
 	OnFinish FinishHook
 }
 
@@ -448,19 +457,19 @@ func (h *Handler) report(ctx context.Context, log *taskLog, p ratebudget.Permit,
 // trip per organisation (6% of the worker's CPU in the benchmarks' figure
 // 2); it can be off by one only when two deliveries of the task ran at once.
 func (h *Handler) finish(ctx context.Context, log *taskLog, p Payload, out ledger.Outcome, prior int) error {
-	var changed bool
+	var f ledger.Finished
 	err := retryWrite(ctx, log, func() (err error) {
-		changed, err = h.cfg.Ledger.Finish(ctx, p.RolloutID, p.OrgID, out)
+		f, err = h.cfg.Ledger.Finish(ctx, p.RolloutID, p.OrgID, out)
 		return err
 	})
 	if err != nil {
 		log.error("could not record the outcome", "err", err)
 		return fmt.Errorf("import org %s: record outcome: %w", p.OrgID, err)
 	}
-	if changed {
+	if f.Changed {
 		h.m.OrgsFinished.WithLabelValues(string(out.State), out.Class).Inc()
 		h.m.AttemptsPerOrg.Observe(float64(prior + 1))
-		if h.cfg.OnFinish != nil {
+		if h.cfg.OnFinish != nil && f.Pending <= 0 {
 			if err := retryWrite(ctx, log, func() error { return h.cfg.OnFinish.OrganisationFinished(ctx, p.RolloutID) }); err != nil {
 				log.warn("could not check the rollout for completion", "err", err)
 			}

@@ -292,3 +292,59 @@ func TestHandlerWaitsForRedisBeforeTheCall(t *testing.T) {
 		t.Fatalf("ledger calls %v: want the read retried", got)
 	}
 }
+
+// finishCounter counts the finish hook's calls by rollout.
+type finishCounter struct {
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (f *finishCounter) OrganisationFinished(_ context.Context, rolloutID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[rolloutID]++
+	return nil
+}
+
+// The finish hook hears a rollout once its last organisation is recorded,
+// not after each: the outcomes before the last leave something pending,
+// and asking the rollout whether it is done after every one of them would
+// cost a round trip per organisation. A re-delivered task of a finished
+// organisation does not call it again.
+func TestFinishHookAfterTheLastOrganisation(t *testing.T) {
+	led := taskstest.NewLedger()
+	orgs := []string{tableOrg, "01HZY00000000000000000000B", "01HZY00000000000000000000D"}
+	for _, org := range orgs {
+		led.Put(tableDef, ledger.Record{OrgID: org, State: ledger.Pending})
+	}
+	hook := &finishCounter{calls: map[string]int{}}
+	h, err := tasks.NewHandler(tasks.HandlerConfig{
+		Client: &fakeImporter{}, Ledger: led, OnFinish: hook,
+		Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(org string) {
+		t.Helper()
+		res, err := taskstest.Run(context.Background(), h, tasks.Payload{RolloutID: tableRollout, OrgID: org, ConnectorID: tableConnector, Version: "1.2.0"})
+		if err != nil || res.Kind != taskstest.Done {
+			t.Fatalf("run %s: %s (%v)", org, res.Kind, err)
+		}
+	}
+	for i, org := range orgs {
+		run(org)
+		want := 0
+		if i == len(orgs)-1 {
+			want = 1
+		}
+		if got := hook.calls[tableRollout]; got != want {
+			t.Fatalf("after %d of %d organisations the hook ran %d times; want %d", i+1, len(orgs), got, want)
+		}
+	}
+	run(orgs[0])
+	if got := hook.calls[tableRollout]; got != 1 {
+		t.Errorf("a re-delivered task ran the hook again: %d calls", got)
+	}
+}

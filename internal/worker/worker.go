@@ -83,7 +83,8 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Build labels the build info metric.
 	Build metrics.BuildInfo
-	// OnFinish, if set, hears each outcome recorded (completion callbacks).
+	// OnFinish, if set, hears of each rollout whose last outcome this
+	// worker recorded (retention, completion callbacks).
 	OnFinish tasks.FinishHook
 	// Handlers serve task types other than the import task on the same
 	// queue (the completion callback); any other type is archived.
@@ -200,7 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	h, err := tasks.NewHandler(tasks.HandlerConfig{
-		Client: cfg.Client, Budget: budget, Ledger: led, Metrics: m, Logger: log,
+		Client: cfg.Client, Budget: budget, Ledger: ledger.NewBatcher(led, ledger.BatcherOptions{}), Metrics: m, Logger: log,
 		Pauser: inspector, Queue: cfg.Queue, OnFinish: cfg.OnFinish,
 	})
 	if err != nil {

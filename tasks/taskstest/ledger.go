@@ -166,24 +166,24 @@ func (l *Ledger) AddOrgs(_ context.Context, rolloutID string, orgIDs []string) (
 }
 
 // Finish implements tasks.OutcomeLedger.
-func (l *Ledger) Finish(_ context.Context, rolloutID, orgID string, o ledger.Outcome) (bool, error) {
+func (l *Ledger) Finish(_ context.Context, rolloutID, orgID string, o ledger.Outcome) (ledger.Finished, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.begin(Call{Method: "Finish", RolloutID: rolloutID, OrgID: orgID, Outcome: o}); err != nil {
-		return false, err
+		return ledger.Finished{}, err
 	}
 	if o.State != ledger.Succeeded && o.State != ledger.Failed {
-		return false, fmt.Errorf("ledger: finish organisation %q with state %q: %w", orgID, o.State, ledger.ErrInvalidOutcome)
+		return ledger.Finished{}, fmt.Errorf("ledger: finish organisation %q with state %q: %w", orgID, o.State, ledger.ErrInvalidOutcome)
 	}
 	old, err := l.find(rolloutID, orgID)
 	if err != nil {
-		return false, err
+		return ledger.Finished{}, err
 	}
 	switch {
 	case old.State == ledger.Succeeded:
-		return false, nil
+		return ledger.Finished{Pending: l.pending(rolloutID)}, nil
 	case old.State != ledger.Pending && o.State != ledger.Succeeded:
-		return false, nil
+		return ledger.Finished{Pending: l.pending(rolloutID)}, nil
 	}
 	now := l.now()
 	rec := ledger.Record{
@@ -195,7 +195,18 @@ func (l *Ledger) Finish(_ context.Context, rolloutID, orgID string, o ledger.Out
 		rec.Attempts++
 	}
 	l.records[rolloutID][orgID] = rec
-	return true, nil
+	return ledger.Finished{Changed: true, Pending: l.pending(rolloutID)}, nil
+}
+
+// pending counts the rollout's pending records, as the ledger's counter.
+func (l *Ledger) pending(rolloutID string) int64 {
+	var n int64
+	for _, r := range l.records[rolloutID] {
+		if r.State == ledger.Pending {
+			n++
+		}
+	}
+	return n
 }
 
 // Attempt implements tasks.OutcomeLedger.

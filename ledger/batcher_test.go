@@ -1,0 +1,256 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/import-worker/ledger"
+)
+
+// gate holds the first command named name until released, and counts the
+// commands of that name that succeeded.
+type gate struct {
+	name     string
+	entered  chan struct{}
+	release  chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	counted  int
+	argCount []int // arguments of each counted command
+}
+
+func newGate(name string) *gate {
+	return &gate{name: name, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (g *gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		names := strings.Split(g.name, "|")
+		match := false
+		for _, n := range names {
+			match = match || cmd.Name() == n
+		}
+		if match {
+			g.once.Do(func() {
+				close(g.entered)
+				<-g.release
+			})
+		}
+		err := next(ctx, cmd)
+		if match && err == nil {
+			g.mu.Lock()
+			g.counted++
+			g.argCount = append(g.argCount, len(cmd.Args()))
+			g.mu.Unlock()
+		}
+		return err
+	}
+}
+
+func (g *gate) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.counted
+}
+
+// waitFor polls cond until it holds, failing the test after a minute: the
+// tests wait for goroutines to queue, not for a time.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// gatedLedger is a rollout r1 of n organisations on miniredis, behind a
+// client whose first command named cmd waits for the gate.
+func gatedLedger(t *testing.T, cmd string, n int) (*ledger.Ledger, *gate, []string) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	ids := orgIDs(n)
+	l, _ := newLedger(t, rdb, "test", ids...)
+	g := newGate(cmd)
+	rdb.AddHook(g)
+	return l, g, ids
+}
+
+// Calls made while a batch is in flight go together in the next one: ten
+// finishes, the first held in Redis until nine more queue, take two script
+// calls, and each still gets its own answer.
+func TestBatcherFinishesShareScriptCalls(t *testing.T) {
+	l, g, ids := gatedLedger(t, "evalsha|eval", 10)
+	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
+	ctx := context.Background()
+	ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1", CountAttempt: true}
+	res := make([]ledger.Finished, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	wg.Go(func() { res[0], errs[0] = b.Finish(ctx, "r1", ids[0], ok) })
+	<-g.entered
+	for i := 1; i < len(ids); i++ {
+		wg.Go(func() { res[i], errs[i] = b.Finish(ctx, "r1", ids[i], ok) })
+	}
+	waitFor(t, "nine queued finishes", func() bool { return b.QueuedFinishes("r1") == 9 })
+	close(g.release)
+	wg.Wait()
+	for i := range ids {
+		if errs[i] != nil || !res[i].Changed {
+			t.Errorf("Finish(%s) = %+v, %v; want changed", ids[i], res[i], errs[i])
+		}
+	}
+	if res[0].Pending != 9 {
+		t.Errorf("first batch left %d pending; want 9", res[0].Pending)
+	}
+	for i := 1; i < len(ids); i++ {
+		if res[i].Pending != 0 {
+			t.Errorf("second batch: %s sees %d pending; want 0", ids[i], res[i].Pending)
+		}
+	}
+	if n := g.count(); n != 2 {
+		t.Errorf("%d script calls for two batches", n)
+	}
+	checkCounts(t, l, "r1", ledger.Counts{Total: 10, Succeeded: 10,
+		ByClass: map[string]int64{"imported": 10}, ByVersion: map[string]int64{"1": 10}})
+	if b.QueuedFinishes("r1") != 0 {
+		t.Error("calls left queued")
+	}
+}
+
+// Reads share HMGETs the same way, and an organisation missing from the
+// rollout gets its own error without failing the batch.
+func TestBatcherReadsShareHMGET(t *testing.T) {
+	l, g, ids := gatedLedger(t, "hmget", 6)
+	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
+	ctx := context.Background()
+	if _, err := l.Finish(ctx, "r1", ids[2], ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404}); err != nil {
+		t.Fatal(err)
+	}
+	ask := append([]string{}, ids...)
+	ask = append(ask, "org-missing")
+	recs := make([]ledger.Record, len(ask))
+	errs := make([]error, len(ask))
+	var wg sync.WaitGroup
+	wg.Go(func() { recs[0], errs[0] = b.Org(ctx, "r1", ask[0]) })
+	<-g.entered
+	for i := 1; i < len(ask); i++ {
+		wg.Go(func() { recs[i], errs[i] = b.Org(ctx, "r1", ask[i]) })
+	}
+	waitFor(t, "six queued reads", func() bool { return b.QueuedReads("r1") == len(ask)-1 })
+	close(g.release)
+	wg.Wait()
+	for i, id := range ask {
+		switch {
+		case id == "org-missing":
+			if !errors.Is(errs[i], ledger.ErrOrgNotFound) {
+				t.Errorf("Org(%s) error = %v; want ErrOrgNotFound", id, errs[i])
+			}
+		case errs[i] != nil:
+			t.Errorf("Org(%s): %v", id, errs[i])
+		case recs[i].OrgID != id:
+			t.Errorf("Org(%s) returned the record of %s", id, recs[i].OrgID)
+		case i == 2 && recs[i].State != ledger.Failed, i != 2 && recs[i].State != ledger.Pending:
+			t.Errorf("Org(%s) state %s", id, recs[i].State)
+		}
+	}
+	if n := g.count(); n != 2 {
+		t.Errorf("%d HMGETs for two batches", n)
+	}
+}
+
+// FinishAll applies a batch in order: a duplicate sees the first write, a
+// missing organisation and a bad outcome are refused alone, and pending is
+// the count after the whole batch.
+func TestFinishAllInOrder(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		ids := orgIDs(3)
+		l, _ := newLedger(t, rdb, prefix, ids...)
+		ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1", CountAttempt: true}
+		fail := ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true}
+		res, err := l.FinishAll(ctx, "r1", []ledger.OrgOutcome{
+			{OrgID: ids[0], Outcome: fail},
+			{OrgID: "nobody", Outcome: ok},
+			{OrgID: ids[0], Outcome: ok}, // failed -> succeeded in the same batch
+			{OrgID: ids[1], Outcome: ledger.Outcome{State: ledger.Pending, Class: "imported"}},
+			{OrgID: ids[0], Outcome: fail}, // succeeded stays
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []struct {
+			changed bool
+			err     error
+		}{{true, nil}, {false, ledger.ErrOrgNotFound}, {true, nil}, {false, ledger.ErrInvalidOutcome}, {false, nil}}
+		for i, w := range want {
+			if res[i].Changed != w.changed || !errors.Is(res[i].Err, w.err) || (w.err == nil) != (res[i].Err == nil) {
+				t.Errorf("result %d = %+v; want changed %v, error %v", i, res[i], w.changed, w.err)
+			}
+			if res[i].Err == nil && res[i].Pending != 2 {
+				t.Errorf("result %d: pending %d; want 2", i, res[i].Pending)
+			}
+		}
+		rec, err := l.Org(ctx, "r1", ids[0])
+		if err != nil || rec.State != ledger.Succeeded || rec.Attempts != 2 {
+			t.Errorf("record after the batch: %+v, %v; want succeeded after 2 attempts", rec, err)
+		}
+		checkCounts(t, l, "r1", ledger.Counts{Total: 3, Pending: 2, Succeeded: 1,
+			ByClass: map[string]int64{"imported": 1}, ByVersion: map[string]int64{"1": 1}})
+		if _, err := l.FinishAll(ctx, "no-such-rollout", []ledger.OrgOutcome{{OrgID: ids[0], Outcome: ok}}); !errors.Is(err, ledger.ErrRolloutNotFound) {
+			t.Errorf("FinishAll on an unknown rollout: %v; want ErrRolloutNotFound", err)
+		}
+	})
+}
+
+// With Redis gone every call of a batch gets the error, promptly, and the
+// Batcher works again when Redis is back.
+func TestBatcherRedisAway(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	ids := orgIDs(4)
+	l, _ := newLedger(t, rdb, "test", ids...)
+	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
+	ctx := context.Background()
+	ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true}
+	addr := mr.Addr()
+	mr.Close()
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	for i := range ids {
+		wg.Go(func() { _, errs[i] = b.Finish(ctx, "r1", ids[i], ok) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		var ne net.Error
+		if err == nil || !(errors.As(err, &ne) || strings.Contains(err.Error(), "connect")) {
+			t.Errorf("Finish %d with Redis away: %v; want a connection error", i, err)
+		}
+	}
+	if err := mr.StartAddr(addr); err != nil {
+		t.Fatal(err)
+	}
+	// miniredis keeps its data across the restart.
+	if f, err := b.Finish(ctx, "r1", ids[0], ok); err != nil || !f.Changed || f.Pending != 3 {
+		t.Errorf("Finish after Redis came back: %+v, %v; want changed, 3 pending", f, err)
+	}
+}

@@ -1,0 +1,98 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+)
+
+// Finished is what recording an outcome did.
+type Finished struct {
+	// Changed reports whether the record changed (false for a record that
+	// had finished already, which counts once).
+	Changed bool
+	// Pending is how many of the rollout's organisations are pending
+	// after the write: 0 means the rollout may be done.
+	Pending int64
+}
+
+// OrgOutcome is one organisation's outcome, for FinishAll.
+type OrgOutcome struct {
+	OrgID   string
+	Outcome Outcome
+}
+
+// FinishResult is FinishAll's answer for one organisation: what the write
+// did, or why it was refused (ErrOrgNotFound, ErrInvalidID,
+// ErrInvalidClass, ErrInvalidOutcome).
+type FinishResult struct {
+	Finished
+	Err error
+}
+
+// FinishAll records the outcomes of organisations of one rollout in one
+// script call, in order, each as Finish would; one listed twice is applied
+// twice, the second write seeing the first. The error is for the call as a
+// whole (Redis, an unknown rollout); a refused organisation has its own in
+// its result, and does not stop the others.
+func (l *Ledger) FinishAll(ctx context.Context, rolloutID string, outs []OrgOutcome) ([]FinishResult, error) {
+	if err := checkID("rollout", rolloutID, true); err != nil {
+		return nil, err
+	}
+	res := make([]FinishResult, len(outs))
+	args := make([]any, 1, 1+finishFields*len(outs))
+	args[0] = l.opts.Clock().UnixMilli()
+	sent := make([]int, 0, len(outs))
+	for i, oo := range outs {
+		if err := l.checkOutcome(oo.OrgID, oo.Outcome); err != nil {
+			res[i].Err = err
+			continue
+		}
+		o := oo.Outcome
+		count := 0
+		if o.CountAttempt {
+			count = 1
+		}
+		args = append(args, oo.OrgID, string(o.State), o.Class, o.HTTPStatus, sanitize(o.Error, l.opts.MaxErrorLen),
+			sanitize(o.ConnectorID, maxAPIFieldLen), sanitize(o.Version, maxAPIFieldLen),
+			o.Duration.Microseconds(), count)
+		sent = append(sent, i)
+	}
+	if len(sent) == 0 {
+		return res, nil
+	}
+	v, err := finishScript.Run(ctx, l.rdb, l.keys(rolloutID).list(), args...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: finish %d organisations in rollout %q: %w", len(sent), rolloutID, err)
+	}
+	codes, ok := v.([]any)
+	if !ok {
+		if code, isInt := v.(int64); isInt {
+			return nil, scriptErr(code, rolloutID, "")
+		}
+		return nil, fmt.Errorf("ledger: finish organisations in rollout %q: unexpected script result %v", rolloutID, v)
+	}
+	if len(codes) != len(sent)+1 {
+		return nil, fmt.Errorf("ledger: finish organisations in rollout %q: %d results for %d organisations", rolloutID, len(codes)-1, len(sent))
+	}
+	pending, _ := codes[0].(int64)
+	for j, i := range sent {
+		code, _ := codes[j+1].(int64)
+		if code < 0 {
+			res[i].Err = scriptErr(code, rolloutID, outs[i].OrgID)
+			continue
+		}
+		res[i].Finished = Finished{Changed: code == 1, Pending: pending}
+	}
+	return res, nil
+}
+
+// checkOutcome refuses what Finish cannot record.
+func (l *Ledger) checkOutcome(orgID string, o Outcome) error {
+	if err := checkID("organisation", orgID, false); err != nil {
+		return err
+	}
+	if o.State != Succeeded && o.State != Failed {
+		return fmt.Errorf("ledger: finish organisation %q with state %q: %w", orgID, o.State, ErrInvalidOutcome)
+	}
+	return checkClass(o.Class)
+}

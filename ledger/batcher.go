@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Default of BatcherOptions.
@@ -25,11 +27,11 @@ type BatcherOptions struct {
 // goroutines (a worker's handlers), share Redis round trips: a group
 // commit. A call that finds no batch of its rollout in flight is sent at
 // once; calls that come while one is in flight wait for it and then go
-// together, in one HMGET or one script call, so the batch grows with the
-// load and an idle worker waits for nothing. At figure 2's 50 handlers
-// this halves the worker's round trips per organisation, and a round trip
-// (two system calls on each side) is most of what the pipeline costs
-// beyond asynq's own.
+// together, the reads in one HMGET and the finishes in one script call,
+// both in one round trip, so the batch grows with the load and an idle
+// worker waits for nothing. A round trip (two system calls on each side)
+// is most of what the pipeline costs beyond asynq's own; see figure 2 of
+// BENCHMARKS.md.
 //
 // Every other method is the Ledger's. Each call still gets its own answer:
 // a batch is one Redis command, not one outcome. A batch's error (Redis
@@ -37,8 +39,18 @@ type BatcherOptions struct {
 // would have.
 type Batcher struct {
 	*Ledger
-	reads    batchGroup[string, Record]
-	finishes batchGroup[OrgOutcome, Finished]
+	calls batchGroup[batchReq, batchRes]
+}
+
+// batchReq is a read (finish nil) or a finish.
+type batchReq struct {
+	orgID  string
+	finish *Outcome
+}
+
+type batchRes struct {
+	rec Record
+	fin Finished
 }
 
 // NewBatcher returns a Batcher in front of l.
@@ -47,8 +59,7 @@ func NewBatcher(l *Ledger, opts BatcherOptions) *Batcher {
 		opts.MaxBatch = DefaultMaxBatch
 	}
 	b := &Batcher{Ledger: l}
-	b.reads = batchGroup[string, Record]{max: opts.MaxBatch, flush: b.flushReads}
-	b.finishes = batchGroup[OrgOutcome, Finished]{max: opts.MaxBatch, flush: b.flushFinishes}
+	b.calls = batchGroup[batchReq, batchRes]{max: opts.MaxBatch, flush: b.flush}
 	return b
 }
 
@@ -58,7 +69,8 @@ func (b *Batcher) Org(ctx context.Context, rolloutID, orgID string) (Record, err
 	if err := checkIDs(rolloutID, orgID); err != nil {
 		return Record{}, err
 	}
-	return b.reads.do(ctx, rolloutID, orgID)
+	res, err := b.calls.do(ctx, rolloutID, batchReq{orgID: orgID})
+	return res.rec, err
 }
 
 // Finish records how an organisation finished, as Ledger.Finish, in one
@@ -70,50 +82,90 @@ func (b *Batcher) Finish(ctx context.Context, rolloutID, orgID string, o Outcome
 	if err := b.checkOutcome(orgID, o); err != nil {
 		return Finished{}, err
 	}
-	return b.finishes.do(ctx, rolloutID, OrgOutcome{OrgID: orgID, Outcome: o})
+	res, err := b.calls.do(ctx, rolloutID, batchReq{orgID: orgID, finish: &o})
+	return res.fin, err
 }
 
-func (b *Batcher) flushReads(ctx context.Context, rolloutID string, calls []*batchCall[string, Record]) {
+// flush sends one batch: its finishes first, so that its reads see them,
+// then its reads, pipelined when it has both.
+func (b *Batcher) flush(ctx context.Context, rolloutID string, calls []*batchCall[batchReq, batchRes]) {
 	k := b.keys(rolloutID)
-	fields := make([]string, len(calls))
-	for i, c := range calls {
-		fields[i] = c.req
+	var reads, finishes []*batchCall[batchReq, batchRes]
+	var fields []string
+	var outs []OrgOutcome
+	for _, c := range calls {
+		if c.req.finish == nil {
+			reads = append(reads, c)
+			fields = append(fields, c.req.orgID)
+		} else {
+			finishes = append(finishes, c)
+			outs = append(outs, OrgOutcome{OrgID: c.req.orgID, Outcome: *c.req.finish})
+		}
 	}
-	vals, err := b.rdb.HMGet(ctx, k.orgs, fields...).Result()
-	if err == nil && len(vals) != len(calls) {
-		err = fmt.Errorf("%d values for %d fields", len(vals), len(calls))
+	var fb *finishBatch
+	if len(outs) > 0 {
+		fb = b.newFinishBatch(rolloutID, outs)
+	}
+	sendFinish := fb != nil && len(fb.sent) > 0 // else every outcome was refused before Redis
+	var (
+		fin *redis.Cmd
+		hm  *redis.SliceCmd
+	)
+	switch {
+	case sendFinish && len(reads) > 0:
+		pipe := b.rdb.Pipeline()
+		fin = finishScript.EvalSha(ctx, pipe, k.list(), fb.args...)
+		hm = pipe.HMGet(ctx, k.orgs, fields...)
+		_, _ = pipe.Exec(ctx) // each command keeps its own error
+		if redis.HasErrorPrefix(fin.Err(), "NOSCRIPT") {
+			// The first batch on a fresh Redis: Run loads the script.
+			fin = finishScript.Run(ctx, b.rdb, k.list(), fb.args...)
+		}
+	case sendFinish:
+		fin = finishScript.Run(ctx, b.rdb, k.list(), fb.args...)
+	case len(reads) > 0:
+		hm = b.rdb.HMGet(ctx, k.orgs, fields...)
+	}
+	if fb != nil {
+		res, err := fb.res, error(nil)
+		if sendFinish {
+			res, err = fb.results(fin.Val(), fin.Err())
+		}
+		for i, c := range finishes {
+			if err != nil {
+				c.err = err
+				continue
+			}
+			c.res.fin, c.err = res[i].Finished, res[i].Err
+		}
+	}
+	if hm != nil {
+		b.readResults(ctx, k, rolloutID, reads, hm)
+	}
+}
+
+// readResults hands each read of a batch its record, or its error.
+func (b *Batcher) readResults(ctx context.Context, k keys, rolloutID string, reads []*batchCall[batchReq, batchRes], hm *redis.SliceCmd) {
+	vals, err := hm.Result()
+	if err == nil && len(vals) != len(reads) {
+		err = fmt.Errorf("%d values for %d fields", len(vals), len(reads))
 	}
 	if err != nil {
-		err = fmt.Errorf("ledger: read %d organisations in rollout %q: %w", len(calls), rolloutID, err)
+		err = fmt.Errorf("ledger: read %d organisations in rollout %q: %w", len(reads), rolloutID, err)
 	}
-	for i, c := range calls {
+	for i, c := range reads {
 		if err != nil {
 			c.err = err
 			continue
 		}
 		switch raw := vals[i].(type) {
 		case nil:
-			c.err = b.missing(ctx, k, rolloutID, c.req)
+			c.err = b.missing(ctx, k, rolloutID, c.req.orgID)
 		case string:
-			c.res, c.err = decodeRecord(c.req, raw)
+			c.res.rec, c.err = decodeRecord(c.req.orgID, raw)
 		default:
-			c.err = fmt.Errorf("ledger: read organisation %q in rollout %q: unexpected value %T", c.req, rolloutID, raw)
+			c.err = fmt.Errorf("ledger: read organisation %q in rollout %q: unexpected value %T", c.req.orgID, rolloutID, raw)
 		}
-	}
-}
-
-func (b *Batcher) flushFinishes(ctx context.Context, rolloutID string, calls []*batchCall[OrgOutcome, Finished]) {
-	outs := make([]OrgOutcome, len(calls))
-	for i, c := range calls {
-		outs[i] = c.req
-	}
-	res, err := b.FinishAll(ctx, rolloutID, outs)
-	for i, c := range calls {
-		if err != nil {
-			c.err = err
-			continue
-		}
-		c.res, c.err = res[i].Finished, res[i].Err
 	}
 }
 

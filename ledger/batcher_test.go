@@ -25,6 +25,7 @@ type gate struct {
 	mu       sync.Mutex
 	counted  int
 	argCount []int // arguments of each counted command
+	pipes    int   // pipelines sent
 }
 
 func newGate(name string) *gate {
@@ -34,7 +35,12 @@ func newGate(name string) *gate {
 func (g *gate) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (g *gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		g.mu.Lock()
+		g.pipes++
+		g.mu.Unlock()
+		return next(ctx, cmds)
+	}
 }
 
 func (g *gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -82,7 +88,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // gatedLedger is a rollout r1 of n organisations on miniredis, behind a
 // client whose first command named cmd waits for the gate.
-func gatedLedger(t *testing.T, cmd string, n int) (*ledger.Ledger, *gate, []string) {
+func gatedLedger(t *testing.T, cmd string, n int) (*ledger.Ledger, *gate, []string, *redis.Client) {
 	t.Helper()
 	mr := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
@@ -91,14 +97,14 @@ func gatedLedger(t *testing.T, cmd string, n int) (*ledger.Ledger, *gate, []stri
 	l, _ := newLedger(t, rdb, "test", ids...)
 	g := newGate(cmd)
 	rdb.AddHook(g)
-	return l, g, ids
+	return l, g, ids, rdb
 }
 
 // Calls made while a batch is in flight go together in the next one: ten
 // finishes, the first held in Redis until nine more queue, take two script
 // calls, and each still gets its own answer.
 func TestBatcherFinishesShareScriptCalls(t *testing.T) {
-	l, g, ids := gatedLedger(t, "evalsha|eval", 10)
+	l, g, ids, _ := gatedLedger(t, "evalsha|eval", 10)
 	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
 	ctx := context.Background()
 	ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1", CountAttempt: true}
@@ -110,7 +116,7 @@ func TestBatcherFinishesShareScriptCalls(t *testing.T) {
 	for i := 1; i < len(ids); i++ {
 		wg.Go(func() { res[i], errs[i] = b.Finish(ctx, "r1", ids[i], ok) })
 	}
-	waitFor(t, "nine queued finishes", func() bool { return b.QueuedFinishes("r1") == 9 })
+	waitFor(t, "nine queued finishes", func() bool { return b.Queued("r1") == 9 })
 	close(g.release)
 	wg.Wait()
 	for i := range ids {
@@ -131,15 +137,66 @@ func TestBatcherFinishesShareScriptCalls(t *testing.T) {
 	}
 	checkCounts(t, l, "r1", ledger.Counts{Total: 10, Succeeded: 10,
 		ByClass: map[string]int64{"imported": 10}, ByVersion: map[string]int64{"1": 10}})
-	if b.QueuedFinishes("r1") != 0 {
+	if b.Queued("r1") != 0 {
 		t.Error("calls left queued")
 	}
+}
+
+// Reads and finishes queued together go in one pipeline, the finishes
+// first, so a read in the batch sees them; a Redis that lost its scripts
+// (restarted, or SCRIPT FLUSH) gets the script loaded again.
+func TestBatcherPipelinesReadsWithFinishes(t *testing.T) {
+	l, g, ids, rdb := gatedLedger(t, "evalsha|eval", 5)
+	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
+	ctx := context.Background()
+	ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1", CountAttempt: true}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := b.Finish(ctx, "r1", ids[0], ok); err != nil {
+			t.Error(err)
+		}
+	})
+	<-g.entered
+	fins := make([]ledger.Finished, 3)
+	recs := make([]ledger.Record, 2)
+	errs := make([]error, 5)
+	for i := 1; i <= 2; i++ {
+		wg.Go(func() { fins[i], errs[i] = b.Finish(ctx, "r1", ids[i], ok) })
+	}
+	wg.Go(func() { recs[0], errs[3] = b.Org(ctx, "r1", ids[3]) })
+	waitFor(t, "three queued calls", func() bool { return b.Queued("r1") == 3 })
+	// A read of an organisation finished in the same batch.
+	wg.Go(func() { recs[1], errs[4] = b.Org(ctx, "r1", ids[1]) })
+	waitFor(t, "four queued calls", func() bool { return b.Queued("r1") == 4 })
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		if !fins[i].Changed || fins[i].Pending != 2 {
+			t.Errorf("finish of %s: %+v; want changed, 2 pending", ids[i], fins[i])
+		}
+	}
+	if recs[0].State != ledger.Pending || recs[1].State != ledger.Succeeded {
+		t.Errorf("reads: %s %s, %s %s; want pending, then succeeded (finished in the same batch)", recs[0].OrgID, recs[0].State, recs[1].OrgID, recs[1].State)
+	}
+	if g.pipes != 1 {
+		t.Errorf("%d pipelines; want the second batch in one", g.pipes)
+	}
+	checkCounts(t, l, "r1", ledger.Counts{Total: 5, Pending: 2, Succeeded: 3,
+		ByClass: map[string]int64{"imported": 3}, ByVersion: map[string]int64{"1": 3}})
 }
 
 // Reads share HMGETs the same way, and an organisation missing from the
 // rollout gets its own error without failing the batch.
 func TestBatcherReadsShareHMGET(t *testing.T) {
-	l, g, ids := gatedLedger(t, "hmget", 6)
+	l, g, ids, _ := gatedLedger(t, "hmget", 6)
 	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
 	ctx := context.Background()
 	if _, err := l.Finish(ctx, "r1", ids[2], ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404}); err != nil {
@@ -155,7 +212,7 @@ func TestBatcherReadsShareHMGET(t *testing.T) {
 	for i := 1; i < len(ask); i++ {
 		wg.Go(func() { recs[i], errs[i] = b.Org(ctx, "r1", ask[i]) })
 	}
-	waitFor(t, "six queued reads", func() bool { return b.QueuedReads("r1") == len(ask)-1 })
+	waitFor(t, "six queued reads", func() bool { return b.Queued("r1") == len(ask)-1 })
 	close(g.release)
 	wg.Wait()
 	for i, id := range ask {

@@ -38,13 +38,34 @@ func (l *Ledger) FinishAll(ctx context.Context, rolloutID string, outs []OrgOutc
 	if err := checkID("rollout", rolloutID, true); err != nil {
 		return nil, err
 	}
-	res := make([]FinishResult, len(outs))
-	args := make([]any, 1, 1+finishFields*len(outs))
-	args[0] = l.opts.Clock().UnixMilli()
-	sent := make([]int, 0, len(outs))
+	fb := l.newFinishBatch(rolloutID, outs)
+	if len(fb.sent) == 0 {
+		return fb.res, nil
+	}
+	v, err := finishScript.Run(ctx, l.rdb, l.keys(rolloutID).list(), fb.args...).Result()
+	return fb.results(v, err)
+}
+
+// finishBatch is one call of finishScript: its arguments, and the results
+// of the outcomes refused before it (sent lists those it carries).
+type finishBatch struct {
+	rolloutID string
+	args      []any
+	sent      []int
+	res       []FinishResult
+}
+
+func (l *Ledger) newFinishBatch(rolloutID string, outs []OrgOutcome) *finishBatch {
+	fb := &finishBatch{
+		rolloutID: rolloutID,
+		args:      make([]any, 1, 1+finishFields*len(outs)),
+		sent:      make([]int, 0, len(outs)),
+		res:       make([]FinishResult, len(outs)),
+	}
+	fb.args[0] = l.opts.Clock().UnixMilli()
 	for i, oo := range outs {
 		if err := l.checkOutcome(oo.OrgID, oo.Outcome); err != nil {
-			res[i].Err = err
+			fb.res[i].Err = err
 			continue
 		}
 		o := oo.Outcome
@@ -52,38 +73,40 @@ func (l *Ledger) FinishAll(ctx context.Context, rolloutID string, outs []OrgOutc
 		if o.CountAttempt {
 			count = 1
 		}
-		args = append(args, oo.OrgID, string(o.State), o.Class, o.HTTPStatus, sanitize(o.Error, l.opts.MaxErrorLen),
+		fb.args = append(fb.args, oo.OrgID, string(o.State), o.Class, o.HTTPStatus, sanitize(o.Error, l.opts.MaxErrorLen),
 			sanitize(o.ConnectorID, maxAPIFieldLen), sanitize(o.Version, maxAPIFieldLen),
 			o.Duration.Microseconds(), count)
-		sent = append(sent, i)
+		fb.sent = append(fb.sent, i)
 	}
-	if len(sent) == 0 {
-		return res, nil
-	}
-	v, err := finishScript.Run(ctx, l.rdb, l.keys(rolloutID).list(), args...).Result()
+	return fb
+}
+
+// results reads the script's answer v (or its error) into the results.
+func (fb *finishBatch) results(v any, err error) ([]FinishResult, error) {
 	if err != nil {
-		return nil, fmt.Errorf("ledger: finish %d organisations in rollout %q: %w", len(sent), rolloutID, err)
+		return nil, fmt.Errorf("ledger: finish %d organisations in rollout %q: %w", len(fb.sent), fb.rolloutID, err)
 	}
 	codes, ok := v.([]any)
 	if !ok {
 		if code, isInt := v.(int64); isInt {
-			return nil, scriptErr(code, rolloutID, "")
+			return nil, scriptErr(code, fb.rolloutID, "")
 		}
-		return nil, fmt.Errorf("ledger: finish organisations in rollout %q: unexpected script result %v", rolloutID, v)
+		return nil, fmt.Errorf("ledger: finish organisations in rollout %q: unexpected script result %v", fb.rolloutID, v)
 	}
-	if len(codes) != len(sent)+1 {
-		return nil, fmt.Errorf("ledger: finish organisations in rollout %q: %d results for %d organisations", rolloutID, len(codes)-1, len(sent))
+	if len(codes) != len(fb.sent)+1 {
+		return nil, fmt.Errorf("ledger: finish organisations in rollout %q: %d results for %d organisations", fb.rolloutID, len(codes)-1, len(fb.sent))
 	}
 	pending, _ := codes[0].(int64)
-	for j, i := range sent {
+	for j, i := range fb.sent {
 		code, _ := codes[j+1].(int64)
 		if code < 0 {
-			res[i].Err = scriptErr(code, rolloutID, outs[i].OrgID)
+			// The organisation's ID is in the arguments: 1 + 9j + 0.
+			fb.res[i].Err = scriptErr(code, fb.rolloutID, fb.args[1+finishFields*j].(string))
 			continue
 		}
-		res[i].Finished = Finished{Changed: code == 1, Pending: pending}
+		fb.res[i].Finished = Finished{Changed: code == 1, Pending: pending}
 	}
-	return res, nil
+	return fb.res, nil
 }
 
 // checkOutcome refuses what Finish cannot record.

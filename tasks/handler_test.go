@@ -484,7 +484,7 @@ func TestLogLinesNameTheTask(t *testing.T) {
 func TestRetryWriteWaitsForRedis(t *testing.T) {
 	log := &taskLog{l: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	calls := 0
-	err := retryWrite(context.Background(), log, func() error {
+	err := retryWrite(context.Background(), time.Time{}, log, func() error {
 		calls++
 		if calls < 3 {
 			return errors.New("dial tcp: connection refused")
@@ -496,16 +496,23 @@ func TestRetryWriteWaitsForRedis(t *testing.T) {
 	}
 
 	calls = 0
-	err = retryWrite(context.Background(), log, func() error { calls++; return ledger.ErrOrgNotFound })
+	err = retryWrite(context.Background(), time.Time{}, log, func() error { calls++; return ledger.ErrOrgNotFound })
 	if !errors.Is(err, ledger.ErrOrgNotFound) || calls != 1 {
 		t.Fatalf("a permanent ledger error must not be retried: %v after %d calls", err, calls)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Millisecond)
 	defer cancel()
-	err = retryWrite(ctx, log, func() error { return errors.New("redis down") })
+	err = retryWrite(ctx, time.Time{}, log, func() error { return errors.New("redis down") })
 	if err == nil {
 		t.Fatal("retryWrite must give up when its context ends")
+	}
+
+	// A deadline ends the retries as a context would, without a timer.
+	calls = 0
+	err = retryWrite(context.Background(), time.Now().Add(120*time.Millisecond), log, func() error { calls++; return errors.New("redis down") })
+	if err == nil || calls > 4 {
+		t.Fatalf("retryWrite with a 120-ms deadline = %v after %d calls; want it to give up after at most 4 (50 + 100 ms of backoff)", err, calls)
 	}
 }
 
@@ -575,7 +582,7 @@ func (breakerRefusing) Report(context.Context, ratebudget.Permit, ratebudget.Res
 func TestRetryWriteStopsOnPermanentErrors(t *testing.T) {
 	for _, want := range []error{ledger.ErrInvalidID, ledger.ErrInvalidClass, ledger.ErrInvalidOutcome, ledger.ErrOrgNotFound, ledger.ErrRolloutNotFound} {
 		calls := 0
-		err := retryWrite(context.Background(), &taskLog{l: slog.New(slog.NewTextHandler(io.Discard, nil))}, func() error {
+		err := retryWrite(context.Background(), time.Time{}, &taskLog{l: slog.New(slog.NewTextHandler(io.Discard, nil))}, func() error {
 			calls++
 			return fmt.Errorf("finish: %w", want)
 		})

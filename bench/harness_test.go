@@ -23,6 +23,7 @@ import (
 	"github.com/versori/import-worker/internal/e2etest"
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori/versoritest"
 )
@@ -263,6 +264,24 @@ func enqueue(tb testing.TB, rdb redis.UniversalClient, id string, n int) {
 	}
 	if s.Enqueued != n {
 		tb.Fatalf("enqueued %d of %d", s.Enqueued, n)
+	}
+}
+
+// enlist writes a rollout of n organisations as enqueue does: ledger
+// records and a backlog, which a worker's releaser turns into asynq tasks.
+func enlist(tb testing.TB, rdb redis.UniversalClient, id string, n int) {
+	tb.Helper()
+	m := rollout.New(rdb, rollout.Options{})
+	spec := rollout.Spec{ID: id, ConnectorID: connectorID, Version: version}
+	if _, _, err := m.Create(context.Background(), spec); err != nil {
+		tb.Fatal(err)
+	}
+	s, err := m.EnqueueIDs(context.Background(), spec, orgIDs(n), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if s.Enqueued != n {
+		tb.Fatalf("enlisted %d of %d", s.Enqueued, n)
 	}
 }
 

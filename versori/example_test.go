@@ -67,3 +67,15 @@ func ExampleClassify() {
 	// timeout succeeded=false retryable=true permanent=false
 	// invalid succeeded=false retryable=false permanent=true
 }
+
+// ParseOrgID validates an organisation ID and returns it in canonical form:
+// one organisation spelt in any case is one ID.
+func ExampleParseOrgID() {
+	id, err := versori.ParseOrgID("01jb8w3xkz0000000000000001")
+	fmt.Println(id, err)
+	_, err = versori.ParseOrgID("01JB8W3XKZ000000000000000１") // a full-width digit
+	fmt.Println(err)
+	// Output:
+	// 01JB8W3XKZ0000000000000001 <nil>
+	// invalid organisation ID "01JB8W3XKZ000000000000000１": character 26 ('１') is not Crockford base32
+}

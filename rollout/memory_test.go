@@ -17,6 +17,7 @@ import (
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
+	"github.com/versori/import-worker/versori"
 )
 
 // TestMemoryPerOrganisation measures Redis's used_memory per organisation
@@ -75,7 +76,7 @@ func TestMemoryPerOrganisation(t *testing.T) {
 	for range 32 {
 		wg.Go(func() {
 			for o := range next {
-				if _, err := m.Ledger().Finish(ctx, "mem", o, ledger.Outcome{
+				if _, err := m.Ledger().Finish(ctx, "mem", versori.OrgID(o), ledger.Outcome{
 					State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, ConnectorID: testConnector,
 					Version: "1.0.0", Duration: 23456 * time.Microsecond, CountAttempt: true,
 				}); err != nil {

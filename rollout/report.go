@@ -209,7 +209,7 @@ func (m *Manager) Report(ctx context.Context, id string, f Filter, byVersion map
 	}
 	var seen orglist.Set
 	err := m.led.ScanFilter(ctx, id, f, func(rec ledger.Record) error {
-		if !seen.Add(rec.OrgID) {
+		if !seen.Add(string(rec.OrgID)) {
 			return nil
 		}
 		row := NewRow(rec, sum.Majority)
@@ -251,7 +251,7 @@ func MajorityVersion(byVersion map[string]int64) string {
 // MajorityVersion's answer for the rollout.
 func NewRow(rec ledger.Record, majority string) Row {
 	row := Row{
-		OrgID: rec.OrgID, State: string(rec.State), Class: rec.Class, HTTPStatus: rec.HTTPStatus,
+		OrgID: rec.OrgID.String(), State: string(rec.State), Class: rec.Class, HTTPStatus: rec.HTTPStatus,
 		Attempts: rec.Attempts, Error: rec.Error, Version: rec.Version,
 		VersionMismatch: majority != "" && rec.State == ledger.Succeeded && rec.Version != "" && rec.Version != majority,
 		DurationMS:      rec.Duration.Milliseconds(),

@@ -25,8 +25,10 @@ func ExampleClient_ImportPublicConnectorVersion() {
 		fmt.Println(err)
 		return
 	}
-	org, connector := "01JB8W3XKZ0000000000000001", "01J8Z3K4M5N6P7Q8R9S0T1V2W3"
-	fake.FailNext(org, 1, versoritest.Fault{Kind: versoritest.FaultRateLimited, RetryAfter: "2"})
+	// IDs are parsed once, where they come in; the client takes the types.
+	org := versori.MustParseOrgID("01JB8W3XKZ0000000000000001")
+	connector := versori.MustParseConnectorID("01J8Z3K4M5N6P7Q8R9S0T1V2W3")
+	fake.FailNext(string(org), 1, versoritest.Fault{Kind: versoritest.FaultRateLimited, RetryAfter: "2"})
 
 	for attempt := 1; attempt <= 3; attempt++ {
 		_, err := c.ImportPublicConnectorVersion(context.Background(), org, connector, "latest")

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -835,6 +836,57 @@ func TestClaimFailedConcurrently(t *testing.T) {
 		}
 		if moved, err := l.ClaimFailed(ctx, "r1", oids(orgs...)); err != nil || len(moved) != 0 {
 			t.Errorf("claim of nothing failed = %v, %v; want none", moved, err)
+		}
+	})
+}
+
+// TestPositionKept checks that a record's position, given by Enlist, stays
+// through every change (attempt, finish, requeue, cancel, a late success),
+// so readers can tell records apart by it, and that a record Register
+// added has none.
+func TestPositionKept(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		l, _ := newLedger(t, rdb, prefix)
+		if _, err := l.Enlist(ctx, "r1", []versori.OrgID{"a", "b", "c", "d"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Register(ctx, "r1", []versori.OrgID{"plain"}); err != nil {
+			t.Fatal(err)
+		}
+		steps := []error{
+			l.Attempt(ctx, "r1", "a", ledger.Attempt{Class: "server_error", HTTPStatus: 503}),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "a", ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
+				return err
+			}(),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "b", ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404})
+				return err
+			}(),
+			func() error { _, err := l.Requeue(ctx, "r1", []versori.OrgID{"b"}); return err }(),
+			func() error { _, err := l.Cancel(ctx, "r1", []versori.OrgID{"c"}); return err }(),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "c", ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200})
+				return err
+			}(),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "plain", ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200})
+				return err
+			}(),
+		}
+		for i, err := range steps {
+			if err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+		}
+		want := map[versori.OrgID]int64{"a": 1, "b": 2, "c": 3, "d": 4, "plain": 0}
+		got := map[versori.OrgID]int64{}
+		if err := l.Scan(ctx, "r1", func(r ledger.Record) error { got[r.OrgID] = r.Position; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("positions %v; want %v", got, want)
 		}
 	})
 }

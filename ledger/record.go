@@ -57,8 +57,10 @@ type Record struct {
 	FinishedAt time.Time
 	UpdatedAt  time.Time
 	// Position is the record's place (1-based) in its rollout's release
-	// order, for a rollout released from a backlog (Enlist); 0 otherwise,
-	// and once the record has finished.
+	// order, for a rollout released from a backlog (Enlist): dense, and
+	// fixed for the record's life, so a reader can tell records apart by
+	// it. 0 for a record added by AddOrgs or Register, and for one that
+	// finished before finished records kept their position.
 	Position int64
 }
 

@@ -137,7 +137,7 @@ if from == 'succeeded' then return 0 end
 if from ~= 'pending' and not ((from == 'failed' or from == 'cancelled') and to == 'succeeded') then
   return 0
 end
-local r = {s = to}
+local r = {s = to, q = old.q} -- the position stays: reports de-duplicate by it
 local a = tonumber(old.a) or 0
 if ARGV[9] == '1' then a = a + 1 end
 setnum(r, 'a', a)

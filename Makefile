@@ -51,7 +51,7 @@ test: deps vet
 # "context deadline exceeded", golang/go#75804); the seed corpora in
 # testdata/fuzz run with the unit tests anyway.
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./versori/:FuzzParseRetryAfter ./versori/:FuzzDecodeError ./versori/:FuzzDecodeConnector ./tasks/:FuzzDecodePayload \
+FUZZ_TARGETS := ./versori/:FuzzParseRetryAfter ./versori/:FuzzParseOrgID ./versori/:FuzzDecodeError ./versori/:FuzzDecodeConnector ./tasks/:FuzzDecodePayload \
 	./versori/:FuzzParseRateLimit ./ratebudget/:FuzzSchedule ./ledger/:FuzzSanitize ./orglist/:FuzzParse ./rollout/:FuzzParseWaves ./ratebudget/:FuzzFairTurn ./gate/:FuzzParseCondition
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -25,6 +25,7 @@ import (
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 	"github.com/versori/import-worker/versori/versoritest"
 )
 
@@ -43,6 +44,17 @@ func orgIDs(n int) iter.Seq[string] {
 			id[0] = 0x01
 			id[12], id[13], id[14], id[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
 			if !yield(id.String()) {
+				return
+			}
+		}
+	}
+}
+
+// parsedIDs is orgIDs parsed, as a producer takes them.
+func parsedIDs(n int) iter.Seq[versori.OrgID] {
+	return func(yield func(versori.OrgID) bool) {
+		for s := range orgIDs(n) {
+			if !yield(versori.MustParseOrgID(s)) {
 				return
 			}
 		}
@@ -258,7 +270,7 @@ func lastLines(s string, n int) string {
 func enqueue(tb testing.TB, rdb redis.UniversalClient, id string, n int) {
 	tb.Helper()
 	p := tasks.NewProducer(rdb, tasks.ProducerConfig{})
-	s, err := p.EnqueueAll(context.Background(), tasks.Rollout{ID: id, ConnectorID: connectorID, Version: version}, orgIDs(n), nil)
+	s, err := p.EnqueueAll(context.Background(), tasks.Rollout{ID: id, ConnectorID: connectorID, Version: version}, parsedIDs(n), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -276,7 +288,7 @@ func enlist(tb testing.TB, rdb redis.UniversalClient, id string, n int) {
 	if _, _, err := m.Create(context.Background(), spec); err != nil {
 		tb.Fatal(err)
 	}
-	s, err := m.EnqueueIDs(context.Background(), spec, orgIDs(n), nil)
+	s, err := m.EnqueueIDs(context.Background(), spec, parsedIDs(n), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 // TestFigures100k measures the console on a rollout of 100,000
@@ -33,7 +34,7 @@ func TestFigures100k(t *testing.T) {
 	for i := range orgs {
 		orgs[i] = org(i)
 	}
-	if _, err := e.led.AddOrgs(ctx, "big", orgs); err != nil {
+	if _, err := e.led.AddOrgs(ctx, "big", oids(orgs...)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i += 100 {
@@ -69,4 +70,13 @@ func TestFigures100k(t *testing.T) {
 	if page > 400*time.Millisecond || failedPage > 400*time.Millisecond {
 		t.Errorf("too slow: page %v, failed page %v", page, failedPage)
 	}
+}
+
+// oids converts IDs known canonical to the ledger's type.
+func oids(ss ...string) []versori.OrgID {
+	out := make([]versori.OrgID, len(ss))
+	for i, s := range ss {
+		out[i] = versori.OrgID(s)
+	}
+	return out
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
+	"github.com/versori/import-worker/versori"
 )
 
 const (
@@ -77,7 +78,7 @@ func (e *env) rollout(id string, n int) {
 func (e *env) finish(id string, i int, o ledger.Outcome) {
 	e.t.Helper()
 	o.CountAttempt = true
-	if _, err := e.led.Finish(context.Background(), id, org(i), o); err != nil {
+	if _, err := e.led.Finish(context.Background(), id, versori.OrgID(org(i)), o); err != nil {
 		e.t.Fatal(err)
 	}
 }

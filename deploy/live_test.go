@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 )
 
 // The Dockerfile's binaries are built once per test binary run and shared
@@ -248,12 +249,12 @@ func TestLiveWorker(t *testing.T) {
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	orgs := make([]string, 300)
+	orgs := make([]versori.OrgID, 300)
 	for i := range orgs {
-		orgs[i] = ulid.Make().String()
+		orgs[i] = versori.MustParseOrgID(ulid.Make().String())
 	}
 	p := tasks.NewProducer(rdb, tasks.ProducerConfig{})
-	r := tasks.Rollout{ID: "deploy-live-test", ConnectorID: ulid.Make().String(), Version: "1.0.0"}
+	r := tasks.Rollout{ID: "deploy-live-test", ConnectorID: versori.ConnectorID(ulid.Make().String()), Version: "1.0.0"}
 	if _, err := p.EnqueueAll(ctx, r, slices.Values(orgs), nil); err != nil {
 		t.Fatalf("enqueue rollout: %v", err)
 	}

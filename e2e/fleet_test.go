@@ -15,6 +15,7 @@ import (
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 	"github.com/versori/import-worker/versori/versoritest"
 )
 
@@ -28,6 +29,17 @@ func orgIDs(n int) iter.Seq[string] {
 			id[0] = 0x01
 			id[12], id[13], id[14], id[15] = byte(i>>24), byte(i>>16), byte(i>>8), byte(i)
 			if !yield(id.String()) {
+				return
+			}
+		}
+	}
+}
+
+// parsedIDs is orgIDs parsed, as a producer takes them.
+func parsedIDs(n int) iter.Seq[versori.OrgID] {
+	return func(yield func(versori.OrgID) bool) {
+		for s := range orgIDs(n) {
+			if !yield(versori.MustParseOrgID(s)) {
 				return
 			}
 		}
@@ -74,7 +86,7 @@ func (f *fleet) start(n int, extra map[string]string) {
 func (f *fleet) enqueue(rolloutID string, n int) {
 	f.t.Helper()
 	r := tasks.Rollout{ID: rolloutID, ConnectorID: connectorID, Version: "1.0.0"}
-	s, err := f.prod.EnqueueAll(context.Background(), r, orgIDs(n), nil)
+	s, err := f.prod.EnqueueAll(context.Background(), r, parsedIDs(n), nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}

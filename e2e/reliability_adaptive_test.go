@@ -20,6 +20,7 @@ import (
 	"github.com/versori/import-worker/metrics"
 	"github.com/versori/import-worker/ratebudget"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 	"github.com/versori/import-worker/versori/versoritest"
 )
 
@@ -444,14 +445,14 @@ func TestReliabilityBreakerProbeHolderKilled(t *testing.T) {
 	held := func() (map[string]bool, bool) {
 		out := map[string]bool{}
 		err := f.led.ScanFilter(ctx, rollout, ledger.Filter{States: []ledger.State{ledger.Pending}}, func(r ledger.Record) error {
-			out[r.OrgID] = true
+			out[string(r.OrgID)] = true
 			return nil
 		})
 		if err != nil || len(out) > concurrency {
 			return nil, false
 		}
 		for o := range out {
-			ti, err := in.GetTaskInfo(tasks.DefaultQueue, tasks.TaskID(rollout, o))
+			ti, err := in.GetTaskInfo(tasks.DefaultQueue, tasks.TaskID(rollout, versori.OrgID(o)))
 			if err != nil || ti.State != asynq.TaskStateActive {
 				return nil, false
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/metrics"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 	"github.com/versori/import-worker/versori/versoritest"
 )
 
@@ -81,7 +82,7 @@ func TestReliabilityKillWorker(t *testing.T) {
 		t.Errorf("%d organisations were called again after an import had been done; the killed worker held %d tasks (at most %d)", twice, len(orphans), concurrency)
 	}
 	for org := range orgIDs(n) {
-		if api.ConflictsOf(org) > 0 && !orphans[tasks.TaskID("kill", org)] {
+		if api.ConflictsOf(org) > 0 && !orphans[tasks.TaskID("kill", versori.OrgID(org))] {
 			t.Errorf("organisation %s was called again after its import, but the killed worker did not hold its task", org)
 		}
 	}

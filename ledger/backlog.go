@@ -1,6 +1,10 @@
 package ledger
 
-import "context"
+import (
+	"context"
+
+	"github.com/versori/import-worker/versori"
+)
 
 // A rollout's backlog is the list, in the order the producer gave them, of
 // its organisations registered but not yet handed to the queue. Releasing
@@ -19,7 +23,7 @@ func (l *Ledger) BacklogKey(id string) string { return l.keys(id).backlog }
 // organisation's state before the call, "" when new. Batches run one after
 // another, so positions follow the list across batches; calling again with
 // the same list adds nothing.
-func (l *Ledger) Enlist(ctx context.Context, rolloutID string, orgIDs []string) ([]State, error) {
+func (l *Ledger) Enlist(ctx context.Context, rolloutID string, orgIDs []versori.OrgID) ([]State, error) {
 	if err := l.checkBatch(ctx, rolloutID, orgIDs); err != nil || len(orgIDs) == 0 {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/import-worker/versori"
 )
 
 // Default of BatcherOptions.
@@ -44,7 +46,7 @@ type Batcher struct {
 
 // batchReq is a read (finish nil) or a finish.
 type batchReq struct {
-	orgID  string
+	orgID  versori.OrgID
 	finish *Outcome
 }
 
@@ -65,7 +67,7 @@ func NewBatcher(l *Ledger, opts BatcherOptions) *Batcher {
 
 // Org returns one organisation's record, as Ledger.Org, reading it in one
 // HMGET with the other records of its rollout asked for meanwhile.
-func (b *Batcher) Org(ctx context.Context, rolloutID, orgID string) (Record, error) {
+func (b *Batcher) Org(ctx context.Context, rolloutID string, orgID versori.OrgID) (Record, error) {
 	if err := checkIDs(rolloutID, orgID); err != nil {
 		return Record{}, err
 	}
@@ -75,7 +77,7 @@ func (b *Batcher) Org(ctx context.Context, rolloutID, orgID string) (Record, err
 
 // Finish records how an organisation finished, as Ledger.Finish, in one
 // script call with the other outcomes of its rollout recorded meanwhile.
-func (b *Batcher) Finish(ctx context.Context, rolloutID, orgID string, o Outcome) (Finished, error) {
+func (b *Batcher) Finish(ctx context.Context, rolloutID string, orgID versori.OrgID, o Outcome) (Finished, error) {
 	if err := checkID("rollout", rolloutID, true); err != nil {
 		return Finished{}, err
 	}
@@ -96,7 +98,7 @@ func (b *Batcher) flush(ctx context.Context, rolloutID string, calls []*batchCal
 	for _, c := range calls {
 		if c.req.finish == nil {
 			reads = append(reads, c)
-			fields = append(fields, c.req.orgID)
+			fields = append(fields, string(c.req.orgID))
 		} else {
 			finishes = append(finishes, c)
 			outs = append(outs, OrgOutcome{OrgID: c.req.orgID, Outcome: *c.req.finish})
@@ -162,7 +164,7 @@ func (b *Batcher) readResults(ctx context.Context, k keys, rolloutID string, rea
 		case nil:
 			c.err = b.missing(ctx, k, rolloutID, c.req.orgID)
 		case string:
-			c.res.rec, c.err = decodeRecord(c.req.orgID, raw)
+			c.res.rec, c.err = decodeRecord(string(c.req.orgID), raw)
 		default:
 			c.err = fmt.Errorf("ledger: read organisation %q in rollout %q: unexpected value %T", c.req.orgID, rolloutID, raw)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 // gate holds the first command named name until released, and counts the
@@ -111,10 +112,10 @@ func TestBatcherFinishesShareScriptCalls(t *testing.T) {
 	res := make([]ledger.Finished, len(ids))
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
-	wg.Go(func() { res[0], errs[0] = b.Finish(ctx, "r1", ids[0], ok) })
+	wg.Go(func() { res[0], errs[0] = b.Finish(ctx, "r1", versori.OrgID(ids[0]), ok) })
 	<-g.entered
 	for i := 1; i < len(ids); i++ {
-		wg.Go(func() { res[i], errs[i] = b.Finish(ctx, "r1", ids[i], ok) })
+		wg.Go(func() { res[i], errs[i] = b.Finish(ctx, "r1", versori.OrgID(ids[i]), ok) })
 	}
 	waitFor(t, "nine queued finishes", func() bool { return b.Queued("r1") == 9 })
 	close(g.release)
@@ -152,7 +153,7 @@ func TestBatcherPipelinesReadsWithFinishes(t *testing.T) {
 	ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1", CountAttempt: true}
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if _, err := b.Finish(ctx, "r1", ids[0], ok); err != nil {
+		if _, err := b.Finish(ctx, "r1", versori.OrgID(ids[0]), ok); err != nil {
 			t.Error(err)
 		}
 	})
@@ -161,12 +162,12 @@ func TestBatcherPipelinesReadsWithFinishes(t *testing.T) {
 	recs := make([]ledger.Record, 2)
 	errs := make([]error, 5)
 	for i := 1; i <= 2; i++ {
-		wg.Go(func() { fins[i], errs[i] = b.Finish(ctx, "r1", ids[i], ok) })
+		wg.Go(func() { fins[i], errs[i] = b.Finish(ctx, "r1", versori.OrgID(ids[i]), ok) })
 	}
-	wg.Go(func() { recs[0], errs[3] = b.Org(ctx, "r1", ids[3]) })
+	wg.Go(func() { recs[0], errs[3] = b.Org(ctx, "r1", versori.OrgID(ids[3])) })
 	waitFor(t, "three queued calls", func() bool { return b.Queued("r1") == 3 })
 	// A read of an organisation finished in the same batch.
-	wg.Go(func() { recs[1], errs[4] = b.Org(ctx, "r1", ids[1]) })
+	wg.Go(func() { recs[1], errs[4] = b.Org(ctx, "r1", versori.OrgID(ids[1])) })
 	waitFor(t, "four queued calls", func() bool { return b.Queued("r1") == 4 })
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -199,7 +200,7 @@ func TestBatcherReadsShareHMGET(t *testing.T) {
 	l, g, ids, _ := gatedLedger(t, "hmget", 6)
 	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
 	ctx := context.Background()
-	if _, err := l.Finish(ctx, "r1", ids[2], ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404}); err != nil {
+	if _, err := l.Finish(ctx, "r1", versori.OrgID(ids[2]), ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404}); err != nil {
 		t.Fatal(err)
 	}
 	ask := append([]string{}, ids...)
@@ -207,10 +208,10 @@ func TestBatcherReadsShareHMGET(t *testing.T) {
 	recs := make([]ledger.Record, len(ask))
 	errs := make([]error, len(ask))
 	var wg sync.WaitGroup
-	wg.Go(func() { recs[0], errs[0] = b.Org(ctx, "r1", ask[0]) })
+	wg.Go(func() { recs[0], errs[0] = b.Org(ctx, "r1", versori.OrgID(ask[0])) })
 	<-g.entered
 	for i := 1; i < len(ask); i++ {
-		wg.Go(func() { recs[i], errs[i] = b.Org(ctx, "r1", ask[i]) })
+		wg.Go(func() { recs[i], errs[i] = b.Org(ctx, "r1", versori.OrgID(ask[i])) })
 	}
 	waitFor(t, "six queued reads", func() bool { return b.Queued("r1") == len(ask)-1 })
 	close(g.release)
@@ -223,7 +224,7 @@ func TestBatcherReadsShareHMGET(t *testing.T) {
 			}
 		case errs[i] != nil:
 			t.Errorf("Org(%s): %v", id, errs[i])
-		case recs[i].OrgID != id:
+		case string(recs[i].OrgID) != id:
 			t.Errorf("Org(%s) returned the record of %s", id, recs[i].OrgID)
 		case i == 2 && recs[i].State != ledger.Failed, i != 2 && recs[i].State != ledger.Pending:
 			t.Errorf("Org(%s) state %s", id, recs[i].State)
@@ -245,11 +246,11 @@ func TestFinishAllInOrder(t *testing.T) {
 		ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1", CountAttempt: true}
 		fail := ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true}
 		res, err := l.FinishAll(ctx, "r1", []ledger.OrgOutcome{
-			{OrgID: ids[0], Outcome: fail},
+			{OrgID: versori.OrgID(ids[0]), Outcome: fail},
 			{OrgID: "nobody", Outcome: ok},
-			{OrgID: ids[0], Outcome: ok}, // failed -> succeeded in the same batch
-			{OrgID: ids[1], Outcome: ledger.Outcome{State: ledger.Pending, Class: "imported"}},
-			{OrgID: ids[0], Outcome: fail}, // succeeded stays
+			{OrgID: versori.OrgID(ids[0]), Outcome: ok}, // failed -> succeeded in the same batch
+			{OrgID: versori.OrgID(ids[1]), Outcome: ledger.Outcome{State: ledger.Pending, Class: "imported"}},
+			{OrgID: versori.OrgID(ids[0]), Outcome: fail}, // succeeded stays
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -266,13 +267,13 @@ func TestFinishAllInOrder(t *testing.T) {
 				t.Errorf("result %d: pending %d; want 2", i, res[i].Pending)
 			}
 		}
-		rec, err := l.Org(ctx, "r1", ids[0])
+		rec, err := l.Org(ctx, "r1", versori.OrgID(ids[0]))
 		if err != nil || rec.State != ledger.Succeeded || rec.Attempts != 2 {
 			t.Errorf("record after the batch: %+v, %v; want succeeded after 2 attempts", rec, err)
 		}
 		checkCounts(t, l, "r1", ledger.Counts{Total: 3, Pending: 2, Succeeded: 1,
 			ByClass: map[string]int64{"imported": 1}, ByVersion: map[string]int64{"1": 1}})
-		if _, err := l.FinishAll(ctx, "no-such-rollout", []ledger.OrgOutcome{{OrgID: ids[0], Outcome: ok}}); !errors.Is(err, ledger.ErrRolloutNotFound) {
+		if _, err := l.FinishAll(ctx, "no-such-rollout", []ledger.OrgOutcome{{OrgID: versori.OrgID(ids[0]), Outcome: ok}}); !errors.Is(err, ledger.ErrRolloutNotFound) {
 			t.Errorf("FinishAll on an unknown rollout: %v; want ErrRolloutNotFound", err)
 		}
 	})
@@ -294,7 +295,7 @@ func TestBatcherRedisAway(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(ids))
 	for i := range ids {
-		wg.Go(func() { _, errs[i] = b.Finish(ctx, "r1", ids[i], ok) })
+		wg.Go(func() { _, errs[i] = b.Finish(ctx, "r1", versori.OrgID(ids[i]), ok) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -307,7 +308,7 @@ func TestBatcherRedisAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	// miniredis keeps its data across the restart.
-	if f, err := b.Finish(ctx, "r1", ids[0], ok); err != nil || !f.Changed || f.Pending != 3 {
+	if f, err := b.Finish(ctx, "r1", versori.OrgID(ids[0]), ok); err != nil || !f.Changed || f.Pending != 3 {
 		t.Errorf("Finish after Redis came back: %+v, %v; want changed, 3 pending", f, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 // Many workers deliver every organisation's task more than once, at the
@@ -32,7 +33,7 @@ func TestConcurrentDoubleDelivery(t *testing.T) {
 					if i%3 == 0 {
 						o = ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404, CountAttempt: true}
 					}
-					f, err := l.Finish(ctx, "r1", ids[i], o)
+					f, err := l.Finish(ctx, "r1", versori.OrgID(ids[i]), o)
 					if err != nil {
 						t.Error(err)
 						return
@@ -73,8 +74,8 @@ func TestConcurrentMixedOperations(t *testing.T) {
 			wg.Go(func() {
 				rng := rand.New(rand.NewPCG(uint64(w), 2))
 				var rw interface {
-					Org(ctx context.Context, rolloutID, orgID string) (ledger.Record, error)
-					Finish(ctx context.Context, rolloutID, orgID string, o ledger.Outcome) (ledger.Finished, error)
+					Org(ctx context.Context, rolloutID string, orgID versori.OrgID) (ledger.Record, error)
+					Finish(ctx context.Context, rolloutID string, orgID versori.OrgID, o ledger.Outcome) (ledger.Finished, error)
 				} = l
 				if w%2 == 1 {
 					rw = b
@@ -85,23 +86,23 @@ func TestConcurrentMixedOperations(t *testing.T) {
 					var err error
 					switch op := rng.IntN(100); {
 					case op < 5:
-						_, err = l.AddOrgs(ctx, "r1", []string{org, ids[rng.IntN(orgs)]})
+						_, err = l.AddOrgs(ctx, "r1", []versori.OrgID{versori.OrgID(org), versori.OrgID(ids[rng.IntN(orgs)])})
 					case op < 45:
-						err = l.Attempt(ctx, "r1", org, ledger.Attempt{Class: class, HTTPStatus: 503})
+						err = l.Attempt(ctx, "r1", versori.OrgID(org), ledger.Attempt{Class: class, HTTPStatus: 503})
 					case op < 50:
-						_, err = rw.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Succeeded, Class: "imported", Version: []string{"1", "2"}[rng.IntN(2)], CountAttempt: true})
+						_, err = rw.Finish(ctx, "r1", versori.OrgID(org), ledger.Outcome{State: ledger.Succeeded, Class: "imported", Version: []string{"1", "2"}[rng.IntN(2)], CountAttempt: true})
 					case op < 75:
-						_, err = rw.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Failed, Class: class, CountAttempt: rng.IntN(2) == 0})
+						_, err = rw.Finish(ctx, "r1", versori.OrgID(org), ledger.Outcome{State: ledger.Failed, Class: class, CountAttempt: rng.IntN(2) == 0})
 					case op < 90:
-						_, err = l.Requeue(ctx, "r1", []string{org})
+						_, err = l.Requeue(ctx, "r1", []versori.OrgID{versori.OrgID(org)})
 					default:
-						_, err = l.Cancel(ctx, "r1", []string{org})
+						_, err = l.Cancel(ctx, "r1", []versori.OrgID{versori.OrgID(org)})
 					}
 					if err != nil && !isNotFound(err) {
 						t.Error(err)
 						return
 					}
-					if rec, err := rw.Org(ctx, "r1", org); err == nil && rec.State == ledger.Succeeded {
+					if rec, err := rw.Org(ctx, "r1", versori.OrgID(org)); err == nil && rec.State == ledger.Succeeded {
 						succeeded.Store(org, rec)
 					}
 				}
@@ -120,7 +121,7 @@ func TestConcurrentMixedOperations(t *testing.T) {
 			t.Errorf("states sum to %d; total %d", sum, got.Total)
 		}
 		succeeded.Range(func(k, v any) bool {
-			if rec, err := l.Org(ctx, "r1", k.(string)); err != nil || rec != v.(ledger.Record) {
+			if rec, err := l.Org(ctx, "r1", versori.OrgID(k.(string))); err != nil || rec != v.(ledger.Record) {
 				t.Errorf("succeeded record of %s changed: %+v -> %+v (%v)", k, v, rec, err)
 			}
 			return true

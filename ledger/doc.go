@@ -51,7 +51,7 @@
 //	d   duration of the last call in microseconds
 //	f   when the record reached its state (succeeded, failed or cancelled), Unix milliseconds
 //	u   when the record last changed, Unix milliseconds
-//	q   position in the rollout's backlog (1-based, list order), for records enlisted there; kept once finished
+//	q   position (1-based) in the rollout's release order, for a record Enlist added; kept for its life
 //
 // The counters hash holds:
 //

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 // A rollout's life: a producer defines it and adds organisations, workers
@@ -28,7 +29,7 @@ func Example() {
 	if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: "rollout-1", ConnectorID: "01HZY5", Version: "latest"}); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := l.AddOrgs(ctx, "rollout-1", []string{"org-a", "org-b", "org-c"}); err != nil {
+	if _, err := l.AddOrgs(ctx, "rollout-1", []versori.OrgID{"org-a", "org-b", "org-c"}); err != nil {
 		log.Fatal(err)
 	}
 
@@ -50,10 +51,10 @@ func Example() {
 	// Retry re-drives the failed ones.
 	var failed []string
 	_ = l.Failed(ctx, "rollout-1", nil, func(r ledger.Record) error {
-		failed = append(failed, r.OrgID)
+		failed = append(failed, string(r.OrgID))
 		return nil
 	})
-	n, _ := l.Requeue(ctx, "rollout-1", failed)
+	n, _ := l.Requeue(ctx, "rollout-1", oids(failed...))
 	fmt.Println("requeued:", n)
 
 	r, _ := l.Org(ctx, "rollout-1", "org-c")

@@ -3,6 +3,8 @@ package ledger
 import (
 	"context"
 	"fmt"
+
+	"github.com/versori/import-worker/versori"
 )
 
 // Finished is what recording an outcome did.
@@ -17,7 +19,7 @@ type Finished struct {
 
 // OrgOutcome is one organisation's outcome, for FinishAll.
 type OrgOutcome struct {
-	OrgID   string
+	OrgID   versori.OrgID
 	Outcome Outcome
 }
 
@@ -73,7 +75,7 @@ func (l *Ledger) newFinishBatch(rolloutID string, outs []OrgOutcome) *finishBatc
 		if o.CountAttempt {
 			count = 1
 		}
-		fb.args = append(fb.args, oo.OrgID, string(o.State), o.Class, o.HTTPStatus, sanitize(o.Error, l.opts.MaxErrorLen),
+		fb.args = append(fb.args, string(oo.OrgID), string(o.State), o.Class, o.HTTPStatus, sanitize(o.Error, l.opts.MaxErrorLen),
 			sanitize(o.ConnectorID, maxAPIFieldLen), sanitize(o.Version, maxAPIFieldLen),
 			o.Duration.Microseconds(), count)
 		fb.sent = append(fb.sent, i)
@@ -110,8 +112,8 @@ func (fb *finishBatch) results(v any, err error) ([]FinishResult, error) {
 }
 
 // checkOutcome refuses what Finish cannot record.
-func (l *Ledger) checkOutcome(orgID string, o Outcome) error {
-	if err := checkID("organisation", orgID, false); err != nil {
+func (l *Ledger) checkOutcome(orgID versori.OrgID, o Outcome) error {
+	if err := checkOrg(orgID); err != nil {
 		return err
 	}
 	if o.State != Succeeded && o.State != Failed {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 // clock is a settable clock for Options.Clock.
@@ -191,7 +192,7 @@ func newLedger(t *testing.T, rdb redis.UniversalClient, prefix string, orgs ...s
 		t.Fatal(err)
 	}
 	if len(orgs) > 0 {
-		if _, err := l.AddOrgs(ctx, "r1", orgs); err != nil {
+		if _, err := l.AddOrgs(ctx, "r1", oids(orgs...)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -251,4 +252,23 @@ func fmtCounts(c ledger.Counts) string {
 	return fmt.Sprintf("total=%d pending=%d retrying=%d succeeded=%d failed=%d cancelled=%d class=%v retry=%v version=%v",
 		c.Total, c.Pending, c.Retrying, c.Succeeded, c.Failed, c.Cancelled,
 		norm(c.ByClass), norm(c.RetryingByClass), norm(c.ByVersion))
+}
+
+// oids converts test IDs (not ULIDs here: the ledger takes parsed IDs and
+// does not check them again) to the ledger's type.
+func oids(ss ...string) []versori.OrgID {
+	out := make([]versori.OrgID, len(ss))
+	for i, s := range ss {
+		out[i] = versori.OrgID(s)
+	}
+	return out
+}
+
+// strs converts IDs back to strings.
+func strs(ids []versori.OrgID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = string(id)
+	}
+	return out
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 // A rollout of 100,000 organisations on a real Redis: adding them, reading
@@ -49,7 +50,7 @@ func TestLargeRollout(t *testing.T) {
 
 	st := stats()
 	start := time.Now()
-	added, err := l.AddOrgs(ctx, "big", ids)
+	added, err := l.AddOrgs(ctx, "big", oids(ids...))
 	addTook := time.Since(start)
 	if err != nil || added != n {
 		t.Fatalf("AddOrgs = %d, %v; want %d", added, err, n)
@@ -63,7 +64,7 @@ func TestLargeRollout(t *testing.T) {
 	}
 
 	start = time.Now()
-	again, err := l.AddOrgs(ctx, "big", ids)
+	again, err := l.AddOrgs(ctx, "big", oids(ids...))
 	t.Logf("AddOrgs again (nothing new): %v", time.Since(start))
 	if err != nil || again != 0 {
 		t.Fatalf("repeated AddOrgs = %d, %v; want 0", again, err)
@@ -71,7 +72,7 @@ func TestLargeRollout(t *testing.T) {
 
 	// The producer's path on a re-run: every organisation is known.
 	start = time.Now()
-	states, err := l.Register(ctx, "big", ids)
+	states, err := l.Register(ctx, "big", oids(ids...))
 	t.Logf("Register of %d known organisations: %v", n, time.Since(start))
 	if err != nil || len(states) != n || states[0] != ledger.Pending || states[n-1] != ledger.Pending {
 		t.Fatalf("Register = %d states, %v", len(states), err)
@@ -85,7 +86,7 @@ func TestLargeRollout(t *testing.T) {
 		wg.Go(func() {
 			for i := w; i < n/10; i += finishers {
 				for range 2 {
-					if _, err := l.Finish(ctx, "big", ids[i], ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1.0.0", CountAttempt: true}); err != nil {
+					if _, err := l.Finish(ctx, "big", versori.OrgID(ids[i]), ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1.0.0", CountAttempt: true}); err != nil {
 						t.Error(err)
 						return
 					}
@@ -183,7 +184,7 @@ func BenchmarkAddOrgs(b *testing.B) {
 				for j := range ids {
 					ids[j] = fmt.Sprintf("org-%d-%d", i, j)
 				}
-				if _, err := l.AddOrgs(ctx, "b", ids); err != nil {
+				if _, err := l.AddOrgs(ctx, "b", oids(ids...)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -200,7 +201,7 @@ func BenchmarkFinish(b *testing.B) {
 		b.Fatal(err)
 	}
 	ids := orgIDs(b.N)
-	if _, err := l.AddOrgs(ctx, "b", ids); err != nil {
+	if _, err := l.AddOrgs(ctx, "b", oids(ids...)); err != nil {
 		b.Fatal(err)
 	}
 	var mu sync.Mutex
@@ -212,7 +213,7 @@ func BenchmarkFinish(b *testing.B) {
 			id := ids[next]
 			next++
 			mu.Unlock()
-			if _, err := l.Finish(ctx, "b", id, ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "v", CountAttempt: true}); err != nil {
+			if _, err := l.Finish(ctx, "b", versori.OrgID(id), ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "v", CountAttempt: true}); err != nil {
 				b.Error(err)
 				return
 			}

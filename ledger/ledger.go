@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/versori/import-worker/versori"
 )
 
 // Errors returned by the Ledger. Test for them with errors.Is; the returned
@@ -27,8 +29,10 @@ var (
 	// ErrOrgNotFound means the rollout exists but the organisation was never
 	// added to it.
 	ErrOrgNotFound = errors.New("organisation not in rollout")
-	// ErrInvalidID means a rollout or organisation ID is empty, too long or
-	// holds characters the ledger cannot store safely.
+	// ErrInvalidID means a rollout ID is empty, too long or holds
+	// characters the ledger cannot store safely, or an organisation or
+	// connector ID is the zero value (organisation and connector IDs come
+	// parsed, versori.ParseOrgID, and are not checked again).
 	ErrInvalidID = errors.New("invalid ID")
 	// ErrInvalidClass means an outcome class is longer than the ledger keeps.
 	ErrInvalidClass = errors.New("invalid outcome class")
@@ -103,7 +107,7 @@ func New(rdb redis.UniversalClient, opts Options) *Ledger {
 // Rollout is a rollout's definition.
 type Rollout struct {
 	ID          string
-	ConnectorID string
+	ConnectorID versori.ConnectorID
 	// Version is the version name the rollout asked for, as given
 	// (it may be "latest" or "default").
 	Version   string
@@ -189,7 +193,7 @@ func (l *Ledger) CreateRollout(ctx context.Context, r Rollout) (created bool, er
 		r.CreatedAt = l.opts.Clock()
 	}
 	res, err := createScript.Run(ctx, l.rdb, l.keys(r.ID).list(),
-		r.ID, r.ConnectorID, r.Version, r.CreatedAt.UnixMilli(), r.Queue).Slice()
+		r.ID, string(r.ConnectorID), r.Version, r.CreatedAt.UnixMilli(), r.Queue).Slice()
 	if err != nil {
 		return false, fmt.Errorf("ledger: create rollout %q: %w", r.ID, err)
 	}
@@ -225,7 +229,7 @@ func (l *Ledger) CreateRollout(ctx context.Context, r Rollout) (created bool, er
 // time. Every ID is checked before anything is written. The IDs go to Redis
 // in batches of Options.BatchSize, Options.Parallelism at a time; on error,
 // added counts the batches that did complete, and calling again is safe.
-func (l *Ledger) AddOrgs(ctx context.Context, rolloutID string, orgIDs []string) (added int, err error) {
+func (l *Ledger) AddOrgs(ctx context.Context, rolloutID string, orgIDs []versori.OrgID) (added int, err error) {
 	if err := l.checkBatch(ctx, rolloutID, orgIDs); err != nil || len(orgIDs) == 0 {
 		return 0, err
 	}
@@ -253,7 +257,7 @@ func (l *Ledger) AddOrgs(ctx context.Context, rolloutID string, orgIDs []string)
 // organisation listed twice is reported new once). A producer
 // enqueueing a rollout again uses it to enqueue only what is missing. It
 // reads every existing record, so it costs more than AddOrgs.
-func (l *Ledger) Register(ctx context.Context, rolloutID string, orgIDs []string) ([]State, error) {
+func (l *Ledger) Register(ctx context.Context, rolloutID string, orgIDs []versori.OrgID) ([]State, error) {
 	if err := l.checkBatch(ctx, rolloutID, orgIDs); err != nil || len(orgIDs) == 0 {
 		return nil, err
 	}
@@ -273,7 +277,7 @@ func (l *Ledger) Register(ctx context.Context, rolloutID string, orgIDs []string
 
 // register runs registerScript on one batch (keys: the rollout's three, or
 // four with its backlog) and returns each organisation's state before it.
-func (l *Ledger) register(ctx context.Context, rolloutID string, keys, orgIDs []string, rec string) ([]State, error) {
+func (l *Ledger) register(ctx context.Context, rolloutID string, keys []string, orgIDs []versori.OrgID, rec string) ([]State, error) {
 	res, err := registerScript.Run(ctx, l.rdb, keys, batchArgs(orgIDs, rec)...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("ledger: register organisations in rollout %q: %w", rolloutID, err)
@@ -293,14 +297,15 @@ func (l *Ledger) register(ctx context.Context, rolloutID string, keys, orgIDs []
 	return out, nil
 }
 
-// checkBatch checks every ID before a batched write touches anything, and
-// for an empty batch, that the rollout exists (the scripts check otherwise).
-func (l *Ledger) checkBatch(ctx context.Context, rolloutID string, orgIDs []string) error {
+// checkBatch checks the rollout ID and that no organisation ID is zero
+// before a batched write touches anything, and for an empty batch, that the
+// rollout exists (the scripts check otherwise).
+func (l *Ledger) checkBatch(ctx context.Context, rolloutID string, orgIDs []versori.OrgID) error {
 	if err := checkID("rollout", rolloutID, true); err != nil {
 		return err
 	}
 	for _, id := range orgIDs {
-		if err := checkID("organisation", id, false); err != nil {
+		if err := checkOrg(id); err != nil {
 			return err
 		}
 	}
@@ -312,11 +317,11 @@ func (l *Ledger) checkBatch(ctx context.Context, rolloutID string, orgIDs []stri
 }
 
 // batchArgs is a script's ARGV: head, then the organisation IDs.
-func batchArgs(orgIDs []string, head ...any) []any {
+func batchArgs(orgIDs []versori.OrgID, head ...any) []any {
 	args := make([]any, 0, len(head)+len(orgIDs))
 	args = append(args, head...)
 	for _, id := range orgIDs {
-		args = append(args, id)
+		args = append(args, string(id))
 	}
 	return args
 }
@@ -394,7 +399,7 @@ func summary(id string, def, counts map[string]string) (Rollout, Counts, error) 
 	}
 	r := Rollout{
 		ID:          id,
-		ConnectorID: def["connector_id"],
+		ConnectorID: versori.ConnectorID(def["connector_id"]),
 		Version:     def["version"],
 		CreatedAt:   time.UnixMilli(ms),
 		Queue:       def["queue"],

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 func TestCreateRollout(t *testing.T) {
@@ -92,11 +94,11 @@ func TestAddOrgs(t *testing.T) {
 		if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: "c", Version: "v"}); err != nil {
 			t.Fatal(err)
 		}
-		added, err := l.AddOrgs(ctx, "r1", []string{"a", "b", "c", "a", "d", "e", "b", "f"})
+		added, err := l.AddOrgs(ctx, "r1", []versori.OrgID{"a", "b", "c", "a", "d", "e", "b", "f"})
 		if err != nil || added != 6 {
 			t.Fatalf("AddOrgs = %d, %v; want 6 new (duplicates dropped)", added, err)
 		}
-		added, err = l.AddOrgs(ctx, "r1", []string{"f", "g", "a"})
+		added, err = l.AddOrgs(ctx, "r1", []versori.OrgID{"f", "g", "a"})
 		if err != nil || added != 1 {
 			t.Fatalf("second AddOrgs = %d, %v; want 1", added, err)
 		}
@@ -106,7 +108,7 @@ func TestAddOrgs(t *testing.T) {
 		if _, err := l.Finish(ctx, "r1", "a", ledger.Outcome{State: ledger.Succeeded, Class: "imported"}); err != nil {
 			t.Fatal(err)
 		}
-		if added, err := l.AddOrgs(ctx, "r1", []string{"a"}); err != nil || added != 0 {
+		if added, err := l.AddOrgs(ctx, "r1", []versori.OrgID{"a"}); err != nil || added != 0 {
 			t.Fatalf("AddOrgs of a finished org = %d, %v; want 0", added, err)
 		}
 		rec, err := l.Org(ctx, "r1", "a")
@@ -130,14 +132,16 @@ func TestAddOrgsErrors(t *testing.T) {
 	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
 		ctx := context.Background()
 		l, _ := newLedger(t, rdb, prefix)
-		if _, err := l.AddOrgs(ctx, "nope", []string{"a"}); !errors.Is(err, ledger.ErrRolloutNotFound) {
+		if _, err := l.AddOrgs(ctx, "nope", []versori.OrgID{"a"}); !errors.Is(err, ledger.ErrRolloutNotFound) {
 			t.Errorf("AddOrgs to a missing rollout: %v; want ErrRolloutNotFound", err)
 		}
 		if _, err := l.AddOrgs(ctx, "nope", nil); !errors.Is(err, ledger.ErrRolloutNotFound) {
 			t.Errorf("AddOrgs(nil) to a missing rollout: %v; want ErrRolloutNotFound", err)
 		}
-		for _, bad := range []string{"", "a\x00b", "a\nb", "\xc3\x28", strings.Repeat("o", 201)} {
-			added, err := l.AddOrgs(ctx, "r1", []string{"good1", bad, "good2"})
+		// Organisation IDs come parsed (versori.ParseOrgID): the ledger
+		// refuses only the zero one, a field left unset.
+		for _, bad := range []string{""} {
+			added, err := l.AddOrgs(ctx, "r1", []versori.OrgID{"good1", versori.OrgID(bad), "good2"})
 			if !errors.Is(err, ledger.ErrInvalidID) || added != 0 {
 				t.Errorf("AddOrgs with %q = %d, %v; want 0, ErrInvalidID", bad, added, err)
 			}
@@ -149,7 +153,7 @@ func TestAddOrgsErrors(t *testing.T) {
 
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if _, err := l.AddOrgs(cctx, "r1", orgIDs(10)); !errors.Is(err, context.Canceled) {
+		if _, err := l.AddOrgs(cctx, "r1", oids(orgIDs(10)...)); !errors.Is(err, context.Canceled) {
 			t.Errorf("AddOrgs with a cancelled context: %v; want context.Canceled", err)
 		}
 	})
@@ -163,13 +167,13 @@ func state(t *testing.T, l *ledger.Ledger, org, name string) {
 	switch name {
 	case "pending":
 	case "retrying":
-		err = l.Attempt(ctx, "r1", org, ledger.Attempt{Class: "server_error", HTTPStatus: 503, Error: "busy"})
+		err = l.Attempt(ctx, "r1", versori.OrgID(org), ledger.Attempt{Class: "server_error", HTTPStatus: 503, Error: "busy"})
 	case "succeeded":
-		_, err = l.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1.0.0", CountAttempt: true})
+		_, err = l.Finish(ctx, "r1", versori.OrgID(org), ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, Version: "1.0.0", CountAttempt: true})
 	case "failed":
-		_, err = l.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404, Error: "no such version", CountAttempt: true})
+		_, err = l.Finish(ctx, "r1", versori.OrgID(org), ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404, Error: "no such version", CountAttempt: true})
 	case "cancelled":
-		_, err = l.Cancel(ctx, "r1", []string{org})
+		_, err = l.Cancel(ctx, "r1", []versori.OrgID{versori.OrgID(org)})
 	default:
 		t.Fatalf("unknown state %q", name)
 	}
@@ -298,11 +302,11 @@ func TestAttempt(t *testing.T) {
 		state(t, l, "b", "succeeded")
 		state(t, l, "c", "cancelled")
 		for _, org := range []string{"b", "c"} {
-			before, _ := l.Org(ctx, "r1", org)
-			if err := l.Attempt(ctx, "r1", org, ledger.Attempt{Class: "server_error"}); err != nil {
+			before, _ := l.Org(ctx, "r1", versori.OrgID(org))
+			if err := l.Attempt(ctx, "r1", versori.OrgID(org), ledger.Attempt{Class: "server_error"}); err != nil {
 				t.Fatal(err)
 			}
-			if after, _ := l.Org(ctx, "r1", org); after != before {
+			if after, _ := l.Org(ctx, "r1", versori.OrgID(org)); after != before {
 				t.Errorf("Attempt changed a %s record: %+v -> %+v", before.State, before, after)
 			}
 		}
@@ -323,7 +327,7 @@ func TestDoubleDelivery(t *testing.T) {
 				if i%2 == 1 {
 					o = bad
 				}
-				f, err := l.Finish(ctx, "r1", org, o)
+				f, err := l.Finish(ctx, "r1", versori.OrgID(org), o)
 				if err != nil || f.Changed != (round == 0) {
 					t.Fatalf("round %d Finish(%s) = %v, %v; want %v", round, org, f.Changed, err, round == 0)
 				}
@@ -346,7 +350,7 @@ func TestRequeueAndCancel(t *testing.T) {
 		clk.Advance(time.Minute)
 
 		all := []string{"p", "r", "s", "f", "x", "unknown"}
-		n, err := l.Requeue(ctx, "r1", all)
+		n, err := l.Requeue(ctx, "r1", oids(all...))
 		if err != nil || n != 1 {
 			t.Fatalf("Requeue = %d, %v; want 1 (only the failed one)", n, err)
 		}
@@ -359,12 +363,12 @@ func TestRequeueAndCancel(t *testing.T) {
 		checkCounts(t, l, "r1", ledger.Counts{Total: 5, Pending: 3, Retrying: 2, Succeeded: 1, Cancelled: 1,
 			RetryingByClass: map[string]int64{"server_error": 1, "not_found": 1},
 			ByClass:         map[string]int64{"imported": 1}, ByVersion: map[string]int64{"1.0.0": 1}})
-		if n, _ := l.Requeue(ctx, "r1", all); n != 0 {
+		if n, _ := l.Requeue(ctx, "r1", oids(all...)); n != 0 {
 			t.Errorf("second Requeue moved %d; want 0", n)
 		}
 
 		clk.Advance(time.Minute)
-		n, err = l.Cancel(ctx, "r1", all)
+		n, err = l.Cancel(ctx, "r1", oids(all...))
 		if err != nil || n != 3 {
 			t.Fatalf("Cancel = %d, %v; want 3 (the pending ones)", n, err)
 		}
@@ -377,10 +381,10 @@ func TestRequeueAndCancel(t *testing.T) {
 		}
 		checkCounts(t, l, "r1", ledger.Counts{Total: 5, Succeeded: 1, Cancelled: 4,
 			ByClass: map[string]int64{"imported": 1}, ByVersion: map[string]int64{"1.0.0": 1}})
-		if n, _ := l.Cancel(ctx, "r1", all); n != 0 {
+		if n, _ := l.Cancel(ctx, "r1", oids(all...)); n != 0 {
 			t.Errorf("second Cancel moved %d; want 0", n)
 		}
-		if n, _ := l.Requeue(ctx, "r1", all); n != 0 {
+		if n, _ := l.Requeue(ctx, "r1", oids(all...)); n != 0 {
 			t.Errorf("Requeue moved %d cancelled records; want 0", n)
 		}
 	})
@@ -394,10 +398,10 @@ func TestRequeueCancelBatches(t *testing.T) {
 		if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: "c", Version: "v"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.AddOrgs(ctx, "r1", ids); err != nil {
+		if _, err := l.AddOrgs(ctx, "r1", oids(ids...)); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := l.Cancel(ctx, "r1", ids); err != nil || n != 50 {
+		if n, err := l.Cancel(ctx, "r1", oids(ids...)); err != nil || n != 50 {
 			t.Fatalf("Cancel = %d, %v; want 50", n, err)
 		}
 		checkCounts(t, l, "r1", ledger.Counts{Total: 50, Cancelled: 50})
@@ -417,10 +421,10 @@ func TestNotFound(t *testing.T) {
 			{"r1", "missing", ledger.ErrOrgNotFound},
 		} {
 			calls := map[string]error{}
-			_, calls["Org"] = l.Org(ctx, tt.rollout, tt.org)
-			_, calls["Succeeded"] = l.Succeeded(ctx, tt.rollout, tt.org)
-			calls["Attempt"] = l.Attempt(ctx, tt.rollout, tt.org, ledger.Attempt{Class: "timeout"})
-			_, calls["Finish"] = l.Finish(ctx, tt.rollout, tt.org, ledger.Outcome{State: ledger.Succeeded})
+			_, calls["Org"] = l.Org(ctx, tt.rollout, versori.OrgID(tt.org))
+			_, calls["Succeeded"] = l.Succeeded(ctx, tt.rollout, versori.OrgID(tt.org))
+			calls["Attempt"] = l.Attempt(ctx, tt.rollout, versori.OrgID(tt.org), ledger.Attempt{Class: "timeout"})
+			_, calls["Finish"] = l.Finish(ctx, tt.rollout, versori.OrgID(tt.org), ledger.Outcome{State: ledger.Succeeded})
 			for name, err := range calls {
 				if !errors.Is(err, tt.want) {
 					t.Errorf("%s(%q, %q) error = %v; want %v", name, tt.rollout, tt.org, err, tt.want)
@@ -429,8 +433,8 @@ func TestNotFound(t *testing.T) {
 		}
 		calls := map[string]error{}
 		_, _, calls["Rollout"] = l.Rollout(ctx, "missing")
-		_, calls["Requeue"] = l.Requeue(ctx, "missing", []string{"o"})
-		_, calls["Cancel"] = l.Cancel(ctx, "missing", []string{"o"})
+		_, calls["Requeue"] = l.Requeue(ctx, "missing", []versori.OrgID{"o"})
+		_, calls["Cancel"] = l.Cancel(ctx, "missing", []versori.OrgID{"o"})
 		_, calls["Cancel(nil)"] = l.Cancel(ctx, "missing", nil)
 		calls["Scan"] = l.Scan(ctx, "missing", noop)
 		calls["Failed"] = l.Failed(ctx, "missing", nil, noop)
@@ -454,7 +458,7 @@ func TestSucceeded(t *testing.T) {
 		state(t, l, "s", "succeeded")
 		state(t, l, "f", "failed")
 		for org, want := range map[string]bool{"p": false, "s": true, "f": false} {
-			if got, err := l.Succeeded(ctx, "r1", org); err != nil || got != want {
+			if got, err := l.Succeeded(ctx, "r1", versori.OrgID(org)); err != nil || got != want {
 				t.Errorf("Succeeded(%s) = %v, %v; want %v", org, got, err, want)
 			}
 		}
@@ -469,7 +473,7 @@ func TestErrorMessagesAreTrimmed(t *testing.T) {
 		if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: "c", Version: "v"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.AddOrgs(ctx, "r1", []string{"a", "b"}); err != nil {
+		if _, err := l.AddOrgs(ctx, "r1", []versori.OrgID{"a", "b"}); err != nil {
 			t.Fatal(err)
 		}
 		long := "bad \xff\xfe gateway:\r\n\t<html>" + strings.Repeat("é", 100) + "\x00\x1b[31m"
@@ -483,7 +487,7 @@ func TestErrorMessagesAreTrimmed(t *testing.T) {
 		// Consecutive invalid bytes become one U+FFFD; the cut keeps whole runes.
 		want := "bad \uFFFD gateway: <html>ééééééé…"
 		for _, org := range []string{"a", "b"} {
-			rec, err := l.Org(ctx, "r1", org)
+			rec, err := l.Org(ctx, "r1", versori.OrgID(org))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -510,7 +514,7 @@ func TestRollouts(t *testing.T) {
 			if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: id, ConnectorID: "c", Version: "v"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := l.AddOrgs(ctx, id, orgIDs(i+1)); err != nil {
+			if _, err := l.AddOrgs(ctx, id, oids(orgIDs(i+1)...)); err != nil {
 				t.Fatal(err)
 			}
 			clk.Advance(time.Second)
@@ -556,17 +560,17 @@ func TestScan(t *testing.T) {
 		if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: "c", Version: "v"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.AddOrgs(ctx, "r1", ids); err != nil {
+		if _, err := l.AddOrgs(ctx, "r1", oids(ids...)); err != nil {
 			t.Fatal(err)
 		}
 		classes := []string{"not_found", "exhausted", "invalid"}
 		for i, id := range ids[:60] {
-			if _, err := l.Finish(ctx, "r1", id, ledger.Outcome{State: ledger.Failed, Class: classes[i%3]}); err != nil {
+			if _, err := l.Finish(ctx, "r1", versori.OrgID(id), ledger.Outcome{State: ledger.Failed, Class: classes[i%3]}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		seen := map[string]int{}
-		if err := l.Scan(ctx, "r1", func(r ledger.Record) error { seen[r.OrgID]++; return nil }); err != nil {
+		if err := l.Scan(ctx, "r1", func(r ledger.Record) error { seen[string(r.OrgID)]++; return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if len(seen) != len(ids) {
@@ -578,7 +582,7 @@ func TestScan(t *testing.T) {
 			if r.State != ledger.Failed || (r.Class != "exhausted" && r.Class != "invalid") {
 				t.Errorf("Failed yielded %+v", r)
 			}
-			failed = append(failed, r.OrgID)
+			failed = append(failed, string(r.OrgID))
 			return nil
 		})
 		if err != nil || len(failed) != 40 {
@@ -611,7 +615,7 @@ func TestScan(t *testing.T) {
 
 		// Retry's path: requeue what Failed yields, in the callback.
 		err = l.Failed(ctx, "r1", []string{"not_found"}, func(r ledger.Record) error {
-			_, err := l.Requeue(ctx, "r1", []string{r.OrgID})
+			_, err := l.Requeue(ctx, "r1", []versori.OrgID{r.OrgID})
 			return err
 		})
 		if err != nil {
@@ -670,7 +674,7 @@ func TestFinishTimes(t *testing.T) {
 		finish := func(org string, at time.Time) {
 			t.Helper()
 			clk.Advance(at.Sub(clk.Now()))
-			if _, err := l.Finish(ctx, "r1", org, ledger.Outcome{State: ledger.Succeeded}); err != nil {
+			if _, err := l.Finish(ctx, "r1", versori.OrgID(org), ledger.Outcome{State: ledger.Succeeded}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -694,14 +698,14 @@ func TestRegister(t *testing.T) {
 		ctx := context.Background()
 		clk := newClock()
 		l := ledger.New(rdb, ledger.Options{Prefix: prefix, Clock: clk.Now, BatchSize: 2, Parallelism: 3})
-		if _, err := l.Register(ctx, "r1", []string{"a"}); !errors.Is(err, ledger.ErrRolloutNotFound) {
+		if _, err := l.Register(ctx, "r1", []versori.OrgID{"a"}); !errors.Is(err, ledger.ErrRolloutNotFound) {
 			t.Fatalf("Register on a missing rollout: %v; want ErrRolloutNotFound", err)
 		}
 		if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: "c", Version: "v"}); err != nil {
 			t.Fatal(err)
 		}
 		// Batches run in parallel: which of the two "a" is new is not fixed.
-		got, err := l.Register(ctx, "r1", []string{"a", "b", "a", "c", "d"})
+		got, err := l.Register(ctx, "r1", []versori.OrgID{"a", "b", "a", "c", "d"})
 		want := []ledger.State{"", "", ledger.Pending, "", ""}
 		if err == nil && got[0] == ledger.Pending {
 			got[0], got[2] = got[2], got[0]
@@ -713,7 +717,7 @@ func TestRegister(t *testing.T) {
 		state(t, l, "b", "failed")
 		state(t, l, "c", "cancelled")
 		state(t, l, "d", "retrying")
-		got, err = l.Register(ctx, "r1", []string{"a", "b", "c", "d", "e"})
+		got, err = l.Register(ctx, "r1", []versori.OrgID{"a", "b", "c", "d", "e"})
 		want = []ledger.State{ledger.Succeeded, ledger.Failed, ledger.Cancelled, ledger.Pending, ""}
 		if err != nil || !slices.Equal(got, want) {
 			t.Fatalf("second Register = %q, %v; want %q", got, err, want)
@@ -722,14 +726,14 @@ func TestRegister(t *testing.T) {
 			RetryingByClass: map[string]int64{"server_error": 1},
 			ByClass:         map[string]int64{"imported": 1, "not_found": 1}, ByVersion: map[string]int64{"1.0.0": 1}})
 
-		if got, err := l.Register(ctx, "r1", []string{"ok", "bad\n"}); !errors.Is(err, ledger.ErrInvalidID) || got != nil {
+		if got, err := l.Register(ctx, "r1", []versori.OrgID{"ok", ""}); !errors.Is(err, ledger.ErrInvalidID) || got != nil {
 			t.Errorf("Register with an invalid ID = %q, %v; want nil, ErrInvalidID", got, err)
 		}
 		if got, err := l.Register(ctx, "r1", nil); err != nil || len(got) != 0 {
 			t.Errorf("Register(nil) = %q, %v", got, err)
 		}
 		rdb.HSet(ctx, prefix+":rollout:{r1}:orgs", "corrupt", "{")
-		if _, err := l.Register(ctx, "r1", []string{"corrupt"}); err == nil {
+		if _, err := l.Register(ctx, "r1", []versori.OrgID{"corrupt"}); err == nil {
 			t.Error("Register read a corrupt record without error")
 		}
 	})
@@ -797,17 +801,17 @@ func TestClaimFailedConcurrently(t *testing.T) {
 		orgs := orgIDs(50)
 		l, _ := newLedger(t, rdb, prefix, orgs...)
 		for _, o := range orgs {
-			if _, err := l.Finish(ctx, "r1", o, ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true}); err != nil {
+			if _, err := l.Finish(ctx, "r1", versori.OrgID(o), ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		const claimers = 8
-		got := make([][]string, claimers)
+		got := make([][]versori.OrgID, claimers)
 		errs := make([]error, claimers)
 		done := make(chan int)
 		for i := range claimers {
 			go func() {
-				got[i], errs[i] = l.ClaimFailed(ctx, "r1", orgs)
+				got[i], errs[i] = l.ClaimFailed(ctx, "r1", oids(orgs...))
 				done <- i
 			}()
 		}
@@ -820,7 +824,7 @@ func TestClaimFailedConcurrently(t *testing.T) {
 				t.Fatal(errs[i])
 			}
 			for _, o := range got[i] {
-				seen[o]++
+				seen[string(o)]++
 			}
 		}
 		for _, o := range orgs {
@@ -831,8 +835,59 @@ func TestClaimFailedConcurrently(t *testing.T) {
 		if c := counts(t, l, "r1"); c.Failed != 0 || c.Pending != int64(len(orgs)) {
 			t.Errorf("counts after the claims = %s", fmtCounts(c))
 		}
-		if moved, err := l.ClaimFailed(ctx, "r1", orgs); err != nil || len(moved) != 0 {
+		if moved, err := l.ClaimFailed(ctx, "r1", oids(orgs...)); err != nil || len(moved) != 0 {
 			t.Errorf("claim of nothing failed = %v, %v; want none", moved, err)
+		}
+	})
+}
+
+// TestPositionKept checks that a record's position, given by Enlist, stays
+// through every change (attempt, finish, requeue, cancel, a late success),
+// so readers can tell records apart by it, and that a record Register
+// added has none.
+func TestPositionKept(t *testing.T) {
+	forEach(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		l, _ := newLedger(t, rdb, prefix)
+		if _, err := l.Enlist(ctx, "r1", []versori.OrgID{"a", "b", "c", "d"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Register(ctx, "r1", []versori.OrgID{"plain"}); err != nil {
+			t.Fatal(err)
+		}
+		steps := []error{
+			l.Attempt(ctx, "r1", "a", ledger.Attempt{Class: "server_error", HTTPStatus: 503}),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "a", ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
+				return err
+			}(),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "b", ledger.Outcome{State: ledger.Failed, Class: "not_found", HTTPStatus: 404})
+				return err
+			}(),
+			func() error { _, err := l.Requeue(ctx, "r1", []versori.OrgID{"b"}); return err }(),
+			func() error { _, err := l.Cancel(ctx, "r1", []versori.OrgID{"c"}); return err }(),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "c", ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200})
+				return err
+			}(),
+			func() error {
+				_, err := l.Finish(ctx, "r1", "plain", ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200})
+				return err
+			}(),
+		}
+		for i, err := range steps {
+			if err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+		}
+		want := map[versori.OrgID]int64{"a": 1, "b": 2, "c": 3, "d": 4, "plain": 0}
+		got := map[versori.OrgID]int64{}
+		if err := l.Scan(ctx, "r1", func(r ledger.Record) error { got[r.OrgID] = r.Position; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("positions %v; want %v", got, want)
 		}
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/versori/import-worker/versori"
 )
 
 // State is where an organisation stands in a rollout.
@@ -32,7 +34,8 @@ func (s State) Valid() bool {
 
 // Record is one organisation's entry in a rollout.
 type Record struct {
-	OrgID string
+	// OrgID is the organisation, as the ledger holds it (the hash field).
+	OrgID versori.OrgID
 	State State
 	// Class is the outcome class of the last API call (design.md's
 	// vocabulary). A pending record keeps the class of its last failed
@@ -54,8 +57,10 @@ type Record struct {
 	FinishedAt time.Time
 	UpdatedAt  time.Time
 	// Position is the record's place (1-based) in its rollout's release
-	// order, for a rollout released from a backlog (Enlist); 0 otherwise,
-	// and once the record has finished.
+	// order, for a rollout released from a backlog (Enlist): dense, and
+	// fixed for the record's life, so a reader can tell records apart by
+	// it. 0 for a record added by AddOrgs or Register, and for one that
+	// finished before finished records kept their position.
 	Position int64
 }
 
@@ -84,7 +89,7 @@ func decodeRecord(orgID, raw string) (Record, error) {
 		return Record{}, fmt.Errorf("ledger: decode record of organisation %q: %w", orgID, err)
 	}
 	return Record{
-		OrgID:       orgID,
+		OrgID:       versori.OrgID(orgID),
 		State:       w.S,
 		Class:       w.C,
 		HTTPStatus:  w.H,
@@ -127,9 +132,9 @@ const (
 	DefaultMaxErrorLen = 512
 )
 
-// checkID refuses IDs that are empty, too long, not UTF-8 or hold control
-// characters. Rollout IDs may not hold braces either: they become the hash
-// tag of the rollout's keys.
+// checkID refuses rollout IDs that are empty, too long, not UTF-8 or hold
+// control characters, whitespace or braces (they become the hash tag of the
+// rollout's keys).
 func checkID(kind, id string, rollout bool) error {
 	switch {
 	case id == "":
@@ -143,6 +148,15 @@ func checkID(kind, id string, rollout bool) error {
 		if unicode.IsControl(r) || (rollout && (r == '{' || r == '}' || unicode.IsSpace(r))) {
 			return fmt.Errorf("ledger: %s ID %q holds character %q: %w", kind, id, r, ErrInvalidID)
 		}
+	}
+	return nil
+}
+
+// checkOrg refuses the zero organisation ID. A parsed one
+// (versori.ParseOrgID) is valid and canonical, and is not checked again.
+func checkOrg(id versori.OrgID) error {
+	if id == "" {
+		return fmt.Errorf("ledger: empty organisation ID: %w", ErrInvalidID)
 	}
 	return nil
 }

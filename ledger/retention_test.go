@@ -12,12 +12,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 func finishAll(t *testing.T, l *ledger.Ledger, id string, orgs []string) {
 	t.Helper()
 	for _, o := range orgs {
-		if _, err := l.Finish(context.Background(), id, o, ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200}); err != nil {
+		if _, err := l.Finish(context.Background(), id, versori.OrgID(o), ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,7 +109,7 @@ func TestRetentionExpires(t *testing.T) {
 		if _, err := l.CreateRollout(ctx, ledger.Rollout{ID: id, ConnectorID: "c", Version: "v"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.AddOrgs(ctx, id, orgIDs(2)); err != nil {
+		if _, err := l.AddOrgs(ctx, id, oids(orgIDs(2)...)); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(time.Second)

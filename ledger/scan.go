@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/versori/import-worker/versori"
 )
 
 // ErrStop, returned by a Scan callback, ends the scan early without error.
@@ -89,7 +91,7 @@ func (l *Ledger) Recount(ctx context.Context, rolloutID string) (Counts, error) 
 		ByVersion:       map[string]int64{},
 	}
 	// HSCAN may return a record twice; count each organisation once.
-	seen := map[string]struct{}{}
+	seen := map[versori.OrgID]struct{}{}
 	err := l.Scan(ctx, rolloutID, func(r Record) error {
 		if _, dup := seen[r.OrgID]; dup {
 			return nil

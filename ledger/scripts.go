@@ -159,7 +159,7 @@ for i = 1, n do
     local old = cjson.decode(raw)
     local to, from = ARGV[b + 2], old.s
     if from == 'pending' or ((from == 'failed' or from == 'cancelled') and to == 'succeeded') then
-      local r = {s = to, q = old.q}
+      local r = {s = to, q = old.q} -- the position stays: reports de-duplicate by it
       local a = tonumber(old.a) or 0
       if ARGV[b + 9] == '1' then a = a + 1 end
       setnum(r, 'a', a)

@@ -1,22 +1,18 @@
 package orglist
 
-import "iter"
+import (
+	"iter"
 
-// Batches reads organisation IDs from ids in slices of up to size, in
-// canonical form (CanonicalID), so that a producer writes one batch per
-// round trip whatever the length of the stream. The slice is reused: copy
-// what you keep. An invalid ID ends the sequence: the valid IDs read before
-// it come as a last, shorter batch, and its error is left in *err.
-func Batches(ids iter.Seq[string], size int) (iter.Seq[[]string], *error) {
-	var err error
-	return func(yield func([]string) bool) {
-		batch := make([]string, 0, max(1, size))
-		for raw := range ids {
-			id, cerr := CanonicalID("organisation", raw)
-			if cerr != nil {
-				err = cerr
-				break
-			}
+	"github.com/versori/import-worker/versori"
+)
+
+// Batches cuts ids into slices of up to size, so that a producer writes one
+// batch per round trip whatever the length of the stream. The slice is
+// reused: copy what you keep.
+func Batches(ids iter.Seq[versori.OrgID], size int) iter.Seq[[]versori.OrgID] {
+	return func(yield func([]versori.OrgID) bool) {
+		batch := make([]versori.OrgID, 0, max(1, size))
+		for id := range ids {
 			batch = append(batch, id)
 			if len(batch) == cap(batch) {
 				if !yield(batch) {
@@ -27,6 +23,25 @@ func Batches(ids iter.Seq[string], size int) (iter.Seq[[]string], *error) {
 		}
 		if len(batch) > 0 {
 			yield(batch)
+		}
+	}
+}
+
+// ParseIDs parses the organisation IDs raw yields (versori.ParseOrgID), for
+// a Go producer holding strings: an invalid ID ends the sequence, and its
+// error is left in *err.
+func ParseIDs(raw iter.Seq[string]) (iter.Seq[versori.OrgID], *error) {
+	var err error
+	return func(yield func(versori.OrgID) bool) {
+		for s := range raw {
+			id, perr := versori.ParseOrgID(s)
+			if perr != nil {
+				err = perr
+				return
+			}
+			if !yield(id) {
+				return
+			}
 		}
 	}, &err
 }

@@ -75,10 +75,10 @@ func FuzzParse(f *testing.F) {
 			if e.Err != nil {
 				continue
 			}
-			if err := versori.ValidateID("organisation ID", e.ID); err != nil {
+			if err := versori.ValidateID("organisation ID", string(e.ID)); err != nil {
 				t.Fatalf("line %d: returned ID %q is invalid: %v", e.Line, e.ID, err)
 			}
-			if e.ID != strings.ToUpper(e.ID) || !bytes.Contains(upper, []byte(e.ID)) {
+			if string(e.ID) != strings.ToUpper(string(e.ID)) || !bytes.Contains(upper, []byte(e.ID)) {
 				t.Fatalf("line %d: ID %q is not canonical or not in the input", e.Line, e.ID)
 			}
 		}

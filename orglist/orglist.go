@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode"
 
 	"github.com/versori/import-worker/versori"
 )
@@ -120,9 +119,9 @@ func (e *HeaderError) Unwrap() error { return e.Err }
 type Entry struct {
 	// Line is the 1-based line number.
 	Line int
-	// ID is the organisation ID in canonical form (a ULID in upper case)
-	// when Err is nil, and empty otherwise.
-	ID string
+	// ID is the organisation ID, parsed (versori.ParseOrgID: a ULID in
+	// upper case), when Err is nil, and empty otherwise.
+	ID versori.OrgID
 	// Err says why the line holds no valid ID. It is a
 	// *versori.InvalidIDError, or wraps ErrLineTooLong or a CSV row error.
 	Err error
@@ -200,7 +199,7 @@ func (r *Reader) Next() (Entry, error) {
 			}
 			value = strings.TrimSpace(fields[r.column])
 		}
-		id, err := CanonicalID("organisation ID", value)
+		id, err := versori.ParseOrgID(value)
 		if err != nil {
 			return Entry{Line: r.line, Err: err}, nil
 		}
@@ -313,30 +312,4 @@ func quote(s string) string {
 		return fmt.Sprintf("%q…", strings.ToValidUTF8(s[:max], ""))
 	}
 	return fmt.Sprintf("%q", s)
-}
-
-// CanonicalID validates id as a ULID (versori.ValidateID) and returns it in
-// canonical form, upper-case Crockford base32, so one organisation or
-// connector spelt in any case is one ledger record and one task. kind names
-// the value in the error, e.g. "organisation ID". The error is a
-// *versori.InvalidIDError; for an ID holding a non-ASCII character (a
-// full-width digit looks like a digit) it names that character and its
-// position instead of a length that counts bytes.
-func CanonicalID(kind, id string) (string, error) {
-	err := versori.ValidateID(kind, id)
-	if err == nil {
-		return strings.ToUpper(id), nil
-	}
-	var ie *versori.InvalidIDError
-	if errors.As(err, &ie) && strings.Contains(ie.Problem, "characters long") {
-		pos := 0
-		for _, r := range id {
-			pos++
-			if r > unicode.MaxASCII {
-				ie.Problem = fmt.Sprintf("character %d (%q) is not Crockford base32 (ASCII letters and digits only)", pos, r)
-				break
-			}
-		}
-	}
-	return "", err
 }

@@ -311,13 +311,15 @@ func (zeros) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestCanonicalID(t *testing.T) {
-	if id, err := CanonicalID("organisation ID", strings.ToLower(idA)); err != nil || id != idA {
-		t.Errorf("CanonicalID(lower) = %q, %v; want %q", id, err, idA)
+func TestReaderCanonicalises(t *testing.T) {
+	lr := NewReader(strings.NewReader(strings.ToLower(idA)+"\n"+idA[:25]+"\uff11\n"), Options{})
+	e, err := lr.Next()
+	if err != nil || e.Err != nil || e.ID != versori.OrgID(idA) {
+		t.Errorf("lower-case line: %+v, %v; want %q", e, err, idA)
 	}
-	_, err := CanonicalID("organisation ID", idA[:25]+"\uff11")
+	e, _ = lr.Next()
 	var ie *versori.InvalidIDError
-	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "character 26 ('１') is not Crockford base32") || strings.Contains(err.Error(), "characters long") {
-		t.Errorf("full-width digit: %v", err)
+	if !errors.As(e.Err, &ie) || !strings.Contains(e.Err.Error(), "character 26 ('１') is not Crockford base32") || strings.Contains(e.Err.Error(), "characters long") {
+		t.Errorf("full-width digit: %v", e.Err)
 	}
 }

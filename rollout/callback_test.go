@@ -19,6 +19,7 @@ import (
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
+	"github.com/versori/import-worker/versori"
 )
 
 const (
@@ -41,7 +42,7 @@ func finishedRollout(t *testing.T, m *rollout.Manager, id, u string, n int) {
 		t.Fatal(err)
 	}
 	for _, o := range orgs {
-		if _, err := m.Ledger().Finish(ctx, id, o, ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true}); err != nil {
+		if _, err := m.Ledger().Finish(ctx, id, versori.OrgID(o), ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -272,8 +273,8 @@ func TestCallbackSecondRoundAfterRetry(t *testing.T) {
 	if _, _, err := m.EnqueueList(ctx, rollout.Spec{ID: "cb2", ConnectorID: testConnector, Version: "1", CallbackURL: recv.URL + "/hook"}, slices.Values(orgs)); err != nil {
 		t.Fatal(err)
 	}
-	m.Ledger().Finish(ctx, "cb2", orgs[0], ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
-	m.Ledger().Finish(ctx, "cb2", orgs[1], ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true})
+	m.Ledger().Finish(ctx, "cb2", versori.OrgID(orgs[0]), ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
+	m.Ledger().Finish(ctx, "cb2", versori.OrgID(orgs[1]), ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true})
 	if enq, err := m.NotifyIfDone(ctx, "cb2"); !enq || err != nil {
 		t.Fatalf("first round: %v %v", enq, err)
 	}
@@ -284,7 +285,7 @@ func TestCallbackSecondRoundAfterRetry(t *testing.T) {
 	if res, err := m.Retry(ctx, "cb2", nil); err != nil || res.Requeued != 1 {
 		t.Fatalf("retry: %+v %v", res, err)
 	}
-	m.Ledger().Finish(ctx, "cb2", orgs[1], ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
+	m.Ledger().Finish(ctx, "cb2", versori.OrgID(orgs[1]), ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true})
 	if enq, err := m.NotifyIfDone(ctx, "cb2"); !enq || err != nil {
 		t.Fatalf("second round: %v %v", enq, err)
 	}

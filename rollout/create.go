@@ -26,8 +26,9 @@ type Spec struct {
 	// ID names the rollout; empty means a new ULID. Re-using an ID
 	// enqueues only what the rollout does not hold yet.
 	ID string
-	// ConnectorID is the public connector (a ULID, any case).
-	ConnectorID string
+	// ConnectorID is the public connector, parsed where it came in
+	// (versori.ParseConnectorID, or ParseConnector for an *InputError).
+	ConnectorID versori.ConnectorID
 	// Version is the version name, or "latest" or "default".
 	Version string
 	// SkipInvalid enqueues the valid IDs even when some are invalid.
@@ -57,19 +58,28 @@ type Spec struct {
 	Gate *gate.Spec
 }
 
-// Canonical validates s and returns it with the connector ID in canonical
-// form. An empty ID stays empty. Errors are *InputError.
+// ParseConnector parses a connector ID given by a user
+// (versori.ParseConnectorID); the error is an *InputError.
+func ParseConnector(s string) (versori.ConnectorID, error) {
+	id, err := versori.ParseConnectorID(s)
+	if err != nil {
+		return "", inputErr(err)
+	}
+	return id, nil
+}
+
+// Canonical validates s and returns it with its defaults set. An empty ID
+// stays empty. The connector ID comes parsed; only a zero one is refused.
+// Errors are *InputError.
 func (s Spec) Canonical() (Spec, error) {
 	if s.ID != "" {
 		if err := tasks.ValidateRolloutID(s.ID); err != nil {
 			return s, inputErr(err)
 		}
 	}
-	id, err := orglist.CanonicalID("connector ID", s.ConnectorID)
-	if err != nil {
-		return s, inputErr(err)
+	if s.ConnectorID == "" {
+		return s, inputErr(&versori.InvalidIDError{Kind: "connector ID", ID: `""`, Problem: "is empty"})
 	}
-	s.ConnectorID = id
 	if err := versori.ValidateVersion(s.Version); err != nil {
 		return s, inputErr(err)
 	}
@@ -141,8 +151,8 @@ type Invalid struct {
 	Problem string `json:"problem"`
 }
 
-// Spool holds a list's distinct valid organisation IDs, in canonical form,
-// in a temporary file, with counts of what was dropped. Filling it first
+// Spool holds a list's distinct valid organisation IDs, parsed, in a
+// temporary file, with counts of what was dropped. Filling it first
 // and enqueueing from it second means nothing is enqueued when the list
 // holds invalid IDs, and memory holds only the de-duplication set (about
 // 16 bytes an ID) whatever the length of the list. It is not safe for
@@ -167,17 +177,17 @@ func NewSpool() (*Spool, error) {
 	return &Spool{f: f, w: bufio.NewWriter(f)}, nil
 }
 
-// Add adds one value at index: canonicalised if valid (reported with the
-// returned error, which is nil for a duplicate), else counted and listed as
-// invalid. It reports whether the value was a new valid ID. A write error
-// of the spool file is returned as err with added false.
+// Add parses one value at index (versori.ParseOrgID) and adds it if valid,
+// else counts and lists it as invalid (and returns the problem as invalid).
+// It reports whether the value was a new valid ID (false for a duplicate).
+// A write error of the spool file is returned as err with added false.
 func (s *Spool) Add(index int, raw string) (added bool, invalid error, err error) {
-	id, verr := orglist.CanonicalID("organisation ID", raw)
+	id, verr := versori.ParseOrgID(raw)
 	if verr != nil {
 		s.AddInvalid(index, raw, verr)
 		return false, verr, nil
 	}
-	ok, err := s.AddCanonical(id)
+	ok, err := s.AddID(id)
 	return ok, nil, err
 }
 
@@ -194,15 +204,14 @@ func (s *Spool) AddInvalid(index int, raw string, problem error) {
 	}
 }
 
-// AddCanonical adds an ID already in canonical form and reports whether it
-// was new.
-func (s *Spool) AddCanonical(id string) (bool, error) {
-	if !s.seen.Add(id) {
+// AddID adds a parsed ID and reports whether it was new.
+func (s *Spool) AddID(id versori.OrgID) (bool, error) {
+	if !s.seen.Add(string(id)) {
 		s.Duplicates++
 		return false, nil
 	}
 	s.Unique++
-	s.w.WriteString(id)
+	s.w.WriteString(string(id))
 	if err := s.w.WriteByte('\n'); err != nil {
 		return false, fmt.Errorf("spool file: %w", err)
 	}
@@ -211,9 +220,9 @@ func (s *Spool) AddCanonical(id string) (bool, error) {
 
 // IDs yields the spooled IDs, from the start; a read error stops the
 // sequence and is left in *err.
-func (s *Spool) IDs() (iter.Seq[string], *error) {
+func (s *Spool) IDs() (iter.Seq[versori.OrgID], *error) {
 	var err error
-	return func(yield func(string) bool) {
+	return func(yield func(versori.OrgID) bool) {
 		if err = s.w.Flush(); err != nil {
 			err = fmt.Errorf("spool file: %w", err)
 			return
@@ -224,7 +233,8 @@ func (s *Spool) IDs() (iter.Seq[string], *error) {
 		}
 		sc := bufio.NewScanner(s.f)
 		for sc.Scan() {
-			if !yield(sc.Text()) {
+			// The spool holds only what AddID wrote: parsed IDs.
+			if !yield(versori.OrgID(sc.Text())) {
 				return
 			}
 		}
@@ -315,7 +325,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (Spec, bool, error) {
 // counts what was done; calling again with the same spec.ID resumes.
 func (m *Manager) Enqueue(ctx context.Context, spec Spec, sp *Spool, progress func(tasks.Summary)) (Result, error) {
 	spec, err := spec.Canonical()
-	res := Result{RolloutID: spec.ID, Duplicates: sp.Duplicates, Invalid: sp.InvalidCount, Organisations: sp.Unique, ConnectorID: spec.ConnectorID, Version: spec.Version}
+	res := Result{RolloutID: spec.ID, Duplicates: sp.Duplicates, Invalid: sp.InvalidCount, Organisations: sp.Unique, ConnectorID: spec.ConnectorID.String(), Version: spec.Version}
 	if err != nil {
 		return res, err
 	}
@@ -337,22 +347,21 @@ func (m *Manager) Enqueue(ctx context.Context, spec Spec, sp *Spool, progress fu
 	return res, err
 }
 
-// EnqueueIDs adds the organisations ids yields (canonicalised; any
-// invalid one stops the call) to a rollout already created, in order, as
+// EnqueueIDs adds the organisations ids yields (parsed:
+// versori.ParseOrgID, orglist.ParseIDs) to a rollout already created, in order, as
 // pending records in its backlog, from which the fleet's Releaser hands
 // them to the queue (wave by wave, and sharing the fleet with other
 // rollouts by weight). It streams: memory is bounded whatever the length
 // of ids. Enqueued counts the organisations new to the rollout,
 // AlreadyEnqueued those it held.
-func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string], progress func(tasks.Summary)) (tasks.Summary, error) {
+func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[versori.OrgID], progress func(tasks.Summary)) (tasks.Summary, error) {
 	var sum tasks.Summary
 	defer m.settle(context.WithoutCancel(ctx), spec.ID) // retention.go
 	if err := m.nextCallbackRound(ctx, spec.ID); err != nil {
 		return sum, err
 	}
 	waves := spec.Waves != ""
-	batches, invalid := orglist.Batches(ids, m.led.BatchSize())
-	for batch := range batches {
+	for batch := range orglist.Batches(ids, m.led.BatchSize()) {
 		states, err := m.led.Enlist(ctx, spec.ID, batch)
 		for _, st := range states {
 			if st == "" {
@@ -373,7 +382,7 @@ func (m *Manager) EnqueueIDs(ctx context.Context, spec Spec, ids iter.Seq[string
 			return sum, err
 		}
 	}
-	return sum, *invalid
+	return sum, nil
 }
 
 // EnqueueList is Enqueue for a list of IDs in memory or a stream: it

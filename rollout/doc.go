@@ -14,7 +14,10 @@
 //   - Callbacks: a rollout created with a callback URL gets one signed POST
 //     of its final Status when nothing is left pending (see callback.go).
 //
-// IDs are canonicalised once, at the edge: organisation and connector IDs
-// with orglist.CanonicalID (upper-case ULIDs), rollout IDs checked with
-// tasks.ValidateRolloutID. Every default lives in one exported constant.
+// IDs are parsed once, at the edge, into the types the ledger, the tasks
+// and the Versori client take: organisation and connector IDs into
+// versori.OrgID and versori.ConnectorID (versori.ParseOrgID: upper-case
+// ULIDs) by the list readers (Spool.Add, orglist.Reader) and ParseConnector;
+// rollout IDs are checked with tasks.ValidateRolloutID. Inner layers do not
+// check them again. Every default lives in one exported constant.
 package rollout

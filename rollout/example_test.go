@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/versori/import-worker/rollout"
+	"github.com/versori/import-worker/versori"
 )
 
 // exampleRedis stands in for the production Redis (redisconn.New with
@@ -32,7 +33,14 @@ func ExampleManager_EnqueueList() {
 	ctx := context.Background()
 	m := rollout.New(rdb, rollout.Options{})
 
-	spec := rollout.Spec{ID: "acme-1.4.0", ConnectorID: "01HZY3K8W0V6Q1B2C3D4E5F6G7", Version: "1.4.0"}
+	// The connector is parsed where it comes in (any case; an *InputError
+	// if invalid); EnqueueList parses the organisations itself, to list
+	// the invalid ones.
+	connector, err := rollout.ParseConnector("01hzy3k8w0v6q1b2c3d4e5f6g7")
+	if err != nil {
+		panic(err)
+	}
+	spec := rollout.Spec{ID: "acme-1.4.0", ConnectorID: connector, Version: "1.4.0"}
 	orgs := []string{"01J0000000000000000000000A", "01j0000000000000000000000a", "not-an-id", "01J0000000000000000000000B"}
 	_, invalid, err := m.EnqueueList(ctx, spec, slices.Values(orgs))
 	fmt.Println(err != nil, invalid[0].Index, invalid[0].ID)
@@ -58,7 +66,7 @@ func ExampleManager_Status() {
 	defer done()
 	ctx := context.Background()
 	m := rollout.New(rdb, rollout.Options{})
-	spec := rollout.Spec{ID: "acme-2", ConnectorID: "01HZY3K8W0V6Q1B2C3D4E5F6G7", Version: "latest"}
+	spec := rollout.Spec{ID: "acme-2", ConnectorID: versori.MustParseConnectorID("01HZY3K8W0V6Q1B2C3D4E5F6G7"), Version: "latest"}
 	if _, _, err := m.EnqueueList(ctx, spec, slices.Values([]string{"01J0000000000000000000000A", "01J0000000000000000000000B"})); err != nil {
 		panic(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 )
 
 // RetryResult is what Retry did.
@@ -67,7 +68,7 @@ func (m *Manager) RetryOn(ctx context.Context, ro ledger.Rollout, classes []stri
 	}
 	opts := tasks.TaskOptions{Queue: queue}
 	var mu sync.Mutex
-	handle := func(batch []string) error {
+	handle := func(batch []versori.OrgID) error {
 		claimed, err := m.led.ClaimFailed(ctx, ro.ID, batch)
 		res.Requeued += len(claimed)
 		if err != nil {
@@ -76,7 +77,7 @@ func (m *Manager) RetryOn(ctx context.Context, ro ledger.Rollout, classes []stri
 		// Only what this run claimed gets a task: the others were claimed
 		// by a concurrent retry (which enqueues them) or are no longer
 		// failed, so the counts are what this run did.
-		return forEach(ctx, claimed, func(org string) error {
+		return forEach(ctx, claimed, func(org versori.OrgID) error {
 			id := tasks.TaskID(ro.ID, org)
 			err := m.insp.DeleteTask(queue, id)
 			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
@@ -150,8 +151,8 @@ func (m *Manager) CancelOn(ctx context.Context, id, queue string) (CancelResult,
 		released = pr.Released
 	}
 	var mu sync.Mutex
-	unreleased := map[string]bool{}
-	handle := func(batch []string) error {
+	unreleased := map[versori.OrgID]bool{}
+	handle := func(batch []versori.OrgID) error {
 		n, err := m.led.Cancel(ctx, id, batch)
 		res.Cancelled += n
 		if err != nil {
@@ -164,7 +165,7 @@ func (m *Manager) CancelOn(ctx context.Context, id, queue string) (CancelResult,
 			}
 			delete(unreleased, org)
 		}
-		return forEach(ctx, queued, func(org string) error {
+		return forEach(ctx, queued, func(org versori.OrgID) error {
 			tid := tasks.TaskID(id, org)
 			err := m.insp.DeleteTask(queue, tid)
 			mu.Lock()
@@ -222,8 +223,8 @@ func (m *Manager) running(queue, id string, err error) bool {
 // inBatches collects the organisation IDs a scan yields into batches of
 // DefaultBatchSize and hands each to handle. Handling a batch may change
 // the records being scanned, which HSCAN tolerates.
-func inBatches(ctx context.Context, scan func(func(ledger.Record) error) error, handle func([]string) error) error {
-	batch := make([]string, 0, DefaultBatchSize)
+func inBatches(ctx context.Context, scan func(func(ledger.Record) error) error, handle func([]versori.OrgID) error) error {
+	batch := make([]versori.OrgID, 0, DefaultBatchSize)
 	err := scan(func(rec ledger.Record) error {
 		batch = append(batch, rec.OrgID)
 		if len(batch) < DefaultBatchSize {
@@ -244,12 +245,12 @@ func inBatches(ctx context.Context, scan func(func(ledger.Record) error) error, 
 
 // forEach calls fn for every item, DefaultQueueOps at a time, and returns
 // the first error.
-func forEach(ctx context.Context, items []string, fn func(string) error) error {
+func forEach(ctx context.Context, items []versori.OrgID, fn func(versori.OrgID) error) error {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
-		next     = make(chan string)
+		next     = make(chan versori.OrgID)
 	)
 	for range min(DefaultQueueOps, len(items)) {
 		wg.Add(1)

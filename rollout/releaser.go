@@ -18,6 +18,7 @@ import (
 
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 )
 
 // Defaults of ReleaserConfig.
@@ -364,7 +365,7 @@ func (r *Releaser) forget(id string) {
 	r.mu.Unlock()
 }
 
-func (r *Releaser) peek(ctx context.Context, id string, n int) (released int64, ids []string, err error) {
+func (r *Releaser) peek(ctx context.Context, id string, n int) (released int64, ids []versori.OrgID, err error) {
 	res, err := peekScript.Run(ctx, r.m.rdb, []string{r.m.planKey(id), r.m.led.BacklogKey(id)}, n).Slice()
 	if err != nil {
 		return 0, nil, fmt.Errorf("peek backlog of rollout %s: %w", id, err)
@@ -375,15 +376,16 @@ func (r *Releaser) peek(ctx context.Context, id string, n int) (released int64, 
 	released, _ = res[0].(int64)
 	for _, v := range res[1:] {
 		if s, ok := v.(string); ok {
-			ids = append(ids, s)
+			// The backlog holds what Enlist was given: parsed IDs.
+			ids = append(ids, versori.OrgID(s))
 		}
 	}
 	return max(released, 0), ids, nil
 }
 
-func (r *Releaser) enqueue(ctx context.Context, def ledger.Rollout, weight float64, ids []string) error {
+func (r *Releaser) enqueue(ctx context.Context, def ledger.Rollout, weight float64, ids []versori.OrgID) error {
 	opts := tasks.TaskOptions{Queue: r.cfg.Queue}
-	return forEach(ctx, ids, func(org string) error {
+	return forEach(ctx, ids, func(org versori.OrgID) error {
 		t, err := tasks.NewImportTask(tasks.Payload{RolloutID: def.ID, OrgID: org, ConnectorID: def.ConnectorID, Version: def.Version, Weight: weight}, opts)
 		if err != nil {
 			return err

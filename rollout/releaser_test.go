@@ -12,6 +12,7 @@ import (
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
+	"github.com/versori/import-worker/versori"
 )
 
 func orgs(from, n int) []string {
@@ -43,7 +44,7 @@ func settle(t *testing.T, m *rollout.Manager, id string, fail func(org string) b
 		if fail(o) {
 			out = ledger.Outcome{State: ledger.Failed, Class: "invalid", HTTPStatus: 422, CountAttempt: true}
 		}
-		if _, err := m.Ledger().Finish(ctx, id, o, out); err != nil {
+		if _, err := m.Ledger().Finish(ctx, id, versori.OrgID(o), out); err != nil {
 			t.Fatal(err)
 		}
 		if err := insp.DeleteTask(rollout.DefaultQueue, ti.ID); err != nil {

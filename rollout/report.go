@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/versori/import-worker/ledger"
-	"github.com/versori/import-worker/orglist"
 	"github.com/versori/import-worker/versori"
 )
 
@@ -189,7 +188,8 @@ type ReportSummary struct {
 
 // Report streams the rows of rollout id that f selects to fn, in no
 // particular order, each organisation once, reading the ledger with HSCAN:
-// memory holds a compact set of the IDs written, never the rows. byVersion
+// memory holds a bit per row written (a small set of IDs for records
+// without a position, see seenSet), never the rows. byVersion
 // is the rollout's Counts.ByVersion (for version_mismatch); nil reads it.
 // An error from fn stops the report and is returned.
 func (m *Manager) Report(ctx context.Context, id string, f Filter, byVersion map[string]int64, fn func(Row) error) (ReportSummary, error) {
@@ -207,11 +207,7 @@ func (m *Manager) Report(ctx context.Context, id string, f Filter, byVersion map
 	if pr, err := m.Progress(ctx, id); err == nil && pr.Limit >= 0 && pr.State != StateCancelled {
 		held = pr.Limit
 	}
-	var seen orglist.Set
-	err := m.led.ScanFilter(ctx, id, f, func(rec ledger.Record) error {
-		if !seen.Add(rec.OrgID) {
-			return nil
-		}
+	err := report(func(fn func(ledger.Record) error) error { return m.led.ScanFilter(ctx, id, f, fn) }, func(rec ledger.Record) error {
 		row := NewRow(rec, sum.Majority)
 		if held >= 0 && rec.State == ledger.Pending && rec.Attempts == 0 && rec.Position > held {
 			row.State = StateUnreleased
@@ -226,6 +222,18 @@ func (m *Manager) Report(ctx context.Context, id string, f Filter, byVersion map
 		return nil
 	})
 	return sum, err
+}
+
+// report calls fn for each record scan yields, each organisation once: the
+// duplicates HSCAN may return are dropped (seenSet).
+func report(scan func(func(ledger.Record) error) error, fn func(ledger.Record) error) error {
+	var seen seenSet
+	return scan(func(rec ledger.Record) error {
+		if !seen.add(rec) {
+			return nil
+		}
+		return fn(rec)
+	})
 }
 
 // MajorityVersion returns the version most succeeded organisations got, or
@@ -251,7 +259,7 @@ func MajorityVersion(byVersion map[string]int64) string {
 // MajorityVersion's answer for the rollout.
 func NewRow(rec ledger.Record, majority string) Row {
 	row := Row{
-		OrgID: rec.OrgID, State: string(rec.State), Class: rec.Class, HTTPStatus: rec.HTTPStatus,
+		OrgID: rec.OrgID.String(), State: string(rec.State), Class: rec.Class, HTTPStatus: rec.HTTPStatus,
 		Attempts: rec.Attempts, Error: rec.Error, Version: rec.Version,
 		VersionMismatch: majority != "" && rec.State == ledger.Succeeded && rec.Version != "" && rec.Version != majority,
 		DurationMS:      rec.Duration.Milliseconds(),

@@ -14,6 +14,7 @@ import (
 
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
+	"github.com/versori/import-worker/versori"
 )
 
 func miniManager(t *testing.T, retention time.Duration) (*miniredis.Miniredis, redis.UniversalClient, *rollout.Manager) {
@@ -42,7 +43,7 @@ func finish(t *testing.T, m *rollout.Manager, id string, orgs []string, state le
 	t.Helper()
 	ctx := context.Background()
 	for _, o := range orgs {
-		if _, err := m.Ledger().Finish(ctx, id, o, ledger.Outcome{State: state, Class: "imported", HTTPStatus: 200}); err != nil {
+		if _, err := m.Ledger().Finish(ctx, id, versori.OrgID(o), ledger.Outcome{State: state, Class: "imported", HTTPStatus: 200}); err != nil {
 			t.Fatal(err)
 		}
 		if err := m.OrganisationFinished(ctx, id); err != nil {

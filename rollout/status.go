@@ -132,7 +132,7 @@ func NewStatus(r ledger.Rollout, c ledger.Counts) Status {
 		RolloutID: r.ID, Total: b.Total, Pending: b.Pending, Succeeded: b.Succeeded, Failed: b.Failed,
 		Done: b.Done(), Cancelled: b.Cancelled, Retrying: b.Retrying,
 		ByClass: nonNil(c.ByClass), RetryingByClass: nonNil(c.RetryingByClass), ByVersion: nonNil(c.ByVersion),
-		ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: r.CreatedAt.UTC(),
+		ConnectorID: r.ConnectorID.String(), Version: r.Version, CreatedAt: r.CreatedAt.UTC(),
 	}
 }
 
@@ -219,7 +219,7 @@ func (m *Manager) List(ctx context.Context, limit int) ([]Summary, error) {
 	for i, r := range rs {
 		b := BreakdownOf(r.Counts)
 		out[i] = Summary{
-			RolloutID: r.ID, ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: r.CreatedAt.UTC(),
+			RolloutID: r.ID, ConnectorID: r.ConnectorID.String(), Version: r.Version, CreatedAt: r.CreatedAt.UTC(),
 			Total: b.Total, Pending: b.Pending, Succeeded: b.Succeeded, Failed: b.Failed, Cancelled: b.Cancelled, Done: b.Done(),
 		}
 	}

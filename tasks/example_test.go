@@ -8,7 +8,9 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/import-worker/orglist"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 )
 
 // A producer starts a rollout: it records the rollout in the ledger and
@@ -24,10 +26,20 @@ func ExampleProducer_EnqueueAll() {
 	defer rdb.Close()
 
 	p := tasks.NewProducer(rdb, tasks.ProducerConfig{})
-	rollout := tasks.Rollout{ID: "salesforce-2026-11", ConnectorID: "01HZY0000000000000000C0NN0", Version: "latest"}
-	orgs := []string{"01HZY00000000000000000000A", "01HZY00000000000000000000B"}
+	// IDs are parsed once, where they come in: the producer takes the
+	// parsed types (an ID in any case is one organisation).
+	connector, err := versori.ParseConnectorID("01hzy0000000000000000c0nn0")
+	if err != nil {
+		panic(err)
+	}
+	rollout := tasks.Rollout{ID: "salesforce-2026-11", ConnectorID: connector, Version: "latest"}
+	orgs := []string{"01HZY00000000000000000000A", "01hzy00000000000000000000b"}
 
-	sum, err := p.EnqueueAll(context.Background(), rollout, slices.Values(orgs), nil)
+	ids, invalid := orglist.ParseIDs(slices.Values(orgs))
+	sum, err := p.EnqueueAll(context.Background(), rollout, ids, nil)
+	if err == nil {
+		err = *invalid
+	}
 	if err != nil {
 		panic(err)
 	}
@@ -35,7 +47,11 @@ func ExampleProducer_EnqueueAll() {
 
 	// The same list again, plus one organisation: only the new one is queued.
 	orgs = append(orgs, "01HZY00000000000000000000C")
-	sum, err = p.EnqueueAll(context.Background(), rollout, slices.Values(orgs), nil)
+	ids, invalid = orglist.ParseIDs(slices.Values(orgs))
+	sum, err = p.EnqueueAll(context.Background(), rollout, ids, nil)
+	if err == nil {
+		err = *invalid
+	}
 	if err != nil {
 		panic(err)
 	}
@@ -56,9 +72,10 @@ func ExampleProducer_Enqueue() {
 	defer rdb.Close()
 
 	p := tasks.NewProducer(rdb, tasks.ProducerConfig{})
-	rollout := tasks.Rollout{ID: "hotfix-42", ConnectorID: "01HZY0000000000000000C0NN0", Version: "2.3.1"}
+	rollout := tasks.Rollout{ID: "hotfix-42", ConnectorID: versori.MustParseConnectorID("01HZY0000000000000000C0NN0"), Version: "2.3.1"}
+	org := versori.MustParseOrgID("01HZY00000000000000000000A")
 	for range 2 {
-		added, err := p.Enqueue(context.Background(), rollout, "01HZY00000000000000000000A")
+		added, err := p.Enqueue(context.Background(), rollout, org)
 		if err != nil {
 			panic(err)
 		}
@@ -72,6 +89,6 @@ func ExampleProducer_Enqueue() {
 // The task ID joins the rollout and the organisation, which is what makes
 // enqueueing idempotent.
 func ExampleTaskID() {
-	fmt.Println(tasks.TaskID("hotfix-42", "01HZY00000000000000000000A"))
+	fmt.Println(tasks.TaskID("hotfix-42", versori.MustParseOrgID("01hzy00000000000000000000a")))
 	// Output: hotfix-42:01HZY00000000000000000000A
 }

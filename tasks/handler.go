@@ -19,7 +19,7 @@ import (
 // Importer makes the one call the handler exists for; *versori.Client
 // implements it.
 type Importer interface {
-	ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*versori.Connector, error)
+	ImportPublicConnectorVersion(ctx context.Context, orgID versori.OrgID, connectorID versori.ConnectorID, version string) (*versori.Connector, error)
 }
 
 // RateBudget hands out slots of the rate budget the whole fleet shares,
@@ -64,17 +64,17 @@ type FinishHook interface {
 // any other error is taken for Redis being away, and retried.
 type OutcomeLedger interface {
 	// Org returns the organisation's record in the rollout.
-	Org(ctx context.Context, rolloutID, orgID string) (ledger.Record, error)
+	Org(ctx context.Context, rolloutID string, orgID versori.OrgID) (ledger.Record, error)
 	// CreateRollout registers r, reporting whether it was new.
 	CreateRollout(ctx context.Context, r ledger.Rollout) (created bool, err error)
 	// AddOrgs registers organisations as pending, reporting how many were new.
-	AddOrgs(ctx context.Context, rolloutID string, orgIDs []string) (added int, err error)
+	AddOrgs(ctx context.Context, rolloutID string, orgIDs []versori.OrgID) (added int, err error)
 	// Finish records how an organisation finished, reporting whether the
 	// record changed (false for a record that had finished already) and
 	// how many of the rollout's organisations are left pending.
-	Finish(ctx context.Context, rolloutID, orgID string, o ledger.Outcome) (ledger.Finished, error)
+	Finish(ctx context.Context, rolloutID string, orgID versori.OrgID, o ledger.Outcome) (ledger.Finished, error)
 	// Attempt records a call that left the organisation pending.
-	Attempt(ctx context.Context, rolloutID, orgID string, a ledger.Attempt) error
+	Attempt(ctx context.Context, rolloutID string, orgID versori.OrgID, a ledger.Attempt) error
 }
 
 var (
@@ -409,7 +409,7 @@ func (h *Handler) record(ctx context.Context, p Payload) (ledger.Record, error) 
 	if _, err := h.cfg.Ledger.CreateRollout(ctx, ledger.Rollout{ID: p.RolloutID, ConnectorID: p.ConnectorID, Version: p.Version, CreatedAt: h.cfg.Now()}); err != nil && !errors.Is(err, ledger.ErrRolloutMismatch) {
 		return rec, err
 	}
-	if _, err := h.cfg.Ledger.AddOrgs(ctx, p.RolloutID, []string{p.OrgID}); err != nil {
+	if _, err := h.cfg.Ledger.AddOrgs(ctx, p.RolloutID, []versori.OrgID{p.OrgID}); err != nil {
 		return rec, err
 	}
 	return h.cfg.Ledger.Org(ctx, p.RolloutID, p.OrgID)

@@ -42,7 +42,8 @@ func newStubAPI() *stubAPI {
 
 func (s *stubAPI) script(org string, answers ...error) { s.answers[org] = answers }
 
-func (s *stubAPI) ImportPublicConnectorVersion(_ context.Context, org, connector, version string) (*versori.Connector, error) {
+func (s *stubAPI) ImportPublicConnectorVersion(_ context.Context, orgID versori.OrgID, connectorID versori.ConnectorID, version string) (*versori.Connector, error) {
+	org, connector := string(orgID), string(connectorID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.calls[org]
@@ -167,7 +168,7 @@ func newHarness(t *testing.T, maxRetry int) *harness {
 	return h
 }
 
-func (h *harness) enqueue(orgs ...string) {
+func (h *harness) enqueue(orgs ...versori.OrgID) {
 	h.t.Helper()
 	if _, err := h.producer.EnqueueAll(context.Background(), h.rollout, slices.Values(orgs), nil); err != nil {
 		h.t.Fatal(err)
@@ -188,7 +189,7 @@ func (h *harness) waitFor(what string, cond func() bool) {
 
 func (h *harness) record(org string) ledger.Record {
 	h.t.Helper()
-	r, err := h.ledger.Org(context.Background(), h.rollout.ID, org)
+	r, err := h.ledger.Org(context.Background(), h.rollout.ID, versori.OrgID(org))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -209,7 +210,7 @@ func (h *harness) archived() int {
 	return qi.Archived
 }
 
-func org(n int) string { return fmt.Sprintf("01HZY%021d", n) }
+func org(n int) versori.OrgID { return versori.OrgID(fmt.Sprintf("01HZY%021d", n)) }
 
 // TestHandlerOutcomeClasses drives every row of design.md's outcome-class
 // table through a real asynq server and checks the ledger, the calls made
@@ -238,14 +239,14 @@ func TestHandlerOutcomeClasses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, 2)
-			h.api.script(org(1), tc.answers...)
+			h.api.script(string(org(1)), tc.answers...)
 			h.enqueue(org(1))
-			rec := h.waitSettled(org(1))
+			rec := h.waitSettled(string(org(1)))
 			if rec.State != tc.state || rec.Class != tc.class || rec.HTTPStatus != tc.status {
 				t.Fatalf("record = %+v, want state %s class %s status %d", rec, tc.state, tc.class, tc.status)
 			}
-			if rec.Attempts != tc.calls || h.api.callsOf(org(1)) != tc.calls {
-				t.Fatalf("attempts %d, calls %d, want %d", rec.Attempts, h.api.callsOf(org(1)), tc.calls)
+			if rec.Attempts != tc.calls || h.api.callsOf(string(org(1))) != tc.calls {
+				t.Fatalf("attempts %d, calls %d, want %d", rec.Attempts, h.api.callsOf(string(org(1))), tc.calls)
 			}
 			if tc.state == ledger.Failed && rec.Error == "" {
 				t.Fatal("a failed record must keep the error message")
@@ -284,14 +285,14 @@ func TestHandlerOutcomeClasses(t *testing.T) {
 func TestRateLimitedUsesNoAttempt(t *testing.T) {
 	h := newHarness(t, 1)
 	r429 := apiError(429, 30*time.Millisecond)
-	h.api.script(org(1), r429, r429, r429, apiError(429, 0), r429, nil)
+	h.api.script(string(org(1)), r429, r429, r429, apiError(429, 0), r429, nil)
 	h.budget.refuse = 3
 	h.enqueue(org(1))
-	rec := h.waitSettled(org(1))
+	rec := h.waitSettled(string(org(1)))
 	if rec.State != ledger.Succeeded || rec.Class != "imported" {
 		t.Fatalf("record = %+v", rec)
 	}
-	if got := h.api.callsOf(org(1)); got != 6 {
+	if got := h.api.callsOf(string(org(1))); got != 6 {
 		t.Fatalf("calls = %d, want 6", got)
 	}
 	h.budget.mu.Lock()
@@ -322,7 +323,7 @@ func TestRateLimitedUsesNoAttempt(t *testing.T) {
 func TestUnauthorizedPausesQueue(t *testing.T) {
 	h := newHarness(t, 1)
 	for i := 1; i <= 5; i++ {
-		h.api.script(org(i), apiError(401, 0))
+		h.api.script(string(org(i)), apiError(401, 0))
 	}
 	h.enqueue(org(1), org(2), org(3), org(4), org(5))
 	h.waitFor("queue paused", func() bool {
@@ -342,7 +343,7 @@ func TestUnauthorizedPausesQueue(t *testing.T) {
 	}
 	for i := 1; i <= 5; i++ {
 		h.api.mu.Lock()
-		h.api.answers[org(i)] = nil
+		h.api.answers[string(org(i))] = nil
 		h.api.mu.Unlock()
 	}
 	if err := h.inspector.UnpauseQueue(DefaultQueue); err != nil {
@@ -369,7 +370,7 @@ func TestPoisonTasksAreArchived(t *testing.T) {
 		}
 	}
 	h.enqueue(org(1))
-	h.waitSettled(org(1))
+	h.waitSettled(string(org(1)))
 	h.waitFor("poison archived", func() bool { return h.archived() == 3 })
 	tasks, err := h.inspector.ListArchivedTasks(DefaultQueue)
 	if err != nil {
@@ -390,7 +391,7 @@ func TestPoisonTasksAreArchived(t *testing.T) {
 func TestRedeliveryIsSkipped(t *testing.T) {
 	h := newHarness(t, 3)
 	h.enqueue(org(1))
-	h.waitSettled(org(1))
+	h.waitSettled(string(org(1)))
 	task, err := NewImportTask(Payload{RolloutID: h.rollout.ID, OrgID: org(1), ConnectorID: testConnector, Version: "1.2.0"}, TaskOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -404,8 +405,8 @@ func TestRedeliveryIsSkipped(t *testing.T) {
 	h.waitFor("redelivery skipped", func() bool {
 		return testutil.ToFloat64(h.metrics.Skipped.WithLabelValues("succeeded")) == 1
 	})
-	if h.api.callsOf(org(1)) != 1 {
-		t.Fatalf("calls = %d, want 1", h.api.callsOf(org(1)))
+	if h.api.callsOf(string(org(1))) != 1 {
+		t.Fatalf("calls = %d, want 1", h.api.callsOf(string(org(1))))
 	}
 	if got := testutil.ToFloat64(h.metrics.OrgsFinished.WithLabelValues("succeeded", "imported")); got != 1 {
 		t.Fatalf("orgs finished = %v, want 1", got)
@@ -450,7 +451,7 @@ func TestLogLinesNameTheTask(t *testing.T) {
 	defer rdb.Close()
 	var buf bytes.Buffer
 	api := newStubAPI()
-	api.script(org(1), apiError(503, 0), apiError(429, time.Second), apiError(404, 0))
+	api.script(string(org(1)), apiError(503, 0), apiError(429, time.Second), apiError(404, 0))
 	p := NewProducer(rdb, ProducerConfig{})
 	h, err := NewHandler(HandlerConfig{
 		Client: api, Budget: &fakeBudget{}, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
@@ -475,7 +476,7 @@ func TestLogLinesNameTheTask(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("not one JSON object a line: %q", line)
 		}
-		if ev["rollout"] != "r-log" || ev["org"] != org(1) {
+		if ev["rollout"] != "r-log" || ev["org"] != string(org(1)) {
 			t.Errorf("line without rollout and org: %s", line)
 		}
 	}
@@ -523,9 +524,9 @@ func TestRetryWriteWaitsForRedis(t *testing.T) {
 func TestBroadFailuresUseNoAttempt(t *testing.T) {
 	h := newHarness(t, 1)
 	h.budget.breakerOpen = true
-	h.api.script(org(1), apiError(503, 0), apiError(503, 0), apiError(503, 0), nil)
+	h.api.script(string(org(1)), apiError(503, 0), apiError(503, 0), apiError(503, 0), nil)
 	h.enqueue(org(1))
-	if rec := h.waitSettled(org(1)); rec.State != ledger.Succeeded {
+	if rec := h.waitSettled(string(org(1))); rec.State != ledger.Succeeded {
 		t.Fatalf("with the breaker open: %+v, want imported", rec)
 	}
 	if got := testutil.ToFloat64(h.metrics.RateDeferred.WithLabelValues(ratebudget.ReasonBreaker)); got != 3 {
@@ -533,9 +534,9 @@ func TestBroadFailuresUseNoAttempt(t *testing.T) {
 	}
 
 	h2 := newHarness(t, 1)
-	h2.api.script(org(2), apiError(503, 0), apiError(503, 0), nil)
+	h2.api.script(string(org(2)), apiError(503, 0), apiError(503, 0), nil)
 	h2.enqueue(org(2))
-	if rec := h2.waitSettled(org(2)); rec.State != ledger.Failed || rec.Class != string(versori.ClassExhausted) {
+	if rec := h2.waitSettled(string(org(2))); rec.State != ledger.Failed || rec.Class != string(versori.ClassExhausted) {
 		t.Fatalf("with the breaker closed: %+v, want exhausted", rec)
 	}
 }
@@ -562,7 +563,7 @@ func TestBreakerRefusalHoldsTheTask(t *testing.T) {
 	if !errors.As(err, &later) || later.Delay != 3*time.Second || later.Class != versori.ClassServerError || IsFailure(err) {
 		t.Fatalf("ProcessTask = %v, want a RetryLaterError of 3s (server_error) that is no failure", err)
 	}
-	if got := api.callsOf(org(1)); got != 0 {
+	if got := api.callsOf(string(org(1))); got != 0 {
 		t.Fatalf("%d calls made with the breaker open", got)
 	}
 }

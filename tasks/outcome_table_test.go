@@ -37,7 +37,8 @@ type fakeImporter struct {
 	calls []string
 }
 
-func (f *fakeImporter) ImportPublicConnectorVersion(_ context.Context, org, connector, version string) (*versori.Connector, error) {
+func (f *fakeImporter) ImportPublicConnectorVersion(_ context.Context, orgID versori.OrgID, connectorID versori.ConnectorID, version string) (*versori.Connector, error) {
+	org, connector := string(orgID), string(connectorID)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, org+" "+connector+" "+version)
@@ -159,7 +160,7 @@ func TestOutcomeTable(t *testing.T) {
 				led.Put(tableDef, *tc.seed)
 			}
 			if tc.failOrg != nil {
-				led.Fail = func(method, _, _ string) error {
+				led.Fail = func(method, _ string, _ versori.OrgID) error {
 					if method == "Org" {
 						return tc.failOrg
 					}
@@ -266,7 +267,7 @@ func TestHandlerWaitsForRedisBeforeTheCall(t *testing.T) {
 	led.Put(tableDef, ledger.Record{OrgID: tableOrg, State: ledger.Pending})
 	var mu sync.Mutex
 	fails := 3
-	led.Fail = func(method, _, _ string) error {
+	led.Fail = func(method, _ string, _ versori.OrgID) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if method == "Org" && fails > 0 {
@@ -313,7 +314,7 @@ func (f *finishCounter) OrganisationFinished(_ context.Context, rolloutID string
 // organisation does not call it again.
 func TestFinishHookAfterTheLastOrganisation(t *testing.T) {
 	led := taskstest.NewLedger()
-	orgs := []string{tableOrg, "01HZY00000000000000000000B", "01HZY00000000000000000000D"}
+	orgs := []versori.OrgID{tableOrg, "01HZY00000000000000000000B", "01HZY00000000000000000000D"}
 	for _, org := range orgs {
 		led.Put(tableDef, ledger.Record{OrgID: org, State: ledger.Pending})
 	}
@@ -326,7 +327,7 @@ func TestFinishHookAfterTheLastOrganisation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(org string) {
+	run := func(org versori.OrgID) {
 		t.Helper()
 		res, err := taskstest.Run(context.Background(), h, tasks.Payload{RolloutID: tableRollout, OrgID: org, ConnectorID: tableConnector, Version: "1.2.0"})
 		if err != nil || res.Kind != taskstest.Done {

@@ -21,31 +21,24 @@ import (
 type Rollout struct {
 	// ID names the rollout; see ValidateRolloutID.
 	ID string
-	// ConnectorID is the public connector (a ULID).
-	ConnectorID string
+	// ConnectorID is the public connector (parsed:
+	// versori.ParseConnectorID).
+	ConnectorID versori.ConnectorID
 	// Version is the version name, or "latest" or "default".
 	Version string
 }
 
-// Validate checks the rollout's fields.
+// Validate checks the rollout's fields. The connector ID comes parsed, in
+// canonical form, so a re-run spelling it in another case is the same
+// rollout, not "another connector"; only a zero one is refused.
 func (r Rollout) Validate() error {
-	_, err := r.canonical()
-	return err
-}
-
-// canonical validates r and returns it with the connector ID in canonical
-// form (upper case), so a re-run spelling it in another case is the same
-// rollout, not "another connector".
-func (r Rollout) canonical() (Rollout, error) {
 	if err := ValidateRolloutID(r.ID); err != nil {
-		return r, err
+		return err
 	}
-	id, err := orglist.CanonicalID("connector", r.ConnectorID)
-	if err != nil {
-		return r, err
+	if r.ConnectorID == "" {
+		return &versori.InvalidIDError{Kind: "connector", ID: `""`, Problem: "is empty"}
 	}
-	r.ConnectorID = id
-	return r, versori.ValidateVersion(r.Version)
+	return versori.ValidateVersion(r.Version)
 }
 
 // Defaults of ProducerConfig.
@@ -126,14 +119,12 @@ var ErrQueueMismatch = ledger.ErrQueueMismatch
 // CreateRollout records the rollout's definition, with the producer's
 // queue, in the ledger. Calling it again with the same definition is
 // harmless; with another connector or version it returns an error wrapping
-// ErrRolloutMismatch, on another queue one wrapping ErrQueueMismatch. The
-// connector ID is compared in canonical form.
+// ErrRolloutMismatch, on another queue one wrapping ErrQueueMismatch.
 func (p *Producer) CreateRollout(ctx context.Context, r Rollout) error {
-	r, err := r.canonical()
-	if err != nil {
+	if err := r.Validate(); err != nil {
 		return err
 	}
-	_, err = p.ledger.CreateRollout(ctx, ledger.Rollout{ID: r.ID, ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: time.Now(), Queue: p.cfg.Task.Queue})
+	_, err := p.ledger.CreateRollout(ctx, ledger.Rollout{ID: r.ID, ConnectorID: r.ConnectorID, Version: r.Version, CreatedAt: time.Now(), Queue: p.cfg.Task.Queue})
 	if err != nil {
 		return fmt.Errorf("create rollout %s: %w", r.ID, err)
 	}
@@ -144,32 +135,29 @@ func (p *Producer) CreateRollout(ctx context.Context, r Rollout) error {
 // task was added: false, with a nil error, means the organisation was
 // already enqueued for this rollout (asynq.ErrTaskIDConflict) or already
 // settled, which is no error for the caller.
-func (p *Producer) Enqueue(ctx context.Context, r Rollout, orgID string) (bool, error) {
-	s, err := p.EnqueueAll(ctx, r, slices.Values([]string{orgID}), nil)
+func (p *Producer) Enqueue(ctx context.Context, r Rollout, orgID versori.OrgID) (bool, error) {
+	s, err := p.EnqueueAll(ctx, r, slices.Values([]versori.OrgID{orgID}), nil)
 	return s.Enqueued == 1, err
 }
 
 // EnqueueAll records the rollout and enqueues every organisation orgIDs
-// yields, in canonical form (upper case: one organisation spelt in several
-// cases is one record and one task), reading it as a stream: memory stays bounded by BatchSize and
-// Concurrency whatever the length of the list. Organisations the rollout
+// yields, reading it as a stream: memory stays bounded by BatchSize and
+// Concurrency whatever the length of the list. The IDs come parsed
+// (versori.ParseOrgID, or orglist.ParseIDs for a stream of strings), in
+// canonical form, so one organisation spelt in several cases is one record
+// and one task. Organisations the rollout
 // already holds are not enqueued again unless their record is pending and
 // their task is missing (a producer that crashed between the two writes),
 // so running the same rollout twice enqueues only what is missing.
 //
 // progress, if not nil, is called after each batch with the running totals.
 // On error the summary counts what was done; calling again resumes.
-func (p *Producer) EnqueueAll(ctx context.Context, r Rollout, orgIDs iter.Seq[string], progress func(Summary)) (Summary, error) {
+func (p *Producer) EnqueueAll(ctx context.Context, r Rollout, orgIDs iter.Seq[versori.OrgID], progress func(Summary)) (Summary, error) {
 	var sum Summary
-	r, err := r.canonical()
-	if err != nil {
-		return sum, err
-	}
 	if err := p.CreateRollout(ctx, r); err != nil {
 		return sum, err
 	}
-	batches, invalid := orglist.Batches(orgIDs, p.cfg.BatchSize)
-	for batch := range batches {
+	for batch := range orglist.Batches(orgIDs, p.cfg.BatchSize) {
 		s, err := p.enqueueBatch(ctx, r, batch)
 		sum.Enqueued += s.Enqueued
 		sum.AlreadyEnqueued += s.AlreadyEnqueued
@@ -180,16 +168,16 @@ func (p *Producer) EnqueueAll(ctx context.Context, r Rollout, orgIDs iter.Seq[st
 			return sum, err
 		}
 	}
-	return sum, *invalid
+	return sum, nil
 }
 
-func (p *Producer) enqueueBatch(ctx context.Context, r Rollout, orgIDs []string) (Summary, error) {
+func (p *Producer) enqueueBatch(ctx context.Context, r Rollout, orgIDs []versori.OrgID) (Summary, error) {
 	var sum Summary
 	states, err := p.ledger.Register(ctx, r.ID, orgIDs)
 	if err != nil {
 		return sum, fmt.Errorf("enqueue rollout %s: %w", r.ID, err)
 	}
-	todo := make([]string, 0, len(orgIDs))
+	todo := make([]versori.OrgID, 0, len(orgIDs))
 	for i, st := range states {
 		if st == "" || st == ledger.Pending {
 			todo = append(todo, orgIDs[i])
@@ -202,7 +190,7 @@ func (p *Producer) enqueueBatch(ctx context.Context, r Rollout, orgIDs []string)
 		mu       sync.Mutex
 		wg       sync.WaitGroup
 		firstErr error
-		next     = make(chan string)
+		next     = make(chan versori.OrgID)
 	)
 	workers := min(p.cfg.Concurrency, len(todo))
 	for range workers {
@@ -240,7 +228,7 @@ func (p *Producer) enqueueBatch(ctx context.Context, r Rollout, orgIDs []string)
 	return sum, firstErr
 }
 
-func (p *Producer) enqueueOne(ctx context.Context, r Rollout, orgID string) (bool, error) {
+func (p *Producer) enqueueOne(ctx context.Context, r Rollout, orgID versori.OrgID) (bool, error) {
 	t, err := NewImportTask(Payload{RolloutID: r.ID, OrgID: orgID, ConnectorID: r.ConnectorID, Version: r.Version}, p.cfg.Task)
 	if err != nil {
 		return false, err

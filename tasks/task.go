@@ -48,10 +48,12 @@ var rolloutIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 type Payload struct {
 	// RolloutID names the rollout the task belongs to.
 	RolloutID string `json:"rollout_id"`
-	// OrgID is the organisation to import into (a ULID).
-	OrgID string `json:"org_id"`
-	// ConnectorID is the public connector (a ULID).
-	ConnectorID string `json:"connector_id"`
+	// OrgID is the organisation to import into (parsed:
+	// versori.ParseOrgID).
+	OrgID versori.OrgID `json:"org_id"`
+	// ConnectorID is the public connector (parsed:
+	// versori.ParseConnectorID).
+	ConnectorID versori.ConnectorID `json:"connector_id"`
 	// Version is the version name, or "latest" or "default".
 	Version string `json:"version"`
 	// Weight is the rollout's share of the fleet's rate while other
@@ -74,16 +76,18 @@ func ValidateRolloutID(id string) error {
 	return nil
 }
 
-// Validate checks every field of the payload.
+// Validate checks every field of the payload. The organisation and
+// connector IDs come parsed (their types say so): only a zero one, a field
+// left unset, is refused.
 func (p Payload) Validate() error {
 	if err := ValidateRolloutID(p.RolloutID); err != nil {
 		return err
 	}
-	if err := versori.ValidateID("organisation", p.OrgID); err != nil {
-		return err
+	if p.OrgID == "" {
+		return &versori.InvalidIDError{Kind: "organisation", ID: `""`, Problem: "is empty"}
 	}
-	if err := versori.ValidateID("connector", p.ConnectorID); err != nil {
-		return err
+	if p.ConnectorID == "" {
+		return &versori.InvalidIDError{Kind: "connector", ID: `""`, Problem: "is empty"}
 	}
 	if err := ValidateWeight(p.Weight); err != nil {
 		return err
@@ -105,13 +109,16 @@ func ValidateWeight(w float64) error {
 // TaskID is the asynq task ID of the task importing into orgID for
 // rolloutID. It is unique per rollout and organisation, which is what makes
 // enqueueing idempotent.
-func TaskID(rolloutID, orgID string) string {
-	return rolloutID + ":" + orgID
+func TaskID(rolloutID string, orgID versori.OrgID) string {
+	return rolloutID + ":" + string(orgID)
 }
 
-// DecodePayload decodes and validates a task payload. It refuses oversized
-// payloads, unknown shapes and invalid IDs with an error naming the problem;
-// the handler archives such tasks instead of retrying them.
+// DecodePayload decodes and validates a task payload: the edge where a
+// task's organisation and connector IDs are parsed (versori.ParseOrgID),
+// so a payload from another producer spelling them in lower case imports
+// into, and records, the canonical ID. It refuses oversized payloads,
+// unknown shapes and invalid IDs with an error naming the problem; the
+// handler archives such tasks instead of retrying them.
 func DecodePayload(data []byte) (Payload, error) {
 	var p Payload
 	if len(data) > MaxPayloadBytes {
@@ -124,11 +131,23 @@ func DecodePayload(data []byte) (Payload, error) {
 	if dec.More() {
 		return Payload{}, errors.New("decode payload: trailing data after the JSON object")
 	}
-	for name, v := range map[string]string{"rollout_id": p.RolloutID, "org_id": p.OrgID, "connector_id": p.ConnectorID, "version": p.Version} {
+	for name, v := range map[string]string{"rollout_id": p.RolloutID, "org_id": string(p.OrgID), "connector_id": string(p.ConnectorID), "version": p.Version} {
 		if v == "" {
 			return Payload{}, fmt.Errorf("decode payload: missing field %q", name)
 		}
 	}
+	if err := ValidateRolloutID(p.RolloutID); err != nil {
+		return Payload{}, fmt.Errorf("decode payload: %w", err)
+	}
+	org, err := versori.ParseOrgID(string(p.OrgID))
+	if err != nil {
+		return Payload{}, fmt.Errorf("decode payload: %w", relabel(err, "organisation"))
+	}
+	connector, err := versori.ParseConnectorID(string(p.ConnectorID))
+	if err != nil {
+		return Payload{}, fmt.Errorf("decode payload: %w", relabel(err, "connector"))
+	}
+	p.OrgID, p.ConnectorID = org, connector
 	if err := p.Validate(); err != nil {
 		return Payload{}, fmt.Errorf("decode payload: %w", err)
 	}
@@ -188,6 +207,18 @@ func NewImportTask(p Payload, opts TaskOptions) (*asynq.Task, error) {
 		asynq.MaxRetry(opts.MaxRetry),
 		asynq.Timeout(opts.Timeout),
 	), nil
+}
+
+// relabel names an invalid ID as the task's errors always have
+// ("invalid organisation ...": archived tasks keep the message).
+func relabel(err error, kind string) error {
+	var ie *versori.InvalidIDError
+	if errors.As(err, &ie) {
+		c := *ie
+		c.Kind = kind
+		return &c
+	}
+	return err
 }
 
 func truncate(s string, n int) string {

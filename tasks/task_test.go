@@ -112,7 +112,7 @@ func TestNewImportTask(t *testing.T) {
 		t.Errorf("a payload of weight 0 carries the field: %s", good(t))
 	}
 	bad := validPayload()
-	bad.OrgID = "nope"
+	bad.OrgID = "" // unset: the one OrgID that is not parsed
 	if _, err := NewImportTask(bad, TaskOptions{}); err == nil {
 		t.Fatal("invalid payload accepted")
 	}

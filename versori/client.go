@@ -108,8 +108,9 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 // (draft) connector.
 //
 // version is a version name, or "latest" or "default", which the API
-// resolves when the call is made. IDs are validated before any request is
-// sent (an *InvalidIDError, class invalid).
+// resolves when the call is made. The IDs are parsed already (ParseOrgID,
+// ParseConnectorID); a zero one, and an invalid version name, are refused
+// before any request is sent (an *InvalidIDError, class invalid).
 //
 // A 409 is returned as an *Error of class already_present: the organisation
 // already holds the version, which callers count as success. Every other
@@ -126,7 +127,7 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 //
 // The returned Connector's RateLimit, or the *Error's, holds what the
 // response's rate-limit headers said; see RateLimitOf.
-func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*Connector, error) {
+func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID OrgID, connectorID ConnectorID, version string) (*Connector, error) {
 	const op = "import connector version"
 	path, err := versionPath(op, orgID, connectorID, version)
 	if err != nil {
@@ -143,7 +144,7 @@ func (c *Client) ImportPublicConnectorVersion(ctx context.Context, orgID, connec
 
 // GetConnectorVersion returns a version of a connector that organisation
 // orgID holds; an *Error of class not_found when it holds none by that name.
-func (c *Client) GetConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*ConnectorVersion, error) {
+func (c *Client) GetConnectorVersion(ctx context.Context, orgID OrgID, connectorID ConnectorID, version string) (*ConnectorVersion, error) {
 	const op = "get connector version"
 	path, err := versionPath(op, orgID, connectorID, version)
 	if err != nil {
@@ -158,13 +159,13 @@ func (c *Client) GetConnectorVersion(ctx context.Context, orgID, connectorID, ve
 
 // ListConnectorVersions returns a page of the versions of connectorID that
 // organisation orgID holds.
-func (c *Client) ListConnectorVersions(ctx context.Context, orgID, connectorID string, page PageOptions) (*ConnectorVersionPage, error) {
+func (c *Client) ListConnectorVersions(ctx context.Context, orgID OrgID, connectorID ConnectorID, page PageOptions) (*ConnectorVersionPage, error) {
 	const op = "list connector versions"
 	if err := validateIDs(op, orgID, connectorID); err != nil {
 		return nil, err
 	}
 	var out ConnectorVersionPage
-	if _, err := c.do(ctx, op, http.MethodGet, "/o/"+orgID+"/connectors/"+connectorID+"/versions", page.query(), &out, false); err != nil {
+	if _, err := c.do(ctx, op, http.MethodGet, "/o/"+string(orgID)+"/connectors/"+string(connectorID)+"/versions", page.query(), &out, false); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -195,24 +196,26 @@ func (p PageOptions) query() url.Values {
 	return q
 }
 
-func validateIDs(op, orgID, connectorID string) error {
-	if err := ValidateID("organisation ID", orgID); err != nil {
-		return fmt.Errorf("versori: %s: %w", op, err)
+// validateIDs refuses zero IDs: a parsed ID is valid, and the zero value is
+// the one that is not parsed (a field left unset).
+func validateIDs(op string, orgID OrgID, connectorID ConnectorID) error {
+	if orgID == "" {
+		return fmt.Errorf("versori: %s: %w", op, &InvalidIDError{Kind: "organisation ID", ID: `""`, Problem: "is empty"})
 	}
-	if err := ValidateID("connector ID", connectorID); err != nil {
-		return fmt.Errorf("versori: %s: %w", op, err)
+	if connectorID == "" {
+		return fmt.Errorf("versori: %s: %w", op, &InvalidIDError{Kind: "connector ID", ID: `""`, Problem: "is empty"})
 	}
 	return nil
 }
 
-func versionPath(op, orgID, connectorID, version string) (string, error) {
+func versionPath(op string, orgID OrgID, connectorID ConnectorID, version string) (string, error) {
 	if err := validateIDs(op, orgID, connectorID); err != nil {
 		return "", err
 	}
 	if err := ValidateVersion(version); err != nil {
 		return "", fmt.Errorf("versori: %s: %w", op, err)
 	}
-	return "/o/" + orgID + "/connectors/" + connectorID + "/versions/" + url.PathEscape(version), nil
+	return "/o/" + string(orgID) + "/connectors/" + string(connectorID) + "/versions/" + url.PathEscape(version), nil
 }
 
 // scrubbedError is a transport error whose text has been scrubbed of the

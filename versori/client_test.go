@@ -147,7 +147,7 @@ func TestRequestShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := got.Load()
-	wantPath := "/api/connect/v1/o/" + org + "/connectors/" + fixedConnector + "/versions/v1%20beta%25%3F%23/library/import"
+	wantPath := "/api/connect/v1/o/" + org.String() + "/connectors/" + fixedConnector + "/versions/v1%20beta%25%3F%23/library/import"
 	if r.Method != http.MethodPost || r.URL.EscapedPath() != wantPath || r.URL.RawQuery != "" {
 		t.Errorf("request %s %s?%s, want POST %s", r.Method, r.URL.EscapedPath(), r.URL.RawQuery, wantPath)
 	}
@@ -172,27 +172,38 @@ func TestRequestShape(t *testing.T) {
 }
 
 // TestInvalidInputSendsNothing checks IDs and versions are refused before
-// any request.
+// any request: a bad ID cannot be parsed (ParseOrgID, the edge), a zero
+// one and a bad version name are refused by the client.
 func TestInvalidInputSendsNothing(t *testing.T) {
 	s, c := newPair(t)
-	for _, in := range [][3]string{
-		{"../../admin", fixedConnector, "1"},
-		{newID(), "01J8Z3K4M5N6P7Q8R9S0T1V2W3/../x", "1"},
+	if _, err := versori.ParseOrgID("../../admin"); err == nil {
+		t.Error("ParseOrgID accepted a path")
+	}
+	if _, err := versori.ParseConnectorID("01J8Z3K4M5N6P7Q8R9S0T1V2W3/../x"); err == nil {
+		t.Error("ParseConnectorID accepted a path")
+	}
+	for _, in := range []struct {
+		org       versori.OrgID
+		connector versori.ConnectorID
+		version   string
+	}{
+		{"", fixedConnector, "1"},
+		{newID(), "", "1"},
 		{newID(), fixedConnector, ".."},
 		{newID(), fixedConnector, "a/b"},
 		{newID(), fixedConnector, ""},
 	} {
-		_, err := c.ImportPublicConnectorVersion(t.Context(), in[0], in[1], in[2])
+		_, err := c.ImportPublicConnectorVersion(t.Context(), in.org, in.connector, in.version)
 		var idErr *versori.InvalidIDError
 		if !errors.As(err, &idErr) || versori.Classify(err) != versori.ClassInvalid {
-			t.Errorf("import %q: err %v, want *InvalidIDError", in, err)
+			t.Errorf("import %+v: err %v, want *InvalidIDError", in, err)
 		}
-		if _, err := c.GetConnectorVersion(t.Context(), in[0], in[1], in[2]); !errors.As(err, &idErr) {
-			t.Errorf("get %q: err %v", in, err)
+		if _, err := c.GetConnectorVersion(t.Context(), in.org, in.connector, in.version); !errors.As(err, &idErr) {
+			t.Errorf("get %+v: err %v", in, err)
 		}
 	}
-	if _, err := c.ListConnectorVersions(t.Context(), "bad", fixedConnector, versori.PageOptions{}); versori.Classify(err) != versori.ClassInvalid {
-		t.Errorf("list versions with a bad org: %v", err)
+	if _, err := c.ListConnectorVersions(t.Context(), "", fixedConnector, versori.PageOptions{}); versori.Classify(err) != versori.ClassInvalid {
+		t.Errorf("list versions without an org: %v", err)
 	}
 	if n := s.Requests(); n != 0 {
 		t.Errorf("the fake saw %d requests", n)
@@ -358,7 +369,7 @@ func TestOversizedBodies(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 502 || utf8.RuneCountInString(apiErr.BodyExcerpt) > 200 || grew > 16<<20 {
 		t.Errorf("fake's oversized body: %v (heap grew %d MiB)", err, grew>>20)
 	}
-	if s.ImportsOf(org) != 0 {
+	if s.ImportsOf(string(org)) != 0 {
 		t.Error("the oversized fault carried the import out")
 	}
 }
@@ -470,7 +481,7 @@ func TestRetryAfterAmbiguousTimeout(t *testing.T) {
 	cfg.Timeout = time.Second
 	c, _ := versori.New(cfg)
 	org := newID()
-	s.FailNext(org, 1, versoritest.Fault{Kind: versoritest.FaultSlowImport})
+	s.FailNext(string(org), 1, versoritest.Fault{Kind: versoritest.FaultSlowImport})
 	_, err := c.ImportPublicConnectorVersion(t.Context(), org, fixedConnector, "1")
 	if versori.Classify(err) != versori.ClassTimeout {
 		t.Fatalf("first call: %v", err)
@@ -479,8 +490,8 @@ func TestRetryAfterAmbiguousTimeout(t *testing.T) {
 	if cl := versori.Classify(err); cl != versori.ClassAlreadyPresent || !cl.Succeeded() {
 		t.Fatalf("retry: %s %v", cl, err)
 	}
-	if s.ImportsOf(org) != 1 || s.ConflictsOf(org) != 1 || s.Calls(org) != 2 {
-		t.Errorf("imports %d conflicts %d calls %d", s.ImportsOf(org), s.ConflictsOf(org), s.Calls(org))
+	if s.ImportsOf(string(org)) != 1 || s.ConflictsOf(string(org)) != 1 || s.Calls(string(org)) != 2 {
+		t.Errorf("imports %d conflicts %d calls %d", s.ImportsOf(string(org)), s.ConflictsOf(string(org)), s.Calls(string(org)))
 	}
 }
 

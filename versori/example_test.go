@@ -25,8 +25,10 @@ func ExampleClient_ImportPublicConnectorVersion() {
 		fmt.Println(err)
 		return
 	}
-	org, connector := "01JB8W3XKZ0000000000000001", "01J8Z3K4M5N6P7Q8R9S0T1V2W3"
-	fake.FailNext(org, 1, versoritest.Fault{Kind: versoritest.FaultRateLimited, RetryAfter: "2"})
+	// IDs are parsed once, where they come in; the client takes the types.
+	org := versori.MustParseOrgID("01JB8W3XKZ0000000000000001")
+	connector := versori.MustParseConnectorID("01J8Z3K4M5N6P7Q8R9S0T1V2W3")
+	fake.FailNext(string(org), 1, versoritest.Fault{Kind: versoritest.FaultRateLimited, RetryAfter: "2"})
 
 	for attempt := 1; attempt <= 3; attempt++ {
 		_, err := c.ImportPublicConnectorVersion(context.Background(), org, connector, "latest")
@@ -66,4 +68,16 @@ func ExampleClassify() {
 	// already_present succeeded=true retryable=false permanent=false
 	// timeout succeeded=false retryable=true permanent=false
 	// invalid succeeded=false retryable=false permanent=true
+}
+
+// ParseOrgID validates an organisation ID and returns it in canonical form:
+// one organisation spelt in any case is one ID.
+func ExampleParseOrgID() {
+	id, err := versori.ParseOrgID("01jb8w3xkz0000000000000001")
+	fmt.Println(id, err)
+	_, err = versori.ParseOrgID("01JB8W3XKZ000000000000000１") // a full-width digit
+	fmt.Println(err)
+	// Output:
+	// 01JB8W3XKZ0000000000000001 <nil>
+	// invalid organisation ID "01JB8W3XKZ000000000000000１": character 26 ('１') is not Crockford base32
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -133,6 +134,60 @@ func FuzzDecodeConnector(f *testing.F) {
 		}
 		if _, err := json.Marshal(conn); err != nil {
 			t.Fatalf("a decoded connector does not encode: %v", err)
+		}
+	})
+}
+
+// FuzzParseOrgID checks the parser at the edge: no panic; an accepted ID is
+// a canonical ULID (26 upper-case Crockford characters, first 0-7) equal to
+// the input but for case, parsing it again gives it back, and its lower-case
+// spelling parses to the same ID; a refused one is an *InvalidIDError of
+// the right kind, short enough for a log line, whose message is valid UTF-8.
+func FuzzParseOrgID(f *testing.F) {
+	for _, s := range []string{"", "01J8Z3K4M5N6P7Q8R9S0T1V2W3", "01j8z3k4m5n6p7q8r9s0t1v2w3", "7ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+		"8ZZZZZZZZZZZZZZZZZZZZZZZZZ", "01J8Z3K4M5N6P7Q8R9S0T1V2WI", "01J8Z3K4M5N6P7Q8R9S0T1V2W\uff13", "../../etc/passwd",
+		"01J8Z3K4M5N6P7Q8R9S0T1V2W3\n", "01J8Z3K4M5N6P7Q8R9S0T1V2W\xff", strings.Repeat("0", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseOrgID(s)
+		cid, cerr := ParseConnectorID(s)
+		if (err == nil) != (cerr == nil) || string(id) != string(cid) {
+			t.Fatalf("ParseOrgID(%q) = %q, %v but ParseConnectorID = %q, %v", s, id, err, cid, cerr)
+		}
+		if err != nil {
+			var ie *InvalidIDError
+			if !errors.As(err, &ie) || ie.Kind != "organisation ID" || id != "" {
+				t.Fatalf("ParseOrgID(%q) = %q, %v: want \"\" and an *InvalidIDError", s, id, err)
+			}
+			var ce *InvalidIDError
+			if !errors.As(cerr, &ce) || ce.Kind != "connector ID" || ce.Problem != ie.Problem {
+				t.Fatalf("ParseConnectorID(%q) = %v; ParseOrgID %v", s, cerr, err)
+			}
+			if msg := err.Error(); len(msg) > 200 || !utf8.ValidString(msg) {
+				t.Fatalf("error for %q is %d bytes or not UTF-8: %q", s, len(msg), msg)
+			}
+			if ValidateID("organisation ID", s) == nil {
+				t.Fatalf("ParseOrgID refused %q, which ValidateID accepts", s)
+			}
+			return
+		}
+		if ValidateID("organisation ID", s) != nil {
+			t.Fatalf("ParseOrgID accepted %q, which ValidateID refuses", s)
+		}
+		if len(id) != 26 || id[0] < '0' || id[0] > '7' || !strings.EqualFold(string(id), s) || string(id) != strings.ToUpper(string(id)) {
+			t.Fatalf("ParseOrgID(%q) = %q: not the canonical form of the input", s, id)
+		}
+		for _, c := range []byte(id) {
+			if !strings.ContainsRune("0123456789ABCDEFGHJKMNPQRSTVWXYZ", rune(c)) {
+				t.Fatalf("ParseOrgID(%q) = %q holds %q", s, id, c)
+			}
+		}
+		if again, err := ParseOrgID(string(id)); err != nil || again != id {
+			t.Fatalf("ParseOrgID(%q) = %q, %v; want it back", id, again, err)
+		}
+		if lower, err := ParseOrgID(strings.ToLower(s)); err != nil || lower != id {
+			t.Fatalf("ParseOrgID(lower %q) = %q, %v; want %q", s, lower, err, id)
 		}
 	})
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/versori/import-worker/versori/versoritest"
 )
 
-func newID() string { return ulid.Make().String() }
+func newID() versori.OrgID { return versori.OrgID(ulid.Make().String()) }
 
 // fixedConnector is the public connector the tests import.
 const fixedConnector = "01J8Z3K4M5N6P7Q8R9S0T1V2W3"
@@ -46,7 +46,7 @@ func TestOutcomeClasses(t *testing.T) {
 		imported   int           // imports the fake carried out for org
 	}
 	fault := func(f versoritest.Fault) func(*versoritest.Server, string) {
-		return func(s *versoritest.Server, org string) { s.FailNext(org, 1, f) }
+		return func(s *versoritest.Server, org string) { s.FailNext(string(org), 1, f) }
 	}
 	rows := []row{
 		{name: "200 imported", class: versori.ClassImported, status: 0, imported: 1, retryAfter: -1},
@@ -56,7 +56,7 @@ func TestOutcomeClasses(t *testing.T) {
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultRateLimited, RetryAfter: "7"})},
 		{name: "429 with Retry-After date", class: versori.ClassRateLimited, status: 429, retryAfter: 32 * time.Second,
 			setup: func(s *versoritest.Server, org string) {
-				s.FailNext(org, 1, versoritest.Fault{Kind: versoritest.FaultRateLimited, RetryAfter: time.Now().Add(32 * time.Second).UTC().Format(http.TimeFormat)})
+				s.FailNext(string(org), 1, versoritest.Fault{Kind: versoritest.FaultRateLimited, RetryAfter: time.Now().Add(32 * time.Second).UTC().Format(http.TimeFormat)})
 			}},
 		{name: "429 without Retry-After", class: versori.ClassRateLimited, status: 429, retryAfter: -1,
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultRateLimitedNoRetryAfter})},
@@ -65,7 +65,7 @@ func TestOutcomeClasses(t *testing.T) {
 		{name: "429 from the server's rate limit", class: versori.ClassRateLimited, status: 429, retryAfter: time.Second,
 			setup: func(s *versoritest.Server, org string) {
 				s.SetRateLimit(1, 1)
-				preImport(t, s, newID()) // spends the only token
+				preImport(t, s, string(newID())) // spends the only token
 			}},
 		{name: "500", class: versori.ClassServerError, status: 500, retryAfter: -1,
 			setup: fault(versoritest.Fault{Kind: versoritest.FaultServerError})},
@@ -107,16 +107,16 @@ func TestOutcomeClasses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			org, conn := newID(), fixedConnector
+			org, conn := newID(), versori.ConnectorID(fixedConnector)
 			if tc.setup != nil {
-				tc.setup(s, org)
+				tc.setup(s, string(org))
 			}
 			got, err := c.ImportPublicConnectorVersion(context.Background(), org, conn, "1.2.0")
 			if class := versori.Classify(err); class != tc.class {
 				t.Fatalf("class = %s, want %s (err: %v)", class, tc.class, err)
 			}
 			if tc.class == versori.ClassImported {
-				if got == nil || got.OrganisationID != org || len(got.Versions) != 1 || got.Versions[0].PublishedAt != nil {
+				if got == nil || got.OrganisationID != string(org) || len(got.Versions) != 1 || got.Versions[0].PublishedAt != nil {
 					t.Fatalf("connector = %+v, want a draft copy in %s", got, org)
 				}
 			} else if got != nil {
@@ -143,7 +143,7 @@ func TestOutcomeClasses(t *testing.T) {
 			if versori.IsRetryable(err) != tc.class.Retryable() {
 				t.Errorf("IsRetryable disagrees with the class")
 			}
-			if n := s.ImportsOf(org); n != tc.imported {
+			if n := s.ImportsOf(string(org)); n != tc.imported {
 				t.Errorf("fake imported %d times, want %d", n, tc.imported)
 			}
 		})
@@ -157,7 +157,7 @@ func preImport(t *testing.T, s *versoritest.Server, org string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.ImportPublicConnectorVersion(context.Background(), org, fixedConnector, "1.2.0")
+	_, err = c.ImportPublicConnectorVersion(context.Background(), versori.OrgID(org), fixedConnector, "1.2.0")
 	if err != nil {
 		t.Fatal(err)
 	}

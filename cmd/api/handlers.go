@@ -161,7 +161,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request, _ apitoken.Entry
 
 // checkCreate validates the fields besides the organisations.
 func (s *server) checkCreate(req createRequest) (rollout.Spec, error) {
-	spec := rollout.Spec{ID: req.RolloutID, ConnectorID: req.ConnectorID, Version: req.Version, SkipInvalid: req.SkipInvalid, CallbackURL: req.CallbackURL}
+	spec := rollout.Spec{ID: req.RolloutID, Version: req.Version, SkipInvalid: req.SkipInvalid, CallbackURL: req.CallbackURL}
 	var missing []string
 	if req.ConnectorID == "" {
 		missing = append(missing, "connector_id")
@@ -201,6 +201,18 @@ func (s *server) checkCreate(req createRequest) (rollout.Spec, error) {
 			return spec, &rollout.InputError{Err: err}
 		}
 	}
+	// The edge: the connector ID is parsed here (after the rollout ID,
+	// which Canonical checks first too, so the first problem is named).
+	if spec.ID != "" {
+		if err := tasks.ValidateRolloutID(spec.ID); err != nil {
+			return spec, &rollout.InputError{Err: err}
+		}
+	}
+	connector, err := rollout.ParseConnector(req.ConnectorID)
+	if err != nil {
+		return spec, err
+	}
+	spec.ConnectorID = connector
 	return spec.Canonical()
 }
 
@@ -449,7 +461,7 @@ func readCSV(body io.Reader, spool *rollout.Spool) error {
 			spool.AddInvalid(ent.Line, "", ent.Err)
 			continue
 		}
-		if _, err := spool.AddCanonical(ent.ID); err != nil {
+		if _, err := spool.AddID(ent.ID); err != nil {
 			return err
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 )
 
 // BenchmarkEnqueue100k measures the figures the issue asks for, in one run
@@ -59,7 +60,7 @@ func BenchmarkEnqueue100k(b *testing.B) {
 			client := asynq.NewClientFromRedisClient(s.Client())
 			start := time.Now()
 			for _, org := range orgs {
-				t, err := tasks.NewImportTask(tasks.Payload{RolloutID: "baseline", OrgID: org, ConnectorID: testConnector, Version: "1.4.0"}, tasks.TaskOptions{})
+				t, err := tasks.NewImportTask(tasks.Payload{RolloutID: "baseline", OrgID: versori.OrgID(org), ConnectorID: testConnector, Version: "1.4.0"}, tasks.TaskOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -29,6 +29,7 @@ const defaultRateLimit = rollout.DefaultRateLimit
 type enqueueCmd struct {
 	*app
 	connector, version, orgs, rolloutID string
+	connectorID                         versori.ConnectorID // --connector, parsed by validateFlags
 	dryRun, skipInvalid                 bool
 	rateLimit                           string
 	concurrency                         int
@@ -68,7 +69,7 @@ func (e *enqueueCmd) run(cmd *cobra.Command, _ []string) error {
 	if err := e.validateFlags(); err != nil {
 		return err
 	}
-	spec, err := e.release.spec(cmd, rollout.Spec{ID: e.rolloutID, ConnectorID: e.connector, Version: e.version})
+	spec, err := e.release.spec(cmd, rollout.Spec{ID: e.rolloutID, ConnectorID: e.connectorID, Version: e.version})
 	if err != nil {
 		return err
 	}
@@ -203,11 +204,11 @@ func (e *enqueueCmd) validateFlags() error {
 	if len(missing) > 0 {
 		return usageError("missing %s", joinAnd(missing))
 	}
-	connector, err := orglist.CanonicalID("connector ID", e.connector)
+	connector, err := versori.ParseConnectorID(e.connector)
 	if err != nil {
 		return usageError("--connector: %v", err)
 	}
-	e.connector = connector // the form the ledger records and prints
+	e.connectorID, e.connector = connector, connector.String() // the form the ledger records and prints
 	if err := versori.ValidateVersion(e.version); err != nil {
 		return usageError("--version: %v", err)
 	}
@@ -276,7 +277,7 @@ func (e *enqueueCmd) readList(ctx context.Context, spool *rollout.Spool) (string
 			fmt.Fprintf(e.stderr, "%s:%d: %v\n", name, ent.Line, ent.Err)
 			continue
 		}
-		if _, err := spool.AddCanonical(ent.ID); err != nil {
+		if _, err := spool.AddID(ent.ID); err != nil {
 			return name, err
 		}
 	}

@@ -13,13 +13,14 @@ import (
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 )
 
 // failAll records every pending organisation of rollout id as failed.
 func failAll(t *testing.T, led *ledger.Ledger, id string, orgs []string) {
 	t.Helper()
 	for _, o := range orgs {
-		if _, err := led.Finish(context.Background(), id, o, ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true}); err != nil {
+		if _, err := led.Finish(context.Background(), id, versori.OrgID(o), ledger.Outcome{State: ledger.Failed, Class: "server_error", HTTPStatus: 503, CountAttempt: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -42,7 +43,7 @@ func TestRetryAndCancelUseTheRolloutsQueue(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(s.Client())
 	// No worker released them: the tasks are not queued yet.
 	for _, o := range orgs {
-		if err := insp.DeleteTask("hostile", tasks.TaskID("r1", o)); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) && !errors.Is(err, asynq.ErrTaskNotFound) {
+		if err := insp.DeleteTask("hostile", tasks.TaskID("r1", versori.OrgID(o))); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) && !errors.Is(err, asynq.ErrTaskNotFound) {
 			t.Fatal(err)
 		}
 	}
@@ -109,7 +110,7 @@ func TestConcurrentRetriesAgree(t *testing.T) {
 		if _, err := led.CreateRollout(ctx, ledger.Rollout{ID: id, ConnectorID: testConnector, Version: "1.0.0"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := led.AddOrgs(ctx, id, orgs); err != nil {
+		if _, err := led.AddOrgs(ctx, id, oids(orgs...)); err != nil {
 			t.Fatal(err)
 		}
 		failAll(t, led, id, orgs)

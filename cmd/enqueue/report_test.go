@@ -13,6 +13,7 @@ import (
 
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/versori"
 )
 
 func TestSafeCell(t *testing.T) {
@@ -62,13 +63,13 @@ func TestReportFlagsVersionMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	orgs := []string{orgA, orgB, orgC, "01J0000000000000000000000D", "01J0000000000000000000000E"}
-	if _, err := led.AddOrgs(ctx, "r1", orgs); err != nil {
+	if _, err := led.AddOrgs(ctx, "r1", oids(orgs...)); err != nil {
 		t.Fatal(err)
 	}
 	finish := func(org string, o ledger.Outcome) {
 		t.Helper()
 		o.CountAttempt = true
-		if _, err := led.Finish(ctx, "r1", org, o); err != nil {
+		if _, err := led.Finish(ctx, "r1", versori.OrgID(org), o); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -136,7 +137,7 @@ func TestWatchWithoutTerminal(t *testing.T) {
 	ctx := context.Background()
 	led := ledger.New(s.Client(), ledger.Options{})
 	led.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: testConnector, Version: "1.0.0"})
-	led.AddOrgs(ctx, "r1", []string{orgA, orgB})
+	led.AddOrgs(ctx, "r1", []versori.OrgID{orgA, orgB})
 	env := map[string]string{"REDIS_URL": s.URL()}
 
 	r := cli(t, env, "", "status", "r1", "--watch", "--interval", "20ms", "--timeout", "200ms")
@@ -147,7 +148,7 @@ func TestWatchWithoutTerminal(t *testing.T) {
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		led.Finish(ctx, "r1", orgA, ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200})
-		led.Cancel(ctx, "r1", []string{orgB})
+		led.Cancel(ctx, "r1", []versori.OrgID{orgB})
 	}()
 	r = cli(t, env, "", "status", "r1", "--watch", "--interval", "20ms", "--timeout", "30s")
 	if r.code != 0 || !strings.Contains(r.stderr, "100.0%  2/2 finished: 1 succeeded, 0 failed, 1 cancelled") || !strings.Contains(r.stdout, "state      done") {
@@ -166,7 +167,7 @@ func TestReportOutputSpecialFiles(t *testing.T) {
 	if _, err := led.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: testConnector, Version: "1.0.0"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := led.AddOrgs(ctx, "r1", []string{orgA, orgB}); err != nil {
+	if _, err := led.AddOrgs(ctx, "r1", []versori.OrgID{orgA, orgB}); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"REDIS_URL": s.URL()}
@@ -234,7 +235,7 @@ func TestWatchRetriesFailedReads(t *testing.T) {
 	ctx := context.Background()
 	led := ledger.New(s.Client(), ledger.Options{})
 	led.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: testConnector, Version: "1.0.0"})
-	led.AddOrgs(ctx, "r1", []string{orgA})
+	led.AddOrgs(ctx, "r1", []versori.OrgID{orgA})
 	env := map[string]string{"REDIS_URL": s.URL()}
 
 	r := cli(t, env, "", "status", "r1", "--watch", "--timeout", "-1s")
@@ -259,4 +260,13 @@ func TestWatchRetriesFailedReads(t *testing.T) {
 	case <-time.After(45 * time.Second):
 		t.Fatal("the watch did not end after Redis came back")
 	}
+}
+
+// oids converts IDs known canonical to the ledger's type.
+func oids(ss ...string) []versori.OrgID {
+	out := make([]versori.OrgID, len(ss))
+	for i, s := range ss {
+		out[i] = versori.OrgID(s)
+	}
+	return out
 }

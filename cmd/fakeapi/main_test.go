@@ -74,7 +74,7 @@ func TestServesTheFake(t *testing.T) {
 	}
 	org := "01J8Z3K4M5N6P7Q8R9S0T1V2W3"
 	for range 2 {
-		_, err = c.ImportPublicConnectorVersion(t.Context(), org, org, "1.0.0")
+		_, err = c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(org), versori.ConnectorID(org), "1.0.0")
 	}
 	if versori.Classify(err) != versori.ClassAlreadyPresent {
 		t.Fatalf("second import: %v", err)

@@ -38,7 +38,7 @@ func ExampleRun() {
 	}
 
 	p := tasks.Payload{RolloutID: "salesforce-2026-11", OrgID: "01HZY00000000000000000000A", ConnectorID: "01HZY0000000000000000C0NN0", Version: "latest"}
-	api.FailNext(p.OrgID, 1, versoritest.Fault{Kind: versoritest.FaultServerError, Status: 503})
+	api.FailNext(string(p.OrgID), 1, versoritest.Fault{Kind: versoritest.FaultServerError, Status: 503})
 
 	ctx := context.Background()
 	for retried := range 3 {
@@ -48,7 +48,7 @@ func ExampleRun() {
 		}
 		rec, _ := led.Record(p.RolloutID, p.OrgID)
 		fmt.Printf("delivery %d: %s; record %s (%s) after %d calls, API calls %d\n",
-			retried+1, res.Kind, rec.State, rec.Class, rec.Attempts, api.Calls(p.OrgID))
+			retried+1, res.Kind, rec.State, rec.Class, rec.Attempts, api.Calls(string(p.OrgID)))
 	}
 	// Output:
 	// delivery 1: retry; record pending (server_error) after 1 calls, API calls 1

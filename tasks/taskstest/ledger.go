@@ -9,6 +9,7 @@ import (
 
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/tasks"
+	"github.com/versori/import-worker/versori"
 )
 
 // Ledger is an in-memory tasks.OutcomeLedger for tests: it keeps records
@@ -20,12 +21,12 @@ type Ledger struct {
 	// Fail, if set, is asked before each call; an error it returns is
 	// returned by the call, which then changes nothing. method is one of
 	// "Org", "CreateRollout", "AddOrgs", "Finish", "Attempt".
-	Fail func(method, rolloutID, orgID string) error
+	Fail func(method, rolloutID string, orgID versori.OrgID) error
 
 	mu       sync.Mutex
 	now      func() time.Time
 	rollouts map[string]ledger.Rollout
-	records  map[string]map[string]ledger.Record
+	records  map[string]map[versori.OrgID]ledger.Record
 	calls    []Call
 }
 
@@ -37,7 +38,7 @@ type Call struct {
 	Method    string
 	RolloutID string
 	// OrgID is empty for CreateRollout; for AddOrgs, the first listed.
-	OrgID string
+	OrgID versori.OrgID
 	// Outcome is set for Finish, Attempt for Attempt.
 	Outcome ledger.Outcome
 	Attempt ledger.Attempt
@@ -45,7 +46,7 @@ type Call struct {
 
 // NewLedger returns an empty Ledger.
 func NewLedger() *Ledger {
-	return &Ledger{now: time.Now, rollouts: map[string]ledger.Rollout{}, records: map[string]map[string]ledger.Record{}}
+	return &Ledger{now: time.Now, rollouts: map[string]ledger.Rollout{}, records: map[string]map[versori.OrgID]ledger.Record{}}
 }
 
 // Put stores rec (its OrgID set) in the rollout, creating the rollout with
@@ -56,13 +57,13 @@ func (l *Ledger) Put(r ledger.Rollout, rec ledger.Record) {
 	defer l.mu.Unlock()
 	if _, ok := l.rollouts[r.ID]; !ok {
 		l.rollouts[r.ID] = r
-		l.records[r.ID] = map[string]ledger.Record{}
+		l.records[r.ID] = map[versori.OrgID]ledger.Record{}
 	}
 	l.records[r.ID][rec.OrgID] = rec
 }
 
 // Record returns the organisation's record, and whether there is one.
-func (l *Ledger) Record(rolloutID, orgID string) (ledger.Record, bool) {
+func (l *Ledger) Record(rolloutID string, orgID versori.OrgID) (ledger.Record, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	rec, ok := l.records[rolloutID][orgID]
@@ -97,7 +98,7 @@ func (l *Ledger) begin(c Call) error {
 }
 
 // find returns the record, or the error *ledger.Ledger would; l.mu is held.
-func (l *Ledger) find(rolloutID, orgID string) (ledger.Record, error) {
+func (l *Ledger) find(rolloutID string, orgID versori.OrgID) (ledger.Record, error) {
 	orgs, ok := l.records[rolloutID]
 	if !ok {
 		return ledger.Record{}, fmt.Errorf("ledger: rollout %q: %w", rolloutID, ledger.ErrRolloutNotFound)
@@ -110,7 +111,7 @@ func (l *Ledger) find(rolloutID, orgID string) (ledger.Record, error) {
 }
 
 // Org implements tasks.OutcomeLedger.
-func (l *Ledger) Org(_ context.Context, rolloutID, orgID string) (ledger.Record, error) {
+func (l *Ledger) Org(_ context.Context, rolloutID string, orgID versori.OrgID) (ledger.Record, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.begin(Call{Method: "Org", RolloutID: rolloutID, OrgID: orgID}); err != nil {
@@ -136,12 +137,12 @@ func (l *Ledger) CreateRollout(_ context.Context, r ledger.Rollout) (bool, error
 		r.CreatedAt = l.now()
 	}
 	l.rollouts[r.ID] = r
-	l.records[r.ID] = map[string]ledger.Record{}
+	l.records[r.ID] = map[versori.OrgID]ledger.Record{}
 	return true, nil
 }
 
 // AddOrgs implements tasks.OutcomeLedger.
-func (l *Ledger) AddOrgs(_ context.Context, rolloutID string, orgIDs []string) (int, error) {
+func (l *Ledger) AddOrgs(_ context.Context, rolloutID string, orgIDs []versori.OrgID) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := Call{Method: "AddOrgs", RolloutID: rolloutID}
@@ -166,7 +167,7 @@ func (l *Ledger) AddOrgs(_ context.Context, rolloutID string, orgIDs []string) (
 }
 
 // Finish implements tasks.OutcomeLedger.
-func (l *Ledger) Finish(_ context.Context, rolloutID, orgID string, o ledger.Outcome) (ledger.Finished, error) {
+func (l *Ledger) Finish(_ context.Context, rolloutID string, orgID versori.OrgID, o ledger.Outcome) (ledger.Finished, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.begin(Call{Method: "Finish", RolloutID: rolloutID, OrgID: orgID, Outcome: o}); err != nil {
@@ -210,7 +211,7 @@ func (l *Ledger) pending(rolloutID string) int64 {
 }
 
 // Attempt implements tasks.OutcomeLedger.
-func (l *Ledger) Attempt(_ context.Context, rolloutID, orgID string, a ledger.Attempt) error {
+func (l *Ledger) Attempt(_ context.Context, rolloutID string, orgID versori.OrgID, a ledger.Attempt) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.begin(Call{Method: "Attempt", RolloutID: rolloutID, OrgID: orgID, Attempt: a}); err != nil {

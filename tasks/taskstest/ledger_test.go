@@ -13,6 +13,7 @@ import (
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/tasks/taskstest"
+	"github.com/versori/import-worker/versori"
 )
 
 // TestLedgerMatchesTheRedisLedger applies the same calls to the in-memory
@@ -38,7 +39,7 @@ func TestLedgerMatchesTheRedisLedger(t *testing.T) {
 	}
 	steps := []step{
 		{"org of an unknown rollout", func(l tasks.OutcomeLedger) (any, error) { return l.Org(ctx, "r1", a) }},
-		{"add to an unknown rollout", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []string{a}) }},
+		{"add to an unknown rollout", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []versori.OrgID{a}) }},
 		{"finish in an unknown rollout", func(l tasks.OutcomeLedger) (any, error) { return l.Finish(ctx, "r1", a, imported) }},
 		{"attempt in an unknown rollout", func(l tasks.OutcomeLedger) (any, error) { return nil, l.Attempt(ctx, "r1", a, retry) }},
 		{"create", func(l tasks.OutcomeLedger) (any, error) { return l.CreateRollout(ctx, def) }},
@@ -49,8 +50,8 @@ func TestLedgerMatchesTheRedisLedger(t *testing.T) {
 			return l.CreateRollout(ctx, d)
 		}},
 		{"org not added", func(l tasks.OutcomeLedger) (any, error) { return l.Org(ctx, "r1", a) }},
-		{"add", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []string{a, b}) }},
-		{"add again", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []string{b, c}) }},
+		{"add", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []versori.OrgID{a, b}) }},
+		{"add again", func(l tasks.OutcomeLedger) (any, error) { return l.AddOrgs(ctx, "r1", []versori.OrgID{b, c}) }},
 		{"attempt", func(l tasks.OutcomeLedger) (any, error) { return nil, l.Attempt(ctx, "r1", a, retry) }},
 		{"attempt unknown org", func(l tasks.OutcomeLedger) (any, error) {
 			return nil, l.Attempt(ctx, "r1", "01HZY00000000000000000000E", retry)
@@ -96,8 +97,8 @@ func TestLedgerMatchesTheRedisLedger(t *testing.T) {
 			}
 		}
 		for _, org := range []string{a, b, c} {
-			want, werr := onRedis.Org(ctx, "r1", org)
-			got, ok := fake.Record("r1", org)
+			want, werr := onRedis.Org(ctx, "r1", versori.OrgID(org))
+			got, ok := fake.Record("r1", versori.OrgID(org))
 			if (werr == nil) != ok {
 				t.Fatalf("after %s: org %s in Redis: %v, in memory: %v", s.name, org, werr, ok)
 			}
@@ -122,7 +123,7 @@ func TestLedgerFailAndCalls(t *testing.T) {
 	ctx := context.Background()
 	l := taskstest.NewLedger()
 	down := errors.New("redis down")
-	l.Fail = func(method, _, _ string) error {
+	l.Fail = func(method, _ string, _ versori.OrgID) error {
 		if method == "Finish" {
 			return down
 		}

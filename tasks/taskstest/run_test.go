@@ -78,7 +78,7 @@ func TestRunRefusesWhatCannotRun(t *testing.T) {
 		}
 	}
 	bad := testPayload
-	bad.OrgID = "../etc"
+	bad.OrgID = "" // unset
 	if _, err := taskstest.Run(ctx, ok, bad); err == nil {
 		t.Error("Run accepted an invalid payload")
 	}
@@ -122,7 +122,7 @@ func TestRunRecoversPanics(t *testing.T) {
 
 type refusing struct{ status int }
 
-func (r refusing) ImportPublicConnectorVersion(context.Context, string, string, string) (*versori.Connector, error) {
+func (r refusing) ImportPublicConnectorVersion(context.Context, versori.OrgID, versori.ConnectorID, string) (*versori.Connector, error) {
 	return nil, &versori.Error{Op: "import", StatusCode: r.status, Message: http.StatusText(r.status), Class: versori.ClassForStatus(r.status)}
 }
 

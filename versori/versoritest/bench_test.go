@@ -40,7 +40,7 @@ func BenchmarkImport(b *testing.B) {
 		ctx := context.Background()
 		for pb.Next() {
 			org := orgs[next.Add(1)-1]
-			if _, err := c.ImportPublicConnectorVersion(ctx, org, connector, "1.0.0"); err != nil {
+			if _, err := c.ImportPublicConnectorVersion(ctx, versori.OrgID(org), versori.ConnectorID(connector), "1.0.0"); err != nil {
 				failed.Add(1)
 			}
 		}

@@ -24,18 +24,18 @@ func TestRateLimitHeaderStyles(t *testing.T) {
 			defer s.Close()
 			c := client(t, s, 2*time.Second)
 			org := newID()
-			conn, err := c.ImportPublicConnectorVersion(t.Context(), org, connector, "1")
+			conn, err := c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(org), versori.ConnectorID(connector), "1")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rl := conn.RateLimit; rl.Rate != tc.wantRate || rl.Remaining != 1 || rl.Reset != time.Second {
 				t.Errorf("first call: %+v", rl)
 			}
-			_, err = c.ImportPublicConnectorVersion(t.Context(), org, connector, "1") // 409
+			_, err = c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(org), versori.ConnectorID(connector), "1") // 409
 			if rl := versori.RateLimitOf(nil, err); versori.Classify(err) != versori.ClassAlreadyPresent || rl.Remaining != 0 || rl.Rate != tc.wantRate {
 				t.Errorf("409: %v %+v", err, rl)
 			}
-			_, err = c.ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+			_, err = c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 			rl := versori.RateLimitOf(nil, err)
 			if versori.Classify(err) != versori.ClassRateLimited || rl.Remaining != 0 || rl.Reset != time.Second {
 				t.Errorf("429: %v %+v", err, rl)
@@ -47,7 +47,7 @@ func TestRateLimitHeaderStyles(t *testing.T) {
 	}
 	s := versoritest.NewServer(versoritest.WithRateLimit(2, 2))
 	defer s.Close()
-	conn, err := client(t, s, 2*time.Second).ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+	conn, err := client(t, s, 2*time.Second).ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 	if err != nil || conn.RateLimit.Known() {
 		t.Errorf("HeadersNone sent headers: %v %+v", err, conn)
 	}
@@ -79,7 +79,7 @@ func TestRateLimitSchedule(t *testing.T) {
 	}
 	time.Sleep(350 * time.Millisecond)
 	switched := time.Now()
-	conn, err := c.ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+	conn, err := c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 	if rl := versori.RateLimitOf(conn, err); err != nil && versori.Classify(err) != versori.ClassRateLimited || rl.Rate != 1 {
 		t.Fatalf("after the step the headers say %+v (%v)", rl, err)
 	}
@@ -128,18 +128,18 @@ func TestAdminRateLimitEndpoints(t *testing.T) {
 	}
 	c := client(t, s, 2*time.Second)
 	post("/_rate_limit?per_second=5&burst=2&headers=x&omit_retry_after=true", 200)
-	conn, err := c.ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+	conn, err := c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 	if err != nil || conn.RateLimit.Remaining != 1 {
 		t.Fatalf("x headers via admin: %v %+v", err, conn)
 	}
 	importOnce(c, newID())
-	_, err = c.ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+	_, err = c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 	if _, ok := versori.RetryAfter(err); ok || versori.Classify(err) != versori.ClassRateLimited {
 		t.Errorf("omit_retry_after via admin: %v", err)
 	}
 	post("/_reset", 200) // the limiter forgets the calls above
 	post("/_rate_limit_schedule?steps=7@0s,1@1h&headers=ietf&burst=3", 200)
-	conn, err = c.ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+	conn, err = c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 	if err != nil || conn.RateLimit.Rate != 7 || conn.RateLimit.Remaining != 2 {
 		t.Fatalf("schedule via admin: %v %+v", err, conn)
 	}

@@ -34,7 +34,7 @@ func client(t testing.TB, s *versoritest.Server, timeout time.Duration) *versori
 }
 
 func importOnce(c *versori.Client, org string) versori.Class {
-	_, err := c.ImportPublicConnectorVersion(context.Background(), org, connector, "1.0.0")
+	_, err := c.ImportPublicConnectorVersion(context.Background(), versori.OrgID(org), versori.ConnectorID(connector), "1.0.0")
 	return versori.Classify(err)
 }
 
@@ -70,7 +70,7 @@ func TestIdempotentUnderConcurrency(t *testing.T) {
 	if importOnce(c, newID()) != versori.ClassImported {
 		t.Error("a second organisation did not import")
 	}
-	if _, err := c.ImportPublicConnectorVersion(t.Context(), org, connector, "2.0.0"); err != nil {
+	if _, err := c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(org), versori.ConnectorID(connector), "2.0.0"); err != nil {
 		t.Errorf("another version: %v", err)
 	}
 }
@@ -103,7 +103,7 @@ func TestFaultsDoNotImport(t *testing.T) {
 				t.Fatal("a fault carried the import out")
 			}
 			calls := s.Calls(org)
-			if _, err := client(t, s, 10*time.Second).ImportPublicConnectorVersion(t.Context(), org, connector, "1.0.0"); err != nil {
+			if _, err := client(t, s, 10*time.Second).ImportPublicConnectorVersion(t.Context(), versori.OrgID(org), versori.ConnectorID(connector), "1.0.0"); err != nil {
 				t.Fatalf("retry after the faults: %v", err)
 			}
 			if s.ImportsOf(org) != 1 || s.Calls(org) != calls+1 || s.FaultsInjected(k) != 2 {
@@ -241,14 +241,14 @@ func TestRateLimitEnforced(t *testing.T) {
 	if count[versori.ClassImported] != 5 || count[versori.ClassRateLimited] != n-5 || s.RateViolations() != n-5 {
 		t.Errorf("classes %v, violations %d; want 5 imported, %d rate limited", count, s.RateViolations(), n-5)
 	}
-	_, err := c.ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+	_, err := c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 	if d, ok := versori.RetryAfter(err); !ok || d < time.Second || d > 6*time.Second {
 		t.Errorf("Retry-After %s %t", d, ok)
 	}
 
 	s.SetRateLimitPolicy(versoritest.RateLimit{PerSecond: 1, Burst: 1, OmitRetryAfter: true})
 	importOnce(c, newID())
-	_, err = c.ImportPublicConnectorVersion(t.Context(), newID(), connector, "1")
+	_, err = c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(newID()), versori.ConnectorID(connector), "1")
 	if _, ok := versori.RetryAfter(err); ok || versori.Classify(err) != versori.ClassRateLimited {
 		t.Errorf("without Retry-After: %v", err)
 	}
@@ -327,7 +327,7 @@ func TestHangWithDelayAnswers504(t *testing.T) {
 	s.FailNext("", 1, versoritest.Fault{Kind: versoritest.FaultHang, Delay: 10 * time.Millisecond})
 	s.FailNext("", 1, versoritest.Fault{Kind: versoritest.FaultSlowImport, Delay: 10 * time.Millisecond})
 	org := newID()
-	if _, err := c.ImportPublicConnectorVersion(t.Context(), org, connector, "1"); versori.Classify(err) != versori.ClassServerError || !strings.Contains(err.Error(), "504") {
+	if _, err := c.ImportPublicConnectorVersion(t.Context(), versori.OrgID(org), versori.ConnectorID(connector), "1"); versori.Classify(err) != versori.ClassServerError || !strings.Contains(err.Error(), "504") {
 		t.Errorf("hang with delay: %v", err)
 	}
 	if cl := importOnce(c, org); cl != versori.ClassImported || s.ImportsOf(org) != 1 {

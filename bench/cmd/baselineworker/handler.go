@@ -17,7 +17,7 @@ import (
 
 // Importer makes the import call; *versori.Client implements it.
 type Importer interface {
-	ImportPublicConnectorVersion(ctx context.Context, orgID, connectorID, version string) (*versori.Connector, error)
+	ImportPublicConnectorVersion(ctx context.Context, orgID versori.OrgID, connectorID versori.ConnectorID, version string) (*versori.Connector, error)
 }
 
 // RateLimitError is the wiki recipe's error for a task the process's limiter

@@ -85,7 +85,7 @@ func TestLoadConfig(t *testing.T) {
 
 func importTask(t *testing.T, org string) *asynq.Task {
 	t.Helper()
-	task, err := tasks.NewImportTask(tasks.Payload{RolloutID: "r1", OrgID: org, ConnectorID: connectorID, Version: "1.0.0"}, tasks.TaskOptions{})
+	task, err := tasks.NewImportTask(tasks.Payload{RolloutID: "r1", OrgID: versori.OrgID(org), ConnectorID: connectorID, Version: "1.0.0"}, tasks.TaskOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,9 +131,13 @@ func DecodePayload(data []byte) (Payload, error) {
 	if dec.More() {
 		return Payload{}, errors.New("decode payload: trailing data after the JSON object")
 	}
-	for name, v := range map[string]string{"rollout_id": p.RolloutID, "org_id": string(p.OrgID), "connector_id": string(p.ConnectorID), "version": p.Version} {
-		if v == "" {
-			return Payload{}, fmt.Errorf("decode payload: missing field %q", name)
+	// In the payload's own order, so a payload missing several fields is
+	// always told of the same one (a map would pick one at random).
+	for _, f := range [...]struct{ name, v string }{
+		{"rollout_id", p.RolloutID}, {"org_id", string(p.OrgID)}, {"connector_id", string(p.ConnectorID)}, {"version", p.Version},
+	} {
+		if f.v == "" {
+			return Payload{}, fmt.Errorf("decode payload: missing field %q", f.name)
 		}
 	}
 	if err := ValidateRolloutID(p.RolloutID); err != nil {

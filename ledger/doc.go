@@ -46,11 +46,11 @@
 //	h   HTTP status of the last call
 //	a   number of API calls recorded for the organisation
 //	e   last error message (at most Options.MaxErrorLen bytes of printable UTF-8)
-//	ci  connector ID the API returned
+//	ci  connector ID the API returned, when it is not the rollout's own (the handler leaves it out then)
 //	v   version name the API returned
 //	d   duration of the last call in microseconds
 //	f   when the record reached its state (succeeded, failed or cancelled), Unix milliseconds
-//	u   when the record last changed, Unix milliseconds
+//	u   when the record last changed, Unix milliseconds; absent once finished (f says it)
 //	q   position (1-based) in the rollout's release order, for a record Enlist added; kept for its life
 //
 // The counters hash holds:

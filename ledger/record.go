@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -47,7 +48,10 @@ type Record struct {
 	// Error is the last error message, trimmed and made printable.
 	Error string
 	// ConnectorID and Version are what the API returned on success; Version
-	// may differ from the rollout's when it asked for "latest".
+	// may differ from the rollout's when it asked for "latest". The import
+	// handler records ConnectorID only when it is not the rollout's own
+	// (empty: the connector asked for), which spares every record 33
+	// bytes.
 	ConnectorID string
 	Version     string
 	// Duration is how long the last API call took.
@@ -55,7 +59,9 @@ type Record struct {
 	// FinishedAt is when the record reached succeeded, failed or cancelled;
 	// zero while pending.
 	FinishedAt time.Time
-	UpdatedAt  time.Time
+	// UpdatedAt is when the record last changed (its FinishedAt once
+	// finished).
+	UpdatedAt time.Time
 	// Position is the record's place (1-based) in its rollout's release
 	// order, for a rollout released from a backlog (Enlist): dense, and
 	// fixed for the record's life, so a reader can tell records apart by
@@ -99,7 +105,7 @@ func decodeRecord(orgID, raw string) (Record, error) {
 		Version:     w.V,
 		Duration:    time.Duration(w.D) * time.Microsecond,
 		FinishedAt:  fromMillis(w.F),
-		UpdatedAt:   fromMillis(w.U),
+		UpdatedAt:   fromMillis(cmp.Or(w.U, w.F)),
 		Position:    w.Q,
 	}, nil
 }

@@ -169,8 +169,10 @@ for i = 1, n do
       setstr(r, 'ci', ARGV[b + 6])
       setstr(r, 'v', ARGV[b + 7])
       setnum(r, 'd', ARGV[b + 8])
+      -- u is left out: a finished record changed last when it finished
+      -- (decodeRecord reads f), and 20 bytes less of each of a million
+      -- records is 20 MB of Redis.
       setnum(r, 'f', now)
-      setnum(r, 'u', now)
       if not cur[org] then order[#order + 1] = org end
       cur[org] = cjson.encode(r)
       local o, nw = contrib(old), contrib(r)
@@ -230,8 +232,13 @@ for i = 4, #ARGV do
     if old.s == from then
       local r = cjson.decode(raw)
       r.s = to
-      if to == 'pending' then r.f = nil else setnum(r, 'f', now) end
-      setnum(r, 'u', now)
+      if to == 'pending' then
+        r.f = nil
+        setnum(r, 'u', now)
+      else
+        setnum(r, 'f', now)
+        r.u = nil
+      end
       redis.call('HSET', KEYS[2], ARGV[i], cjson.encode(r))
       move(KEYS[3], old, r)
       moved[#moved + 1] = ARGV[i]

@@ -28,7 +28,8 @@ type Outcome struct {
 	HTTPStatus int
 	// Error is kept for failures; it is trimmed to Options.MaxErrorLen.
 	Error string
-	// ConnectorID and Version are what the API returned.
+	// ConnectorID and Version are what the API returned; the import
+	// handler leaves ConnectorID empty when it is the rollout's own.
 	ConnectorID string
 	Version     string
 	Duration    time.Duration

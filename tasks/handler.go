@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -323,7 +324,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case class == versori.ClassImported || class == versori.ClassAlreadyPresent:
 		out := ledger.Outcome{State: ledger.Succeeded, Class: string(class), HTTPStatus: status, Duration: took, CountAttempt: true}
 		if conn != nil {
-			out.ConnectorID, out.Version = conn.ID, importedVersion(conn, p.Version)
+			out.Version = importedVersion(conn, p.Version)
+			if !strings.EqualFold(conn.ID, string(p.ConnectorID)) {
+				// Kept only when it says something: a million records
+				// repeating the rollout's connector is 33 MB of Redis.
+				out.ConnectorID = conn.ID
+			}
 		}
 		if err := h.finish(ctx, by, log, p, out, rec.Attempts); err != nil {
 			return err

@@ -252,8 +252,10 @@ func TestOutcomeTable(t *testing.T) {
 			if tc.state == ledger.Failed && rec.Error == "" {
 				t.Fatal("a failed record must keep the error message")
 			}
-			if tc.status == 200 && tc.apiCalls > 0 && (rec.ConnectorID != tableConnector || rec.Version != "1.2.0") {
-				t.Fatalf("record keeps connector %q version %q, want what the API returned", rec.ConnectorID, rec.Version)
+			// The API answered with the rollout's own connector: the
+			// record leaves it out (see ledger.Record.ConnectorID).
+			if tc.status == 200 && tc.apiCalls > 0 && (rec.ConnectorID != "" || rec.Version != "1.2.0") {
+				t.Fatalf("record keeps connector %q version %q, want no connector (the rollout's own) and the version the API returned", rec.ConnectorID, rec.Version)
 			}
 		})
 	}
@@ -347,5 +349,34 @@ func TestFinishHookAfterTheLastOrganisation(t *testing.T) {
 	run(orgs[0])
 	if got := hook.calls[tableRollout]; got != 1 {
 		t.Errorf("a re-delivered task ran the hook again: %d calls", got)
+	}
+}
+
+// otherConnector answers every import with a connector other than the one
+// asked for.
+type otherConnector struct{}
+
+func (otherConnector) ImportPublicConnectorVersion(context.Context, versori.OrgID, versori.ConnectorID, string) (*versori.Connector, error) {
+	return &versori.Connector{ID: "01HZY0000000000000000000ZZ", Versions: []versori.ConnectorVersion{{Name: "1.2.0"}}}, nil
+}
+
+// A record keeps the connector the API returned only when it is not the
+// rollout's own: then it is worth its 33 bytes.
+func TestRecordKeepsAnUnexpectedConnector(t *testing.T) {
+	led := taskstest.NewLedger()
+	led.Put(tableDef, ledger.Record{OrgID: tableOrg, State: ledger.Pending})
+	h, err := tasks.NewHandler(tasks.HandlerConfig{
+		Client: otherConnector{}, Ledger: led,
+		Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := taskstest.Run(context.Background(), h, tasks.Payload{RolloutID: tableRollout, OrgID: tableOrg, ConnectorID: tableConnector, Version: "1.2.0"}); err != nil || res.Kind != taskstest.Done {
+		t.Fatalf("run: %s (%v)", res.Kind, err)
+	}
+	if rec, _ := led.Record(tableRollout, tableOrg); rec.ConnectorID != "01HZY0000000000000000000ZZ" {
+		t.Errorf("record keeps connector %q; want the one the API returned", rec.ConnectorID)
 	}
 }

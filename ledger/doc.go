@@ -8,6 +8,10 @@
 // of records: a task delivered twice never counts twice, and Recount can
 // prove it.
 //
+// A worker's handlers read and finish records through a Batcher, which
+// sends the reads and finishes of one rollout that arrive while a batch is
+// in flight together, in one round trip (FinishAll is the batched finish).
+//
 // # Lifecycle of an organisation's record
 //
 //	AddOrgs, Register    -> pending (an organisation already present keeps its record)

@@ -10,12 +10,11 @@
 package tasks
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -39,9 +38,9 @@ const DefaultMaxRetry = 10
 // is a few hundred bytes, so anything larger comes from a foreign producer.
 const MaxPayloadBytes = 4 << 10
 
-// rolloutIDPattern keeps rollout IDs safe inside Redis keys, task IDs, file
-// names and URLs.
-var rolloutIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// maxRolloutIDLen bounds a rollout ID, which names Redis keys, task IDs,
+// files and URLs.
+const maxRolloutIDLen = 64
 
 // Payload is what an import task carries. It never holds the API key: the
 // worker owns the key, and Redis must not see it.
@@ -70,10 +69,30 @@ type Payload struct {
 // characters of letters, digits, '.', '_' and '-', starting with a letter or
 // digit.
 func ValidateRolloutID(id string) error {
-	if !rolloutIDPattern.MatchString(id) {
+	if !validRolloutID(id) {
 		return fmt.Errorf("invalid rollout ID %q: want 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit", truncate(id, 80))
 	}
 	return nil
+}
+
+// validRolloutID is the rule ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$, which
+// keeps rollout IDs safe inside Redis keys, task IDs, file names and URLs.
+// Written out rather than a regexp: every task's payload is checked (the
+// regexp was a fifth of DecodePayload's time).
+func validRolloutID(id string) bool {
+	if id == "" || len(id) > maxRolloutIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Validate checks every field of the payload. The organisation and
@@ -124,12 +143,15 @@ func DecodePayload(data []byte) (Payload, error) {
 	if len(data) > MaxPayloadBytes {
 		return p, fmt.Errorf("decode payload: %d bytes, at most %d", len(data), MaxPayloadBytes)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&p); err != nil {
+	// json.Unmarshal rather than a Decoder: one pass over the bytes, no
+	// copy (the Decoder was most of this function's time, and it runs for
+	// every task). It refuses data after the object too.
+	if err := json.Unmarshal(data, &p); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) && strings.Contains(se.Error(), "after top-level value") {
+			return Payload{}, errors.New("decode payload: trailing data after the JSON object")
+		}
 		return Payload{}, fmt.Errorf("decode payload: %w", err)
-	}
-	if dec.More() {
-		return Payload{}, errors.New("decode payload: trailing data after the JSON object")
 	}
 	// In the payload's own order, so a payload missing several fields is
 	// always told of the same one (a map would pick one at random).

@@ -241,16 +241,26 @@ func (g *batchGroup[Req, Res]) send(ctx context.Context, rolloutID string, l *ba
 	l.queue = l.queue[n:]
 	g.mu.Unlock()
 
+	// Answer the batch and pass the turn on even if flush panics (asynq
+	// recovers a handler's panic): a lane left busy would hold every later
+	// call of the rollout for good.
+	defer func() {
+		if p := recover(); p != nil {
+			for _, c := range batch {
+				c.err = fmt.Errorf("ledger: batch of rollout %q: panic: %v", rolloutID, p)
+			}
+			defer panic(p)
+		}
+		for _, c := range batch {
+			close(c.done)
+		}
+		g.mu.Lock()
+		if len(l.queue) == 0 {
+			delete(g.lanes, rolloutID)
+		} else {
+			l.queue[0].turn <- struct{}{}
+		}
+		g.mu.Unlock()
+	}()
 	g.flush(context.WithoutCancel(ctx), rolloutID, batch)
-	for _, c := range batch {
-		close(c.done)
-	}
-
-	g.mu.Lock()
-	if len(l.queue) == 0 {
-		delete(g.lanes, rolloutID)
-	} else {
-		l.queue[0].turn <- struct{}{}
-	}
-	g.mu.Unlock()
 }

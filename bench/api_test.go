@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,7 +97,7 @@ func runCLI(t *testing.T, bin string, env map[string]string, args ...string) (cr
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	start := time.Now()
-	err := cmd.Run()
+	peak, err := RunPeak(cmd)
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("enqueue %v: %v\n%s", args, err, errOut.String())
@@ -106,10 +105,6 @@ func runCLI(t *testing.T, bin string, env map[string]string, args ...string) (cr
 	var res createAnswer
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("enqueue --json: %v\n%s", err, out.String())
-	}
-	var peak int64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		peak = ru.Maxrss << 10 // kB on Linux
 	}
 	return res, took, peak
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,6 +85,33 @@ func ReadMemory(pid int) (Memory, error) {
 		return m, fmt.Errorf("read memory of process %d: %w", pid, err)
 	}
 	return m, nil
+}
+
+// RunPeak runs cmd and returns its peak RSS in bytes, the last VmHWM read
+// from /proc while it ran (every 5 ms; VmHWM only grows). The child's
+// rusage maxrss would not do: Go starts a child with vfork, and Linux
+// carries the parent's high-water RSS into the child's maxrss, so after
+// the benchmark's own process grew to 300 MiB even /bin/true "peaked" at
+// 300 MiB (figure 9 once reported the enqueue CLI at 261 MiB so).
+func RunPeak(cmd *exec.Cmd) (int64, error) {
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var peak int64
+	for {
+		if m, err := ReadMemory(cmd.Process.Pid); err == nil {
+			peak = max(peak, m.Peak)
+		}
+		select {
+		case err := <-done:
+			return peak, err
+		case <-tick.C:
+		}
+	}
 }
 
 // ParseStatus parses the VmHWM and VmRSS lines of a /proc/<pid>/status

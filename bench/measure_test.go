@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -314,5 +316,23 @@ func TestCountIn(t *testing.T) {
 	}
 	if got := CountIn(nil, epoch, epoch.Add(time.Second)); got != 0 {
 		t.Errorf("CountIn(nil) = %d", got)
+	}
+}
+
+// RunPeak reads the child's own peak, not this process's: a test process
+// that grew first must not make a small child look big (rusage maxrss
+// does, through vfork).
+func TestRunPeakIsTheChilds(t *testing.T) {
+	big := make([]byte, 200<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	peak, err := RunPeak(exec.Command("sleep", "0.1"))
+	runtime.KeepAlive(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peak <= 0 || peak > 50<<20 {
+		t.Fatalf("sleep's peak RSS read as %d B; want its own few MiB, not this process's 200 MiB", peak)
 	}
 }

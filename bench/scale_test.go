@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -10,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,17 +61,15 @@ func runTimed(t *testing.T, bin string, env map[string]string, args ...string) (
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
+	peak, err := RunPeak(cmd)
 	took := time.Since(start)
 	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, lastLines(string(out), 10))
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(bin), args, err, lastLines(out.String(), 10))
 	}
-	var peak float64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		peak = mib(ru.Maxrss << 10)
-	}
-	return took, peak
+	return took, mib(peak)
 }
 
 // scale is figure 9 (issue 12): a rollout of a million organisations

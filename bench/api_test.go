@@ -86,7 +86,7 @@ func (a *apiServer) memory(t *testing.T) Memory {
 }
 
 // runCLI runs `enqueue` as an operator does and returns its answer, how
-// long it took and its peak RSS (rusage maxrss).
+// long it took and its peak RSS (VmHWM, RunPeak).
 func runCLI(t *testing.T, bin string, env map[string]string, args ...string) (createAnswer, time.Duration, int64) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -279,7 +279,7 @@ func (s *suite) api(t *testing.T) {
 		Baseline: fmt.Sprintf("%.2fs, %.0f/s (enqueue CLI)", cli.Seconds(), n/cli.Seconds()),
 		Target:   "<= 1.5", Mark: AtMost(ratio, 1.5)})
 	s.add(t, Row{Figure: fig, Metric: "API process peak RSS creating 100k orgs (VmHWM, fresh process)",
-		Value: fmt.Sprintf("%.1f MiB", mib(apiPeak)), Baseline: fmt.Sprintf("%.1f MiB (enqueue CLI, rusage maxrss)", mib(cliPeak)),
+		Value: fmt.Sprintf("%.1f MiB", mib(apiPeak)), Baseline: fmt.Sprintf("%.1f MiB (enqueue CLI, VmHWM)", mib(cliPeak)),
 		Target: "< 100 MiB", Mark: AtMost(mib(apiPeak), 99.99)})
 	s.add(t, Row{Figure: fig, Metric: "GET /v1/rollouts/{id} at 100k orgs, 200 sequential reads: p99",
 		Value:  fmt.Sprintf("%.2f ms (p50 %.2f, max %.2f)", ms(p99), ms(p50), ms(worst)),

@@ -26,7 +26,7 @@ import (
 // BenchmarkEnqueue100k measures the figures the issue asks for, in one run
 // on one Redis so they compare: enqueueing 100,000 organisations with the
 // built CLI against asynq's Client.Enqueue one task at a time; the CLI's
-// peak memory (rusage maxrss of the child); and the time status and a full
+// peak memory (the child's VmHWM, polled while it runs); and the time status and a full
 // CSV report take on that 100,000-organisation rollout. It runs only with
 // -bench (it takes about a minute):
 //

@@ -110,21 +110,17 @@ func (b *Batcher) flush(ctx context.Context, rolloutID string, calls []*batchCal
 	}
 	sendFinish := fb != nil && len(fb.sent) > 0 // else every outcome was refused before Redis
 	var (
-		fin *redis.Cmd
-		hm  *redis.SliceCmd
+		fin     *redis.Cmd
+		hm      *redis.SliceCmd
+		waitErr error
 	)
 	switch {
-	case sendFinish && len(reads) > 0:
-		pipe := b.rdb.Pipeline()
-		fin = finishScript.EvalSha(ctx, pipe, k.list(), fb.args...)
-		hm = pipe.HMGet(ctx, k.orgs, fields...)
-		_, _ = pipe.Exec(ctx) // each command keeps its own error
-		if redis.HasErrorPrefix(fin.Err(), "NOSCRIPT") {
-			// The first batch on a fresh Redis: Run loads the script.
-			fin = finishScript.Run(ctx, b.rdb, k.list(), fb.args...)
-		}
 	case sendFinish:
-		fin = finishScript.Run(ctx, b.rdb, k.list(), fb.args...)
+		var more func(redis.Pipeliner)
+		if len(reads) > 0 {
+			more = func(pipe redis.Pipeliner) { hm = pipe.HMGet(ctx, k.orgs, fields...) }
+		}
+		fin, waitErr = b.sendFinish(ctx, k, fb, more)
 	case len(reads) > 0:
 		hm = b.rdb.HMGet(ctx, k.orgs, fields...)
 	}
@@ -139,6 +135,9 @@ func (b *Batcher) flush(ctx context.Context, rolloutID string, calls []*batchCal
 				continue
 			}
 			c.res.fin, c.err = res[i].Finished, res[i].Err
+			if c.err == nil {
+				c.err = waitErr
+			}
 		}
 	}
 	if hm != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,21 +13,23 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/versori"
 )
 
-// gate holds the first command named name until released, and counts the
-// commands of that name that succeeded.
+// gate holds the first command named name (one of names split by "|")
+// until released, whether sent alone or in a pipeline, and counts the
+// commands of that name that succeeded, and the pipelines that carried
+// both a script and an HMGET.
 type gate struct {
-	name     string
-	entered  chan struct{}
-	release  chan struct{}
-	once     sync.Once
-	mu       sync.Mutex
-	counted  int
-	argCount []int // arguments of each counted command
-	pipes    int   // pipelines sent
+	name    string
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	counted int
+	mixed   int // pipelines with a script call and an HMGET
 }
 
 func newGate(name string) *gate {
@@ -35,36 +38,51 @@ func newGate(name string) *gate {
 
 func (g *gate) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+func (g *gate) matches(cmd redis.Cmder) bool {
+	for _, n := range strings.Split(g.name, "|") {
+		if cmd.Name() == n {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *gate) see(cmds []redis.Cmder, next func() error) error {
+	for _, cmd := range cmds {
+		if g.matches(cmd) {
+			g.once.Do(func() {
+				close(g.entered)
+				<-g.release
+			})
+			break
+		}
+	}
+	err := next()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	script, hmget := false, false
+	for _, cmd := range cmds {
+		if g.matches(cmd) && cmd.Err() == nil {
+			g.counted++
+		}
+		script = script || cmd.Name() == "evalsha" || cmd.Name() == "eval"
+		hmget = hmget || cmd.Name() == "hmget"
+	}
+	if len(cmds) > 1 && script && hmget {
+		g.mixed++
+	}
+	return err
+}
+
 func (g *gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		g.mu.Lock()
-		g.pipes++
-		g.mu.Unlock()
-		return next(ctx, cmds)
+		return g.see(cmds, func() error { return next(ctx, cmds) })
 	}
 }
 
 func (g *gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		names := strings.Split(g.name, "|")
-		match := false
-		for _, n := range names {
-			match = match || cmd.Name() == n
-		}
-		if match {
-			g.once.Do(func() {
-				close(g.entered)
-				<-g.release
-			})
-		}
-		err := next(ctx, cmd)
-		if match && err == nil {
-			g.mu.Lock()
-			g.counted++
-			g.argCount = append(g.argCount, len(cmd.Args()))
-			g.mu.Unlock()
-		}
-		return err
+		return g.see([]redis.Cmder{cmd}, func() error { return next(ctx, cmd) })
 	}
 }
 
@@ -187,8 +205,8 @@ func TestBatcherPipelinesReadsWithFinishes(t *testing.T) {
 	if recs[0].State != ledger.Pending || recs[1].State != ledger.Succeeded {
 		t.Errorf("reads: %s %s, %s %s; want pending, then succeeded (finished in the same batch)", recs[0].OrgID, recs[0].State, recs[1].OrgID, recs[1].State)
 	}
-	if g.pipes != 1 {
-		t.Errorf("%d pipelines; want the second batch in one", g.pipes)
+	if g.mixed != 1 {
+		t.Errorf("%d pipelines carried reads with finishes; want the second batch in one", g.mixed)
 	}
 	checkCounts(t, l, "r1", ledger.Counts{Total: 5, Pending: 2, Succeeded: 3,
 		ByClass: map[string]int64{"imported": 3}, ByVersion: map[string]int64{"1": 3}})
@@ -310,5 +328,59 @@ func TestBatcherRedisAway(t *testing.T) {
 	// miniredis keeps its data across the restart.
 	if f, err := b.Finish(ctx, "r1", versori.OrgID(ids[0]), ok); err != nil || !f.Changed || f.Pending != 3 {
 		t.Errorf("Finish after Redis came back: %+v, %v; want changed, 3 pending", f, err)
+	}
+}
+
+// With WaitReplicas an outcome counts as recorded once a replica has it
+// (WAIT on the connection that wrote it). Without a replica the write
+// still happens and says what it did, with ErrNotReplicated, so a caller
+// that writes it again knows it had changed; with one, both the single
+// and the batched finish pass.
+func TestWaitReplicas(t *testing.T) {
+	if testing.Short() || !haveRedisServer(t) {
+		t.Skip("needs redis-server")
+	}
+	ctx := context.Background()
+	master := redistest.Start(t, redistest.Options{})
+	ids := orgIDs(3)
+	seed := ledger.New(master.Client(), ledger.Options{Prefix: "wait"})
+	if _, err := seed.CreateRollout(ctx, ledger.Rollout{ID: "r1", ConnectorID: "c1", Version: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.AddOrgs(ctx, "r1", oids(ids...)); err != nil {
+		t.Fatal(err)
+	}
+	l := ledger.New(master.Client(), ledger.Options{Prefix: "wait", WaitReplicas: 1, WaitTimeout: 100 * time.Millisecond})
+	ok := ledger.Outcome{State: ledger.Succeeded, Class: "imported", HTTPStatus: 200, CountAttempt: true}
+
+	f, err := l.Finish(ctx, "r1", versori.OrgID(ids[0]), ok)
+	if !errors.Is(err, ledger.ErrNotReplicated) || !f.Changed || f.Pending != 2 {
+		t.Fatalf("no replica: Finish = %+v, %v; want changed, 2 pending, ErrNotReplicated", f, err)
+	}
+	if f, err := l.Finish(ctx, "r1", versori.OrgID(ids[0]), ok); !errors.Is(err, ledger.ErrNotReplicated) || f.Changed {
+		t.Fatalf("no replica, written again: %+v, %v; want unchanged, ErrNotReplicated", f, err)
+	}
+
+	replica := redistest.Start(t, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port())}})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, _ := master.Client().Info(ctx, "replication").Result()
+		if strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica on port %d never came online:\n%s", replica.Port(), info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if f, err := l.Finish(ctx, "r1", versori.OrgID(ids[1]), ok); err != nil || !f.Changed || f.Pending != 1 {
+		t.Fatalf("one replica: Finish = %+v, %v; want changed, 1 pending", f, err)
+	}
+	b := ledger.NewBatcher(l, ledger.BatcherOptions{})
+	if f, err := b.Finish(ctx, "r1", versori.OrgID(ids[2]), ok); err != nil || !f.Changed || f.Pending != 0 {
+		t.Fatalf("one replica, batched: Finish = %+v, %v; want changed, 0 pending", f, err)
+	}
+	if n, err := replica.Client().HLen(ctx, "wait:rollout:{r1}:orgs").Result(); err != nil || n != 3 {
+		t.Fatalf("the replica holds %d records (%v); want 3", n, err)
 	}
 }

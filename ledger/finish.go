@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/versori/import-worker/versori"
 )
 
@@ -35,7 +37,10 @@ type FinishResult struct {
 // script call, in order, each as Finish would; one listed twice is applied
 // twice, the second write seeing the first. The error is for the call as a
 // whole (Redis, an unknown rollout); a refused organisation has its own in
-// its result, and does not stop the others.
+// its result, and does not stop the others. With Options.WaitReplicas, an
+// error wrapping ErrNotReplicated comes with the results: the writes
+// happened, and a caller that writes them again must remember which
+// changed (the second write finds them finished).
 func (l *Ledger) FinishAll(ctx context.Context, rolloutID string, outs []OrgOutcome) ([]FinishResult, error) {
 	if err := checkID("rollout", rolloutID, true); err != nil {
 		return nil, err
@@ -44,8 +49,68 @@ func (l *Ledger) FinishAll(ctx context.Context, rolloutID string, outs []OrgOutc
 	if len(fb.sent) == 0 {
 		return fb.res, nil
 	}
-	v, err := finishScript.Run(ctx, l.rdb, l.keys(rolloutID).list(), fb.args...).Result()
-	return fb.results(v, err)
+	script, waitErr := l.sendFinish(ctx, l.keys(rolloutID), fb, nil)
+	res, err := fb.results(script.Val(), script.Err())
+	if err != nil {
+		return nil, err
+	}
+	return res, waitErr
+}
+
+// sendFinish sends fb's script call, then what more adds to the pipeline
+// (the Batcher's reads), then, when Options.WaitReplicas asks for it, a
+// WAIT, in one round trip on one connection: WAIT counts the writes of the
+// connection it is sent on, so on another one it would prove nothing. A
+// Redis that lost its scripts (restarted, SCRIPT FLUSH) gets the pipeline
+// again with the script's text. waitErr is the WAIT's verdict; the
+// script's own answer is in script either way, since the write happened.
+func (l *Ledger) sendFinish(ctx context.Context, k keys, fb *finishBatch, more func(redis.Pipeliner)) (script *redis.Cmd, waitErr error) {
+	var on interface{ Pipeline() redis.Pipeliner } = l.rdb
+	if cc, ok := l.rdb.(*redis.ClusterClient); ok && l.opts.WaitReplicas > 0 {
+		// WAIT has no key: the pipeline goes to the master of the slot.
+		node, err := cc.MasterForKey(ctx, k.orgs)
+		if err != nil {
+			script = redis.NewCmd(ctx)
+			script.SetErr(err)
+			return script, nil
+		}
+		on = node
+	}
+	var wait *redis.Cmd
+	send := func(text bool) {
+		pipe := on.Pipeline()
+		if text {
+			script = finishScript.Eval(ctx, pipe, k.list(), fb.args...)
+		} else {
+			script = finishScript.EvalSha(ctx, pipe, k.list(), fb.args...)
+		}
+		if more != nil {
+			more(pipe)
+		}
+		if l.opts.WaitReplicas > 0 {
+			wait = pipe.Do(ctx, "WAIT", l.opts.WaitReplicas, l.opts.WaitTimeout.Milliseconds())
+		}
+		if _, err := pipe.Exec(ctx); err != nil && script.Err() == nil && script.Val() == nil {
+			// Not sent at all (no connection): the commands hold no
+			// error of their own.
+			script.SetErr(err)
+		}
+	}
+	send(false)
+	if redis.HasErrorPrefix(script.Err(), "NOSCRIPT") {
+		send(true)
+	}
+	if wait == nil || script.Err() != nil {
+		return script, nil
+	}
+	n, err := wait.Int64()
+	switch {
+	case err != nil:
+		return script, fmt.Errorf("ledger: wait for replicas: %w", err)
+	case n < int64(l.opts.WaitReplicas):
+		return script, fmt.Errorf("ledger: outcomes written, but %d of %d replicas acknowledged them within %s: %w", n, l.opts.WaitReplicas, l.opts.WaitTimeout, ErrNotReplicated)
+	}
+	return script, nil
 }
 
 // finishBatch is one call of finishScript: its arguments, and the results

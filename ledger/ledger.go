@@ -39,6 +39,10 @@ var (
 	// ErrInvalidOutcome means an Outcome's state is neither succeeded nor
 	// failed.
 	ErrInvalidOutcome = errors.New("invalid outcome")
+	// ErrNotReplicated means an outcome was written but fewer replicas than
+	// Options.WaitReplicas acknowledged it in time: a failover could lose
+	// it. Writing it again is safe.
+	ErrNotReplicated = errors.New("outcome not acknowledged by the replicas")
 )
 
 // Defaults of Options.
@@ -46,6 +50,8 @@ const (
 	DefaultPrefix    = "versori-import"
 	DefaultBatchSize = 1000
 	DefaultScanCount = 1000
+	// DefaultWaitTimeout bounds the WAIT for replicas after an outcome.
+	DefaultWaitTimeout = time.Second
 	// DefaultParallelism is how many batches AddOrgs and Register keep in
 	// flight.
 	DefaultParallelism = 4
@@ -72,6 +78,17 @@ type Options struct {
 	// ScanCount is the COUNT hint of the HSCAN calls that stream records.
 	// Default DefaultScanCount.
 	ScanCount int
+	// WaitReplicas is how many replicas must acknowledge an outcome
+	// (Finish, FinishAll, Batcher) before it counts as recorded: Redis's
+	// WAIT after the write, ErrNotReplicated when fewer do in time. 0, the
+	// default, waits for none. Behind Sentinel, 1 keeps a failover from
+	// losing outcomes the old master took after the promotion (its writes
+	// are discarded when it becomes a replica), and with them the calls a
+	// lost outcome makes again.
+	WaitReplicas int
+	// WaitTimeout bounds each WAIT; keep it below the client's read
+	// timeout. Default DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
 
 // Ledger reads and writes rollouts in Redis. It is safe for concurrent use;
@@ -100,6 +117,9 @@ func New(rdb redis.UniversalClient, opts Options) *Ledger {
 	}
 	if opts.ScanCount <= 0 {
 		opts.ScanCount = DefaultScanCount
+	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = DefaultWaitTimeout
 	}
 	return &Ledger{rdb: rdb, opts: opts}
 }

@@ -69,10 +69,14 @@ func (l *Ledger) Attempt(ctx context.Context, rolloutID string, orgID versori.Or
 // organisations are still pending.
 func (l *Ledger) Finish(ctx context.Context, rolloutID string, orgID versori.OrgID, o Outcome) (Finished, error) {
 	res, err := l.FinishAll(ctx, rolloutID, []OrgOutcome{{OrgID: orgID, Outcome: o}})
-	if err != nil {
+	switch {
+	case res == nil:
 		return Finished{}, err
+	case res[0].Err != nil:
+		return res[0].Finished, res[0].Err
 	}
-	return res[0].Finished, res[0].Err
+	// An ErrNotReplicated comes with what the write did.
+	return res[0].Finished, err
 }
 
 // Org returns one organisation's record.

@@ -469,15 +469,20 @@ func (h *Handler) report(ctx context.Context, log *taskLog, p ratebudget.Permit,
 // 2); it can be off by one only when two deliveries of the task ran at once.
 func (h *Handler) finish(ctx context.Context, by time.Time, log *taskLog, p Payload, out ledger.Outcome, prior int) error {
 	var f ledger.Finished
+	changed := false
 	err := retryWrite(ctx, by, log, func() (err error) {
 		f, err = h.cfg.Ledger.Finish(ctx, p.RolloutID, p.OrgID, out)
+		// A write the replicas did not acknowledge (ledger.ErrNotReplicated)
+		// is written again, and the second finds it finished: the first
+		// said whether it changed.
+		changed = changed || f.Changed
 		return err
 	})
 	if err != nil {
 		log.error("could not record the outcome", "err", err)
 		return fmt.Errorf("import org %s: record outcome: %w", p.OrgID, err)
 	}
-	if f.Changed {
+	if changed {
 		h.m.OrgsFinished.WithLabelValues(string(out.State), out.Class).Inc()
 		h.m.AttemptsPerOrg.Observe(float64(prior + 1))
 		if h.cfg.OnFinish != nil && f.Pending <= 0 {

@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/metrics"
@@ -378,5 +380,51 @@ func TestRecordKeepsAnUnexpectedConnector(t *testing.T) {
 	}
 	if rec, _ := led.Record(tableRollout, tableOrg); rec.ConnectorID != "01HZY0000000000000000000ZZ" {
 		t.Errorf("record keeps connector %q; want the one the API returned", rec.ConnectorID)
+	}
+}
+
+// unreplicated is a ledger whose first Finish is written but not
+// acknowledged by the replicas (ledger.ErrNotReplicated).
+type unreplicated struct {
+	*taskstest.Ledger
+	finishes int
+}
+
+func (u *unreplicated) Finish(ctx context.Context, rolloutID string, orgID versori.OrgID, o ledger.Outcome) (ledger.Finished, error) {
+	f, err := u.Ledger.Finish(ctx, rolloutID, orgID, o)
+	u.finishes++
+	if err == nil && u.finishes == 1 {
+		err = fmt.Errorf("ledger: 0 of 1 replicas: %w", ledger.ErrNotReplicated)
+	}
+	return f, err
+}
+
+// An outcome the replicas did not acknowledge is written again; the second
+// write finds it finished, and the organisation still counts as finished
+// once, with its hook.
+func TestUnreplicatedOutcomeCountsOnce(t *testing.T) {
+	led := &unreplicated{Ledger: taskstest.NewLedger()}
+	led.Put(tableDef, ledger.Record{OrgID: tableOrg, State: ledger.Pending})
+	hook := &finishCounter{calls: map[string]int{}}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.BuildInfo{})
+	h, err := tasks.NewHandler(tasks.HandlerConfig{
+		Client: &fakeImporter{}, Ledger: led, OnFinish: hook, Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := taskstest.Run(context.Background(), h, tasks.Payload{RolloutID: tableRollout, OrgID: tableOrg, ConnectorID: tableConnector, Version: "1.2.0"}); err != nil || res.Kind != taskstest.Done {
+		t.Fatalf("run: %s (%v)", res.Kind, err)
+	}
+	if led.finishes != 2 {
+		t.Errorf("%d Finish calls; want the unacknowledged one written again", led.finishes)
+	}
+	if hook.calls[tableRollout] != 1 {
+		t.Errorf("the finish hook ran %d times; want once", hook.calls[tableRollout])
+	}
+	if got := testutil.ToFloat64(m.OrgsFinished.WithLabelValues("succeeded", "imported")); got != 1 {
+		t.Errorf("orgs finished counted %v times; want 1", got)
 	}
 }

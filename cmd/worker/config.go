@@ -11,6 +11,7 @@ import (
 	"github.com/versori/import-worker/internal/redisconn"
 	"github.com/versori/import-worker/internal/worker"
 	"github.com/versori/import-worker/ratebudget"
+	"github.com/versori/import-worker/ledger"
 	"github.com/versori/import-worker/rollout"
 	"github.com/versori/import-worker/tasks"
 	"github.com/versori/import-worker/versori"
@@ -33,6 +34,8 @@ type config struct {
 	ShutdownTimeout time.Duration        // WORKER_SHUTDOWN_TIMEOUT
 	BackoffBase     time.Duration        // RETRY_BACKOFF_BASE
 	BackoffCap      time.Duration        // RETRY_BACKOFF_CAP
+	WaitReplicas    int                  // LEDGER_WAIT_REPLICAS
+	WaitTimeout     time.Duration        // LEDGER_WAIT_TIMEOUT
 	MetricsAddr     string               // METRICS_ADDR
 	LogLevel        string               // LOG_LEVEL
 	EnablePprof     bool                 // ENABLE_PPROF
@@ -129,6 +132,11 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		RateMaxWait: dur("IMPORT_RATE_MAX_WAIT", 5*time.Second, maxCallWait),
 		BackoffBase: dur("RETRY_BACKOFF_BASE", time.Second, maxBackoff),
 		BackoffCap:  dur("RETRY_BACKOFF_CAP", time.Minute, maxBackoff),
+		// Replicas behind one master; more than a handful is no setup
+		// this service runs on.
+		WaitReplicas: integer("LEDGER_WAIT_REPLICAS", 0, 0, 16),
+		// Below go-redis's 3-s read timeout, which would cut the WAIT off.
+		WaitTimeout: dur("LEDGER_WAIT_TIMEOUT", ledger.DefaultWaitTimeout, 2*time.Second),
 	}
 
 	c.RateLimit = rollout.DefaultRateLimit

@@ -51,7 +51,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "Usage: worker [--demo] [--version]\n\nThe import worker, configured by environment variables:\n")
 		fmt.Fprintf(stderr, "  REDIS_URL, VERSORI_BASE_URL, VERSORI_API_KEY | VERSORI_API_KEY_FILE, VERSORI_AUTH_SCHEME,\n")
 		fmt.Fprintf(stderr, "  VERSORI_TIMEOUT, IMPORT_RATE_LIMIT, IMPORT_RATE_BURST, IMPORT_RATE_MAX_WAIT, WORKER_CONCURRENCY,\n")
-		fmt.Fprintf(stderr, "  WORKER_QUEUE, WORKER_SHUTDOWN_TIMEOUT, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, METRICS_ADDR,\n")
+		fmt.Fprintf(stderr, "  WORKER_QUEUE, WORKER_SHUTDOWN_TIMEOUT, RETRY_BACKOFF_BASE, RETRY_BACKOFF_CAP, LEDGER_WAIT_REPLICAS,\n")
+		fmt.Fprintf(stderr, "  LEDGER_WAIT_TIMEOUT, METRICS_ADDR,\n")
 		fmt.Fprintf(stderr, "  LOG_LEVEL, ENABLE_PPROF, CALLBACK_SECRET | CALLBACK_SECRET_FILE, CALLBACK_ALLOWED_HOSTS,\n  ROLLOUT_RETENTION.\n  See README.md for meanings and defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -135,29 +136,31 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	defer func() { stopJanitor(); <-janitorDone }()
 
 	err = worker.Run(ctx, worker.Config{
-		OnFinish:        rm,
-		Rollouts:        rm,
-		Gate:            cfg.Gate,
-		Handlers:        map[string]asynq.Handler{rollout.TypeCallback: callbacks},
-		Redis:           rdb,
-		Client:          client,
-		Logger:          log,
-		Queue:           cfg.Queue,
-		Concurrency:     cfg.Concurrency,
-		RateLimit:       cfg.RateLimit,
-		RateBurst:       cfg.RateBurst,
-		RateMaxWait:     cfg.RateMaxWait,
-		RateAdaptive:    cfg.Rate.Adaptive,
-		RateFloor:       cfg.Rate.Floor,
-		RateKey:         cfg.Rate.Key,
-		Breaker:         cfg.Rate.Breaker,
-		Backoff:         tasks.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap},
-		CallTimeout:     cfg.CallTimeout,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		MetricsAddr:     cfg.MetricsAddr,
-		EnablePprof:     cfg.EnablePprof,
-		Registry:        prometheus.NewRegistry(),
-		Build:           metrics.BuildInfo{Version: buildinfo.Version, Commit: buildinfo.Commit},
+		OnFinish:           rm,
+		Rollouts:           rm,
+		Gate:               cfg.Gate,
+		Handlers:           map[string]asynq.Handler{rollout.TypeCallback: callbacks},
+		Redis:              rdb,
+		Client:             client,
+		Logger:             log,
+		Queue:              cfg.Queue,
+		Concurrency:        cfg.Concurrency,
+		RateLimit:          cfg.RateLimit,
+		RateBurst:          cfg.RateBurst,
+		RateMaxWait:        cfg.RateMaxWait,
+		RateAdaptive:       cfg.Rate.Adaptive,
+		RateFloor:          cfg.Rate.Floor,
+		RateKey:            cfg.Rate.Key,
+		Breaker:            cfg.Rate.Breaker,
+		Backoff:            tasks.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffCap},
+		LedgerWaitReplicas: cfg.WaitReplicas,
+		LedgerWaitTimeout:  cfg.WaitTimeout,
+		CallTimeout:        cfg.CallTimeout,
+		ShutdownTimeout:    cfg.ShutdownTimeout,
+		MetricsAddr:        cfg.MetricsAddr,
+		EnablePprof:        cfg.EnablePprof,
+		Registry:           prometheus.NewRegistry(),
+		Build:              metrics.BuildInfo{Version: buildinfo.Version, Commit: buildinfo.Commit},
 	})
 	if err != nil {
 		log.Error("worker failed", "redis", redisconn.Redact(cfg.RedisURL), "err", redisconn.Explain(cfg.RedisURL, err))

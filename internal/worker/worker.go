@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -65,6 +67,11 @@ type Config struct {
 	RateMaxWait time.Duration
 	// Backoff spaces retries after 5xx, timeouts and network errors.
 	Backoff tasks.Backoff
+	// LedgerWaitReplicas is how many Redis replicas must acknowledge each
+	// recorded outcome (ledger.Options.WaitReplicas); 0 waits for none.
+	LedgerWaitReplicas int
+	// LedgerWaitTimeout bounds that wait. Default ledger.DefaultWaitTimeout.
+	LedgerWaitTimeout time.Duration
 	// CallTimeout is the client's per-call timeout, used to check
 	// ShutdownTimeout. Default 30 s.
 	CallTimeout time.Duration
@@ -172,7 +179,10 @@ func Run(ctx context.Context, cfg Config) error {
 	m.HandlersMax.Set(float64(cfg.Concurrency))
 	m.RateLimit.Set(cfg.RateLimit)
 
-	led := ledger.New(cfg.Redis, ledger.Options{})
+	led := ledger.New(cfg.Redis, ledger.Options{WaitReplicas: cfg.LedgerWaitReplicas, WaitTimeout: cfg.LedgerWaitTimeout})
+	if cfg.LedgerWaitReplicas > 0 {
+		warnFewReplicas(ctx, cfg.Redis, cfg.LedgerWaitReplicas, log)
+	}
 	inspector := asynq.NewInspectorFromRedisClient(cfg.Redis)
 	cfg.Registry.MustRegister(
 		metrics.NewRolloutCollector(ledgerFigures{led}, m, 3*time.Second, log),
@@ -518,5 +528,23 @@ func (o releaseObserver) Leader(held bool) {
 		o.m.ReleaserLeader.Set(1)
 	} else {
 		o.m.ReleaserLeader.Set(0)
+	}
+}
+
+// warnFewReplicas logs, once at start, when Redis has fewer replicas than
+// every outcome waits for: each would then wait LedgerWaitTimeout and be
+// written again until its record timeout.
+func warnFewReplicas(ctx context.Context, rdb redis.UniversalClient, want int, log *slog.Logger) {
+	info, err := rdb.Info(ctx, "replication").Result()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "connected_slaves:"); ok {
+			if n, err := strconv.Atoi(v); err == nil && n < want {
+				log.Warn("fewer Redis replicas than LEDGER_WAIT_REPLICAS: every outcome will wait for acknowledgements that cannot come", "connected_replicas", n, "ledger_wait_replicas", want)
+			}
+			return
+		}
 	}
 }

@@ -155,13 +155,27 @@ const (
 
 // Defaults of AdaptiveConfig, applied by New to its zero fields.
 const (
-	DefaultHold           = 2 * time.Second
+	DefaultHold           = 1400 * time.Millisecond
 	DefaultReactionWindow = 250 * time.Millisecond
 	DefaultEvidenceWindow = time.Second
-	DefaultRamp           = 0.25
+	DefaultRamp           = 8
 	DefaultCutShare       = 0.05
 	DefaultCutMin         = 3
 	DefaultProbeShare     = 0.05
+)
+
+// The slow probe's shape (see rateAtLua in script.go): it rises from the
+// held rate to probeStep above the estimate of the API's limit over
+// probeApproach, and once it has run probeConfirm at that top with no 429
+// while the API accepted clearly more than the estimate, the limit has
+// moved and the rate grows fast. probeConfirm outlasts the API's burst at
+// that excess: an API refusing at the estimate (limit 10/s, a burst of 2)
+// spends the spare call after about 0.7 s at 15% above it, so a limit that
+// did not move is told from one that rose by a 429, not by a guess.
+const (
+	probeStep     = 0.15
+	probeApproach = 400 * time.Millisecond
+	probeConfirm  = time.Second
 )
 
 // Defaults of BreakerConfig, applied by New to its zero fields.
@@ -481,6 +495,16 @@ type Headers struct {
 	Remaining int
 	// Reset is how long until the window resets; 0 unknown.
 	Reset time.Duration
+	// Quota is the calls one window allows when the API states a limit
+	// but no window (X-RateLimit-Limit alone); 0 unknown. Without a Rate,
+	// the budget paces by Quota over the longest Reset (rounded up to
+	// whole seconds, at least one) this process has seen: a window is at
+	// least as long as any reset it states, so the rate is never below
+	// the API's, and it is exact once a reset from a window's start has
+	// been seen (at once for a limiter that refills continuously, whose
+	// reset is within the second). A window spent early (remaining 0 with
+	// a reset over a second away) still pauses the fleet until it resets.
+	Quota float64
 }
 
 // pending is what this process saw since its last script call.
@@ -488,6 +512,8 @@ type pending struct {
 	ok, rl, fail, probeOK, probeFail int
 	retryAfter                       time.Duration
 	headers                          *Headers
+	// derived: headers.Rate was derived from a Quota, not stated.
+	derived bool
 }
 
 func (p *pending) merge(q pending) {
@@ -498,7 +524,7 @@ func (p *pending) merge(q pending) {
 	p.probeFail += q.probeFail
 	p.retryAfter = max(p.retryAfter, q.retryAfter)
 	if p.headers == nil {
-		p.headers = q.headers
+		p.headers, p.derived = q.headers, q.derived
 	}
 }
 
@@ -544,6 +570,13 @@ type Budget struct {
 	// a booking through again: callers wait for it in the process, and a
 	// slot booked before the breaker opened is dropped when reached.
 	refusedUntil time.Time
+	// watch: the fleet, as this process last heard, probes above its
+	// estimate of the API's limit or has found none below the ceiling, so
+	// a 429 is news that must not wait for the next booking.
+	watch bool
+	// quotaWindow is the longest reset this process has seen beside a
+	// Quota (see Headers.Quota).
+	quotaWindow time.Duration
 
 	// Replaceable in tests, to stall a caller past its slot.
 	now   func() time.Time
@@ -829,7 +862,7 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 	}()
 	for {
 		cool := b.coolDown()
-		r, err := b.reserve(ctx, max(0, maxWait-b.now().Sub(start)))
+		r, err := b.reserve(ctx, b.slotWait(ctx, start, maxWait))
 		if err != nil {
 			return Permit{Waited: b.now().Sub(start)}, err
 		}
@@ -884,6 +917,24 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 	}
 }
 
+// slotWait is how far ahead the booking a caller makes after waiting for
+// its turn may lie: what is left of maxWait, but at least
+// minSlotWait (within ctx's deadline). A caller that spent nearly all of
+// maxWait waiting for the turn would otherwise be refused a slot a few
+// hundred milliseconds away, one script call for nothing (at 10 calls/s
+// and 60 handlers, about one booking in ten was such a refusal).
+func (b *Budget) slotWait(ctx context.Context, start time.Time, maxWait time.Duration) time.Duration {
+	now := b.now()
+	w := max(maxWait-now.Sub(start), min(maxWait, minSlotWait))
+	if dl, ok := ctx.Deadline(); ok {
+		w = min(w, dl.Sub(now))
+	}
+	return max(0, w)
+}
+
+// minSlotWait: see slotWait.
+const minSlotWait = time.Second
+
 // waitOutBreaker holds the caller in the process while the breaker, as
 // this process last heard, refuses bookings: a held task costs nothing,
 // where handing it back to the queue and taking the next would spin
@@ -924,7 +975,7 @@ func (b *Budget) takeTurn(ctx context.Context, start time.Time, maxWait time.Dur
 	ahead, last := b.ahead, b.lastDelay
 	b.mu.Unlock()
 	now := b.now()
-	if left := deadline.Sub(now); left < last {
+	if left := max(deadline.Sub(now), min(maxWait, minSlotWait)); left < last {
 		// The turn came too late: the slot it would get lies beyond
 		// what is left of the wait, and asking would cost a script call
 		// to be told so.
@@ -993,7 +1044,7 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 
 	res, err := bookScript.Run(ctx, b.rdb, []string{b.key}, b.args(mode, maxWait, p)...).Int64Slice()
 	received := b.now()
-	if err == nil && len(res) != 9 {
+	if err == nil && len(res) != 10 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
 	if err != nil {
@@ -1014,6 +1065,7 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 
 	b.mu.Lock()
 	b.fleet = r.Fleet
+	b.watch = res[9] == 1
 	switch {
 	case r.Booked:
 		b.lastDelay = r.Delay
@@ -1062,6 +1114,7 @@ func (b *Budget) args(mode int, maxWait time.Duration, p pending) []any {
 		b.maxCool.Microseconds(), ttl,
 		a.Hold.Microseconds(), a.ReactionWindow.Microseconds(), a.EvidenceWindow.Microseconds(), a.Ramp,
 		a.CutShare, a.CutMin, a.ProbeShare, 0.5, 10,
+		probeStep, probeApproach.Microseconds(), probeConfirm.Microseconds(), boolArg(p.derived),
 	}
 }
 
@@ -1110,15 +1163,24 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) (FleetState, er
 			q.ok, q.probeOK = 0, 1
 		}
 	}
-	if h := r.Headers; h != nil && (h.Rate > 0 || h.Remaining >= 0) {
+	b.mu.Lock()
+	if h := r.Headers; h != nil && (h.Rate > 0 || h.Remaining >= 0 || h.Quota > 0) {
 		hc := *h
+		if hc.Rate <= 0 && hc.Quota > 0 {
+			// The reset rounded up to whole seconds, as the headers count.
+			b.quotaWindow = max(b.quotaWindow, time.Second, (hc.Reset + time.Second - 1).Truncate(time.Second))
+			hc.Rate, q.derived = hc.Quota/b.quotaWindow.Seconds(), true
+		}
 		q.headers = &hc
 	}
-	b.mu.Lock()
 	b.pend.merge(q)
 	since := b.now().Sub(b.lastFlush)
-	urgent := p.Probe || (q.headers != nil && q.headers.Rate <= 0 && q.headers.Remaining == 0 && q.headers.Reset > time.Second) ||
-		(q.fail > 0 && since >= flushAfter) || (q.rl > 0 && since >= flushRateLimitedAfter)
+	h := q.headers
+	urgent := p.Probe || (h != nil && (h.Rate <= 0 || q.derived) && h.Remaining == 0 && h.Reset > time.Second) ||
+		// A stated rate well below the fleet's: every call booked
+		// meanwhile is one the API refuses.
+		(h != nil && h.Rate > 0 && h.Rate < 0.9*b.fleet.Rate) ||
+		(q.fail > 0 && since >= flushAfter) || (q.rl > 0 && (b.watch || since >= flushRateLimitedAfter))
 	b.mu.Unlock()
 	var err error
 	if urgent {
@@ -1192,7 +1254,7 @@ type State struct {
 // Redis clock, without changing it: for status commands and gauges. It
 // assumes DefaultRamp for a ramp in progress.
 func Inspect(ctx context.Context, rdb redis.UniversalClient, key string) (State, error) {
-	res, err := inspectScript.Run(ctx, rdb, []string{key}, DefaultRamp).Int64Slice()
+	res, err := inspectScript.Run(ctx, rdb, []string{key}, DefaultRamp, probeStep, probeApproach.Microseconds()).Int64Slice()
 	if err == nil && len(res) != 7 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}

@@ -433,7 +433,7 @@ func (h *Handler) report(ctx context.Context, log *taskLog, p ratebudget.Permit,
 		r.Outcome = ratebudget.Failed
 	}
 	if rl := versori.RateLimitOf(conn, callErr); rl.Known() {
-		r.Headers = &ratebudget.Headers{Rate: rl.Rate, Remaining: rl.Remaining, Reset: rl.Reset}
+		r.Headers = &ratebudget.Headers{Rate: rl.Rate, Remaining: rl.Remaining, Reset: rl.Reset, Quota: rl.Quota}
 	}
 	fleet, err := h.cfg.Budget.Report(ctx, p, r)
 	if err != nil {

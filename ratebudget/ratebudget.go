@@ -155,10 +155,10 @@ const (
 
 // Defaults of AdaptiveConfig, applied by New to its zero fields.
 const (
-	DefaultHold           = 1400 * time.Millisecond
+	DefaultHold           = 1600 * time.Millisecond
 	DefaultReactionWindow = 250 * time.Millisecond
 	DefaultEvidenceWindow = time.Second
-	DefaultRamp           = 8
+	DefaultRamp           = 12
 	DefaultCutShare       = 0.05
 	DefaultCutMin         = 3
 	DefaultProbeShare     = 0.05

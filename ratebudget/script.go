@@ -24,6 +24,7 @@ import "github.com/redis/go-redis/v9"
 //	arm, sc  whether a cut may follow the last one, and its 429 share
 //	pf    probes in a row that found the limit where it was (for the metrics' log)
 //	hot   whether the last closed window had a cut_share of 429s
+//	pw    the last decision was a failed slow probe (see the reaction window)
 //
 // and the circuit breaker (see "Circuit breaker"):
 //
@@ -123,7 +124,7 @@ local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30]
 local step, approach, confirm, h_derived = A[34], A[35], A[36], A[37] == 1
 
 local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
-  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot','fs'}
+  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot','fs','pw'}
 local v = redis.call('HMGET', KEYS[1], unpack(names))
 local tat = tonumber(v[1]) or now
 local cool = tonumber(v[2]) or 0
@@ -151,6 +152,7 @@ local sc = tonumber(v[23]) or 1
 local pf = tonumber(v[24]) or 0
 local hot = tonumber(v[25]) or 0
 local fs = tonumber(v[26]) or 0
+local pw = tonumber(v[27]) or 0
 
 local function clamp(x, lo, hi)
   if x < lo then return lo end
@@ -201,7 +203,17 @@ if adaptive then
     wrl = wrl + d_rl
   else
     -- Answers to calls booked before the last decision say nothing of it:
-    -- the window starts when they are in.
+    -- the window starts when they are in. Except one thing: a second 429
+    -- from the calls a slow probe had booked when its first came back
+    -- says the probe was far above the limit (at 15% above it the API's
+    -- burst takes several calls to spend again), so good was too high.
+    -- Only when armed (the hold before the probe was clean), as below.
+    if pw == 1 and d_rl > 0 and arm == 1 then
+      good = clamp(0.95 * good, floor, ceil)
+      rate = clamp(0.9 * good, floor, ceil)
+      pw = 0
+      arm = 0
+    end
     w0 = now
   end
   local el = now - w0
@@ -230,8 +242,9 @@ if adaptive then
       -- below good (the probe was refused while still approaching it, or
       -- at once), good was too high and comes down to it.
       -- Fast growth (fs > 0): the limit lies between the last clean
-      -- window's rate (good) and now; what the API accepted meanwhile,
-      -- measured two ways, places it.
+      -- window's rate (good) and now. good stays: what the API accepted in
+      -- the short window that met the 429 includes its burst (measured at
+      -- up to 1.2 x the limit), and the next probe starts from good anyway.
       local w = good
       if fs == 0 then
         local booked = rateAt(now - react, tp, 0, rate, good, w0, wok, ceil, floor, ramp, step, approach)
@@ -243,10 +256,8 @@ if adaptive then
           arm = 0
         end
         pf = pf + 1
+        pw = 1
       else
-        if el >= 200000 then
-          w = math.max(good, math.min(wok * 1000000 / el, r * (1 - share)))
-        end
         pf = 0
       end
       -- Back to 0.9 of it, not 0.95: the probe spent the API's burst, and
@@ -257,7 +268,7 @@ if adaptive then
       rate = clamp(0.9 * good, floor, ceil)
       event = 2
       decided = true
-    elseif (el >= 100000 and n >= 8 and wrl >= 5 and share >= cluster_share) or
+    elseif (el >= 50000 and n >= 4 and wrl >= 3 and share >= cluster_share) or
         -- During a hold the rate is constant and meant to be below the
         -- limit: 429s at a tenth of the answers say the estimate is too
         -- high (the first cut measures a short window), unless they are
@@ -273,6 +284,7 @@ if adaptive then
       local acc = math.min(wok * 1000000 / math.max(el, 1), r * (1 - share))
       good = clamp(acc, floor, ceil)
       rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
+
       event = 1
       decided = true
       -- A second cut needs a window under cut_share first, or a share
@@ -290,6 +302,7 @@ if adaptive then
       end
     end
     if decided then
+      if event ~= 2 or fs > 0 then pw = 0 end
       hot = 0
       fs = 0
       tp = now + hold
@@ -395,7 +408,14 @@ if mode == 1 then
     delay, reason = math.ceil(math.min(1000000, pt + bi - now)), 2
   else
     local interval = 1000000 / r
-    local slot = tat - (burst - 1) * interval
+    -- Below the ceiling the burst shrinks with the rate (the same share of
+    -- a second's calls): a burst sized for the ceiling, at a fifth of it,
+    -- fired two calls together whenever the schedule had slack (after
+    -- every decrease of the rate), and an API just refilling its own burst
+    -- refused the second.
+    local b = burst
+    if r < ceil then b = math.max(1, math.floor(burst * r / ceil + 0.5)) end
+    local slot = tat - (b - 1) * interval
     if slot < now then slot = now end
     -- The burst is spaced at the rate in force, which may be below the
     -- one the cool-down spent it at: never book inside a cool-down.
@@ -417,7 +437,7 @@ redis.call('HSET', KEYS[1], 'tat', f(tat), 'cool', f(cool), 'ceil', f(ceil),
   'rate', string.format('%.6f', rate), 'good', string.format('%.6f', good),
   'tp', f(tp), 'tb', f(tb), 'w0', f(w0), 'wok', wok, 'wrl', wrl, 'hf', f(hf),
   'bs', bs, 'bu', f(bu), 'bi', f(bi), 'bo', f(bo), 'bn', bn, 'bf', bf, 'bt', f(bt),
-  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf, 'hot', hot, 'fs', f(fs))
+  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf, 'hot', hot, 'fs', f(fs), 'pw', pw)
 local keep = math.ceil((math.max(tat, cool, bu) - now) / 1000) + 1000
 if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[1], keep)

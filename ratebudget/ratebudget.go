@@ -444,6 +444,9 @@ type Reservation struct {
 	Probe bool
 	// Fleet is the shared state as this booking found it.
 	Fleet FleetState
+
+	// The closed breaker's window of answers as the call left it.
+	windowAnswers, windowFailures int64
 }
 
 // FleetState is what one reply told of the fleet's shared state.
@@ -577,6 +580,10 @@ type Budget struct {
 	// quotaWindow is the longest reset this process has seen beside a
 	// Quota (see Headers.Quota).
 	quotaWindow time.Duration
+	// seenOK and seenFail count the answers this process has reported
+	// that the API accepted (not a 429) and that failed broadly, for
+	// FailureVerdict.
+	seenOK, seenFail uint64
 
 	// Replaceable in tests, to stall a caller past its slot.
 	now   func() time.Time
@@ -1044,7 +1051,7 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 
 	res, err := bookScript.Run(ctx, b.rdb, []string{b.key}, b.args(mode, maxWait, p)...).Int64Slice()
 	received := b.now()
-	if err == nil && len(res) != 10 {
+	if err == nil && len(res) != 12 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
 	if err != nil {
@@ -1062,6 +1069,7 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 		Fleet:  FleetState{Rate: float64(res[3]) / 1000, Breaker: breakerState(res[4])},
 	}
 	r.At = received.Add(r.Delay)
+	r.windowAnswers, r.windowFailures = res[10], res[11]
 
 	b.mu.Lock()
 	b.fleet = r.Fleet
@@ -1174,6 +1182,12 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) (FleetState, er
 		q.headers = &hc
 	}
 	b.pend.merge(q)
+	switch r.Outcome {
+	case Accepted:
+		b.seenOK++
+	case Failed:
+		b.seenFail++
+	}
 	since := b.now().Sub(b.lastFlush)
 	h := q.headers
 	urgent := p.Probe || (h != nil && (h.Rate <= 0 || q.derived) && h.Remaining == 0 && h.Reset > time.Second) ||
@@ -1191,6 +1205,71 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) (FleetState, er
 	}
 	return b.Fleet(), err
 }
+
+// FailureVerdict tells a caller whose call just failed broadly (a 5xx, a
+// timeout, a reset: reported as Failed) whether the failure was the API's
+// rather than its own: the breaker opened, or failures dominate the
+// breaker's window (at least FailureRatio of at least half of MinCalls
+// answers). The first calls of an outage fail before anyone can know it
+// is one; waiting for the fleet's next answers tells, so a task can wait
+// for the breaker instead of using an attempt. It waits up to the time
+// the fleet takes to make MinCalls calls and a half again (0.3 s at
+// 100 calls/s, at most 3 s), in the process: the breaker's opening
+// reaches it through the other callers' bookings, at no cost, and three
+// answers accepted by the API among this process's next (failures under
+// FailureRatio of them) end the wait at once with false. If the wait runs
+// out with the breaker still closed, one script call (which also carries
+// what this process has yet to report) reads the window. With the breaker
+// disabled, or an unlimited budget, it reports false at once.
+func (b *Budget) FailureVerdict(ctx context.Context) (bool, error) {
+	if b.unlimited() || !b.breaker.Enabled {
+		return false, nil
+	}
+	rate := max(b.Fleet().Rate, b.Floor(), MinLimit)
+	wait := min(maxVerdictWait, max(minVerdictWait, time.Duration(1.5*float64(b.breaker.MinCalls)/rate*float64(time.Second))))
+	deadline := b.now().Add(wait)
+	b.mu.Lock()
+	ok0, fail0 := b.seenOK, b.seenFail
+	b.mu.Unlock()
+	for {
+		if b.breakerRefusal() > 0 || b.Fleet().Breaker != BreakerClosed {
+			return true, nil
+		}
+		b.mu.Lock()
+		ok, fail := b.seenOK-ok0, b.seenFail-fail0
+		b.mu.Unlock()
+		if ok >= verdictAccepted && float64(fail) < b.breaker.FailureRatio*float64(ok+fail) {
+			// This process's own next answers say the API is up: no
+			// need to ask the fleet (the common case, a scattered 5xx,
+			// settled in a fraction of the wait and without a script call).
+			return false, nil
+		}
+		left := deadline.Sub(b.now())
+		if left <= 0 {
+			break
+		}
+		if err := b.sleep(ctx, min(left, 50*time.Millisecond)); err != nil {
+			return false, err
+		}
+	}
+	r, err := b.call(ctx, 0, 0)
+	if err != nil {
+		return false, err
+	}
+	if r.Fleet.Breaker != BreakerClosed {
+		return true, nil
+	}
+	n, f := r.windowAnswers, r.windowFailures
+	return 2*n >= int64(b.breaker.MinCalls) && float64(f) >= b.breaker.FailureRatio*float64(n), nil
+}
+
+// Bounds of FailureVerdict's wait, and the answers accepted by the API
+// (reported by this process after the failure) that end it early.
+const (
+	minVerdictWait  = 300 * time.Millisecond
+	maxVerdictWait  = 3 * time.Second
+	verdictAccepted = 3
+)
 
 // CoolDown makes the whole fleet pause for d, typically the Retry-After of
 // a 429: no slot is booked before now+d (on the Redis clock), and the burst

@@ -107,7 +107,7 @@ end
 // failed, 3 set by headers), breaker_transition (0 none, 1 opened,
 // 2 half-opened, 3 closed, 4 re-opened), breaker_remaining_us, watch (1:
 // the fleet is probing or has found no limit yet, so a 429 is sent at
-// once)}.
+// once), window_answers, window_failures (the closed breaker's window)}.
 var bookScript = redis.NewScript(rateAtLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -447,7 +447,17 @@ if bs ~= 0 and bu > now then left = math.ceil(bu - now) end
 -- limit below the ceiling yet): the caller sends it at once.
 local watch = 0
 if adaptive and now >= tp and now >= hf then watch = 1 end
-return {booked, delay, reason, math.floor(r * 1000 + 0.5), bs, probe, event, trans, left, watch}
+-- The breaker's window as it stands: answers and failures (for a
+-- caller judging its own failure, FailureVerdict).
+local wn, wf = 0, 0
+if brk and bs == 0 then
+  wn, wf = bn, bf
+  if bt0 > 0 and now - bt0 <= b_win then
+    wn = wn + bn0
+    wf = wf + bf0
+  end
+end
+return {booked, delay, reason, math.floor(r * 1000 + 0.5), bs, probe, event, trans, left, watch, wn, wf}
 `)
 
 // coolDownScript moves the booking clock forward for the whole fleet:

@@ -106,8 +106,7 @@ end
 // rate_milli, breaker_state, probe, rate_event (0 none, 1 cut, 2 probe
 // failed, 3 set by headers), breaker_transition (0 none, 1 opened,
 // 2 half-opened, 3 closed, 4 re-opened), breaker_remaining_us, watch (1:
-// the fleet is probing or has found no limit yet, so a 429 is sent at
-// once), window_answers, window_failures (the closed breaker's window)}.
+// the fleet is probing, so a 429 is sent at once), window_answers, window_failures (the closed breaker's window)}.
 var bookScript = redis.NewScript(rateAtLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -443,10 +442,11 @@ if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[1], keep)
 local left = 0
 if bs ~= 0 and bu > now then left = math.ceil(bu - now) end
--- watch: a 429 would be news now (the fleet probes, or has found no
--- limit below the ceiling yet): the caller sends it at once.
+-- watch: the fleet probes above its estimate of the limit, so a 429
+-- ends the probe and every call booked meanwhile is another above the
+-- limit: the caller sends it at once.
 local watch = 0
-if adaptive and now >= tp and now >= hf then watch = 1 end
+if adaptive and now >= tp and now >= hf and good < ceil then watch = 1 end
 -- The breaker's window as it stands: answers and failures (for a
 -- caller judging its own failure, FailureVerdict).
 local wn, wf = 0, 0

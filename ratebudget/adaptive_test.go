@@ -336,3 +336,22 @@ func TestFailureVerdictSettledByOwnAnswers(t *testing.T) {
 		t.Fatalf("waited %v, want it settled before the full wait", waited)
 	}
 }
+
+// The late tolerance grows below the ceiling (the lateness adds calls in
+// proportion to the rate), up to a quarter of the interval, and never
+// below LateTolerance.
+func TestLateToleranceScalesWithTheRate(t *testing.T) {
+	_, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 50, Adaptive: AdaptiveConfig{Enabled: true}})
+	for _, tc := range []struct {
+		rate float64
+		want time.Duration
+	}{
+		{50, DefaultLateTolerance}, {0, DefaultLateTolerance}, {100, DefaultLateTolerance},
+		{25, DefaultLateTolerance}, {20, 12500 * time.Microsecond}, {40, DefaultLateTolerance}, {10, 25 * time.Millisecond}, {1, 250 * time.Millisecond},
+	} {
+		if got := b.lateTolerance(tc.rate); got != tc.want {
+			t.Errorf("lateTolerance(%v) = %v, want %v", tc.rate, got, tc.want)
+		}
+	}
+}

@@ -58,45 +58,63 @@
 // script on the server's clock:
 //
 //   - 429s that show the fleet above the API's limit cut the rate to 0.95
-//     of the rate the API accepted while refusing: at once when half the
-//     answers (of at least 8) are 429s, else when two evidence windows in a
-//     row (each at least EvidenceWindow and 40 answers) held a CutShare
-//     and CutMin of them. While the fleet is above a limit, what the API
+//     of the rate the API accepted while refusing: at once when at least
+//     half of 4 or more answers (3 or more) are 429s, during a hold when a
+//     tenth of at least 10 are, else when two evidence windows in a row
+//     (each at least EvidenceWindow and 40 answers) held a CutShare and
+//     CutMin of them. While the fleet is above a limit, what the API
 //     accepts is about its limit: a measurement, like BBR's delivery rate,
-//     not a blind multiplicative cut. (A limiter without a burst accepts
-//     less than its limit when called above it, so the measurement can
-//     fall short; the probe below climbs back.)
-//   - The rate is then held for Hold and probes upward as a cubic of the
-//     time since (CUBIC's convex growth), clocked by the answers as TCP's
-//     slow start is by its acknowledgements: never more than 1.5 times what
-//     the API accepted during the probe. A probe that meets 429s above the
-//     rate the API accepted (a ProbeShare of the answers) takes what the
-//     API accepted during it as the new estimate if that is higher, falls
-//     back to 0.95 of the estimate, and holds again, longer (up to twice
-//     Hold) each time it found the limit unmoved.
+//     not a blind multiplicative cut. The rate found is the estimate of
+//     the API's limit, good (W_max in CUBIC's terms).
+//   - The rate is then held for Hold, and probes just above good, in the
+//     shape of CUBIC's window around W_max (see rateAtLua in script.go):
+//     flat near the last known limit, where the API's refusals are, and
+//     fast once clearly past it. The probe rises to 1.15 x good over
+//     0.4 s and stays there; the first 429 ends it (sent at once, not
+//     with the next booking) and the fleet goes back to 0.9 x good, so a
+//     probe of a limit that did not move costs about one refused call: the
+//     API refuses once the excess has spent its burst, and every answer
+//     waited for would be another call above the limit. A probe refused
+//     while still approaching good, or refused twice (a second 429 from
+//     the calls booked before the first came back), lowers good. A probe
+//     that runs a second at its top with no 429 while the API accepts
+//     clearly more than good has found a limit that rose: the rate grows
+//     fast, a cubic of the time since (Ramp) clocked by the answers as
+//     TCP's slow start is by its acknowledgements (never above 2.5 times
+//     what a clean quarter-second window accepted), until the first 429.
+//   - Below the ceiling the fleet's burst shrinks with its rate.
 //   - Evidence from calls booked before a decision is ignored: a decision
 //     is made at most once per reaction window, which ends when the slots
 //     booked before it have been used.
 //   - Isolated 429s at a rate the API has been accepting change nothing: a
-//     2% scatter rarely puts two windows in a row over CutShare. After a
-//     cut, a second one needs a window under CutShare first, or a share
-//     that fell with the rate, so a steady scatter above CutShare costs
-//     one cut, not a slide to the floor.
+//     2% scatter rarely puts two windows in a row over CutShare, and a
+//     fleet at its ceiling does not probe. After a cut, a second one needs
+//     a window under CutShare first, or a share that fell with the rate,
+//     and a refused probe lowers good only after a clean hold, so a steady
+//     scatter above CutShare costs one cut, not a slide to the floor.
 //   - Rate-limit headers, when the API sends them, set the rate directly
-//     (0.97 of the stated policy) and stop the probing while they last;
-//     without a stated rate, a window whose calls are spent (remaining 0)
-//     for more than a second pauses the fleet until it resets.
+//     (0.97 of the stated policy, or of Quota over the longest reset seen)
+//     and stop the probing while they last; a window whose calls are spent
+//     (remaining 0) for more than a second pauses the fleet until it
+//     resets, unless the rate was stated.
 //
-// Why not the per-process recipes: AWS SDK's adaptive retry mode (a CUBIC
-// token bucket, beta 0.7) and TCP's AIMD cut the sending rate blindly and
-// average about 0.85 of the limit over their sawtooth, and both need a
-// long plateau of losses to find a limit that fell fivefold; Netflix's
-// concurrency-limits (AIMD, Gradient2) adapt concurrency to latency, which a
-// rate-limited API does not raise; Google SRE's client-side throttling
-// (requests vs K x accepts) rejects locally in proportion to refusals, which
-// sheds calls but never finds the rate. Every one of them runs per process,
-// so N workers each learn a limit the API applies to all of them together.
-// Measured figures are in BENCHMARKS.md.
+// Why not the per-process recipes, on the figures of BENCHMARKS.md
+// (figure 7): AWS SDK's adaptive retry mode (a CUBIC token bucket, beta
+// 0.7) and TCP's AIMD cut the sending rate blindly by beta and probe back
+// on a clock: after a 50 -> 10 drop they need five cuts and hundreds of
+// 429s, and at a steady limit their sawtooth averages about 0.85 of it
+// (row 1 needs 0.9) while every probe overshoots by the calls in flight.
+// Here a cut measures the limit (one decision, 0.7 s), the probe sits
+// just above it (one 429 per probe, 1.1 x the limit at most, against
+// CUBIC's convex climb through it), and fast growth starts only on the
+// API's evidence that the limit rose (10 -> 50 in under 4 s). Netflix's
+// concurrency-limits (AIMD, Gradient2) adapt concurrency to latency,
+// which a rate-limited API does not raise; Google SRE's client-side
+// throttling (requests vs K x accepts) rejects locally in proportion to
+// refusals, which sheds calls but never finds the rate. Every one of them
+// runs per process, so N workers each learn a limit the API applies to
+// all of them together; here the state is one Redis hash and each
+// decision is made once for the fleet, inside the booking script.
 //
 // # Flows
 //
@@ -326,11 +344,12 @@ type AdaptiveConfig struct {
 	// Floor is the lowest rate the fleet backs off to. Zero means
 	// Limit/100, at least 0.1 (and never above Limit).
 	Floor float64
-	// Hold is how long a rate found by a decision is held before the ramp
-	// probes above it; after a probe that found the limit where it was,
-	// 1.5 x Hold. DefaultHold (2 s): with the ramp, long enough that probing
-	// a limit that did not move costs a 429 or two per 3 s of calls, short
-	// enough to find a limit that rose fivefold within about 5 s.
+	// Hold is how long a rate found by a decision is held before the
+	// fleet probes above it. DefaultHold (1.6 s): a probe of a limit that
+	// did not move costs one 429 (about a second in), so at a limit of
+	// 10/s a cycle of 2.6 s costs about 4% of the calls; a limit that rose
+	// fivefold is found within the hold + 1.4 s and followed within about
+	// 1.5 s more (row 3 of figure 7 allows 5 s; a 2-s hold measured 5.0).
 	Hold time.Duration
 	// ReactionWindow is added to the end of the slots booked before a
 	// decision; evidence arriving sooner is ignored. DefaultReactionWindow
@@ -341,17 +360,17 @@ type AdaptiveConfig struct {
 	// most ten windows): a share of 429s means little in fewer.
 	// DefaultEvidenceWindow (1 s).
 	EvidenceWindow time.Duration
-	// Ramp shapes the probe after Hold: the rate grows to
-	// rate x (1 + Ramp x s^3) after s seconds. DefaultRamp (0.25): +3% after
-	// 0.5 s, +25% after 1 s, five times after 2.5 s.
+	// Ramp shapes the fast growth once a probe found the limit risen: the
+	// rate grows to good x (1 + Ramp x s^3) after s seconds, clocked by
+	// the answers. DefaultRamp (12): x2.5 after 0.5 s, x5 after 0.7 s.
 	Ramp float64
 	// CutShare and CutMin: the share of 429s among the window's answers,
 	// and their number, that show the fleet is above the API's limit.
 	// DefaultCutShare (0.05) and DefaultCutMin (3), among at least 20 answers.
 	CutShare float64
 	CutMin   int
-	// ProbeShare is the share of 429s that ends a ramp above the rate the
-	// API accepted. DefaultProbeShare (0.05).
+	// ProbeShare is the share of 429s that ends the fast growth (the
+	// slow probe ends on its first 429). DefaultProbeShare (0.05).
 	ProbeShare float64
 }
 
@@ -393,6 +412,10 @@ type Observer struct {
 	// change its rate: once per decision fleet-wide. event is "cut",
 	// "probe_failed" or "headers".
 	RateChanged func(rate float64, event string)
+	// Scripted is called after each call of the booking script (a
+	// booking, or answers sent on their own), successful or not: the
+	// budget's Redis cost.
+	Scripted func()
 	// BreakerChanged is called when this process's call moved the breaker:
 	// once per transition fleet-wide. event is "opened", "half_opened",
 	// "closed" or "reopened".
@@ -903,7 +926,7 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		}
 		now := b.now()
 		late := now.Sub(r.At)
-		if late <= b.lateTol {
+		if late <= b.lateTolerance(r.Fleet.Rate) {
 			waited := now.Sub(start)
 			if b.obs.Granted != nil {
 				b.obs.Granted(waited)
@@ -938,6 +961,23 @@ func (b *Budget) slotWait(ctx context.Context, start time.Time, maxWait time.Dur
 		w = min(w, dl.Sub(now))
 	}
 	return max(0, w)
+}
+
+// lateTolerance is how late a caller may reach a slot booked at rate and
+// still use it. LateTolerance bounds what late callers add to a second at
+// the ceiling (Limit x LateTolerance calls); below the ceiling the same
+// bound allows Limit/rate times the lateness, up to a quarter of the
+// interval at rate, which an API's burst of even one call absorbs. At a
+// learned 10/s under a ceiling of 50 that is 25 ms instead of 10 ms: on a
+// loaded host, slots reached 10-25 ms late were one booking in ten, each
+// booked again (a script call for nothing).
+func (b *Budget) lateTolerance(rate float64) time.Duration {
+	if rate <= 0 || rate >= b.limit {
+		return b.lateTol
+	}
+	scaled := time.Duration(float64(b.lateTol) * b.limit / rate)
+	quarter := time.Duration(float64(time.Second) / rate / 4)
+	return max(b.lateTol, min(scaled, quarter))
 }
 
 // minSlotWait: see slotWait.
@@ -1051,6 +1091,9 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 	b.mu.Unlock()
 
 	res, err := bookScript.Run(ctx, b.rdb, []string{b.key}, b.args(mode, maxWait, p)...).Int64Slice()
+	if b.obs.Scripted != nil {
+		b.obs.Scripted()
+	}
 	received := b.now()
 	if err == nil && len(res) != 12 {
 		err = fmt.Errorf("unexpected reply %v", res)

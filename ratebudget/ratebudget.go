@@ -292,7 +292,10 @@ type Config struct {
 	// at the edge of the 52.5 allowed. 10 ms is still above Go's GC pauses
 	// and timer slack on a healthy host, so slots are not wasted in normal
 	// running; on a host overloaded enough to wake sleepers 10 ms late, some
-	// are, which is the price of keeping the window.
+	// are, which is the price of keeping the window. Below the ceiling
+	// (an adaptive rate) the same bound on a second's calls allows
+	// Limit/rate times as much lateness, up to a quarter of the interval
+	// at the rate in force (see lateTolerance).
 	LateTolerance time.Duration
 
 	// MaxCoolDown caps one cool-down, so a Retry-After of a day from a

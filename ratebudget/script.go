@@ -44,12 +44,12 @@ import "github.com/redis/go-redis/v9"
 // which would round TAT to 10 µs and drift the schedule.
 
 // rateAtLua defines rateAt, the adaptive rate in force at time t, shared by
-// the booking script and Inspect. After a decision the fleet holds
-// rate (0.95 of good after a cut, 0.9 after a failed probe; good is W in
-// CUBIC's terms: the rate at which the API began to refuse) until tp. Then it probes, in two stages, the shape of CUBIC's
-// window around W_max (flat near the last known limit, fast once clearly
-// past it), with each stage opened by the API's answers rather than by a
-// clock alone:
+// the booking script and Inspect. After a decision the fleet holds rate
+// (0.95 of good after a cut, 0.9 after a failed probe; good is W_max in
+// CUBIC's terms: the rate at which the API began to refuse) until tp.
+// Then it probes, in two stages, in the shape of CUBIC's window around
+// W_max (flat near the last known limit, fast once clearly past it), each
+// stage opened by the API's answers rather than by a clock alone:
 //
 //   - slow: from rate up to (1 + step) x good over approach, then flat.
 //     A limit that did not move refuses the probe once the excess has
@@ -106,7 +106,8 @@ end
 // rate_milli, breaker_state, probe, rate_event (0 none, 1 cut, 2 probe
 // failed, 3 set by headers), breaker_transition (0 none, 1 opened,
 // 2 half-opened, 3 closed, 4 re-opened), breaker_remaining_us, watch (1:
-// the fleet is probing, so a 429 is sent at once), window_answers, window_failures (the closed breaker's window)}.
+// the fleet is probing, so a 429 is sent at once), window_answers,
+// window_failures (the closed breaker's window)}.
 var bookScript = redis.NewScript(rateAtLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -283,7 +284,6 @@ if adaptive then
       local acc = math.min(wok * 1000000 / math.max(el, 1), r * (1 - share))
       good = clamp(acc, floor, ceil)
       rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
-
       event = 1
       decided = true
       -- A second cut needs a window under cut_share first, or a share

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -187,6 +188,14 @@ func (f *fleet) finish(t *testing.T) {
 		f.label(), f.n, f.end.Sub(f.start).Seconds(), f.done, f.counts.ByClass, st.Calls, len(f.api.OKTimes()), st.RateLimited, st.Faults,
 		FormatEvents(f.events, f.start, 40))
 	t.Logf("%s: calls/429s per second of the fake: %s", f.label(), strings.Join(per, " "))
+	if os.Getenv("BENCH_DEBUG_429") != "" {
+		// When each 429 came, from the enqueue: the cost of each probe.
+		var rl []string
+		for _, at := range f.api.RateLimitedTimes() {
+			rl = append(rl, fmt.Sprintf("%.2f", at.Sub(f.start).Seconds()))
+		}
+		t.Logf("%s: 429s at (s): %s", f.label(), strings.Join(rl, " "))
+	}
 	book, all := f.scriptCalls()
 	deferred := func(reason string) float64 { return f.metric("versori_import_rate_deferred_total", "reason", reason) }
 	var granted float64
@@ -281,19 +290,33 @@ func (r limitRun) shareText() string {
 }
 
 // scriptCalls returns the calls of the budget's booking script during the
-// run, and of all its scripts. Only the budget's scripts call TIME and
-// PEXPIRE (asynq's and the ledger's take the time as an argument and set
-// no TTL that way): every script of the budget calls TIME once; the
-// booking script and the cool-down script each end with one PEXPIRE, the
-// gauges' read (every 2 s per worker) with none. Scripts' own commands are
-// counted in INFO commandstats.
+// run, as the workers count them (versori_import_rate_budget_scripts_total:
+// one per call of the script, bookings and answers sent on their own), and
+// of all the budget's scripts: every one of them calls TIME once, and no
+// other script does (asynq's and the ledger's take the time as an
+// argument), so INFO commandstats' TIME counts them, the gauges' read
+// (every 2 s per worker) included.
 func (f *fleet) scriptCalls() (book, all float64) {
+	for _, text := range f.metrics {
+		v, _ := e2etest.MetricSum(text, "versori_import_rate_budget_scripts_total")
+		book += v
+	}
+	return book, float64(f.cmds["time"])
+}
+
+// pexpireCount is how figure 7 counted booking-script calls before the
+// workers counted them: INFO commandstats' PEXPIRE less the cool-downs
+// (the booking and cool-down scripts end in one PEXPIRE each). Since the
+// releaser renews its lease with PEXPIRE too (about once a second per
+// fleet), it overstates the budget's cost by that much: 0.1 script calls
+// per API call at 10 calls/s.
+func (f *fleet) pexpireCount() float64 {
 	coolDowns := 0.0
 	for _, text := range f.metrics {
 		v, _ := e2etest.MetricSum(text, "versori_import_cooldowns_total")
 		coolDowns += v
 	}
-	return float64(f.cmds["pexpire"]) - coolDowns, float64(f.cmds["time"])
+	return float64(f.cmds["pexpire"]) - coolDowns
 }
 
 // adaptive is figure 7.
@@ -391,16 +414,17 @@ func (s *suite) adaptiveLimit(t *testing.T) {
 		}
 	}
 
-	perCall := func(f *fleet) (book, all, scripts float64) {
+	perCall := func(f *fleet) (book, all, scripts, pexpire float64) {
 		calls := float64(f.api.TotalCalls())
 		b, a := f.scriptCalls()
-		return b / calls, a / calls, float64(f.cmds["evalsha"]+f.cmds["eval"]) / calls
+		return b / calls, a / calls, float64(f.cmds["evalsha"]+f.cmds["eval"]) / calls, f.pexpireCount() / calls
 	}
-	book, all, scripts := perCall(ra)
-	fBook, _, fScripts := perCall(raFixed)
-	s.add(t, Row{Figure: adaptiveFigure, Metric: "#8 budget's booking-script calls per API call, row 1's run (INFO commandstats)",
-		Value:    fmt.Sprintf("%.3f (all budget scripts %.3f, gauge reads included; EVALSHA+EVAL of all scripts %.2f)", book, all, scripts),
-		Baseline: fmt.Sprintf("%.3f (fixed; EVALSHA+EVAL %.2f)", fBook, fScripts), Target: "<= 1.1", Mark: AtMost(book, 1.1)})
+	book, all, scripts, pexpire := perCall(ra)
+	fBook, _, fScripts, fPexpire := perCall(raFixed)
+	s.add(t, Row{Figure: adaptiveFigure, Metric: "#8 budget's booking-script calls per API call, row 1's run (workers' count)",
+		Value: fmt.Sprintf("%.3f (all budget scripts %.3f, gauge reads included; EVALSHA+EVAL of all scripts %.2f; PEXPIRE less cool-downs %.3f, the releaser's lease included)",
+			book, all, scripts, pexpire),
+		Baseline: fmt.Sprintf("%.3f (fixed; EVALSHA+EVAL %.2f; PEXPIRE %.3f)", fBook, fScripts, fPexpire), Target: "<= 1.1", Mark: AtMost(book, 1.1)})
 	if book > 3 {
 		t.Errorf("gross regression, row 8: %.2f booking-script calls per API call", book)
 	}

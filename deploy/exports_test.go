@@ -52,6 +52,7 @@ var wantFamilies = map[string]family{
 	metrics.NameRateWait:            {histogram, nil},
 	metrics.NameRateDeferred:        {counter, []string{"reason"}},
 	metrics.NameCoolDowns:           {counter, nil},
+	metrics.NameRateBudgetScripts:   {counter, nil},
 	metrics.NameCoolDownActive:      {gauge, nil},
 	metrics.NameCoolDownRemaining:   {gauge, nil},
 	metrics.NamePaused:              {gauge, nil},

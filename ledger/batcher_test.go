@@ -373,6 +373,9 @@ func TestWaitReplicas(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// A replica acknowledges within milliseconds; the bound is for a
+	// loaded machine, and only a failure waits it out.
+	l = ledger.New(master.Client(), ledger.Options{Prefix: "wait", WaitReplicas: 1, WaitTimeout: 2 * time.Second})
 	if f, err := l.Finish(ctx, "r1", versori.OrgID(ids[1]), ok); err != nil || !f.Changed || f.Pending != 1 {
 		t.Fatalf("one replica: Finish = %+v, %v; want changed, 1 pending", f, err)
 	}

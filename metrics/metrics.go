@@ -43,6 +43,7 @@ const (
 	NameRateWait            = Namespace + "_rate_wait_seconds"
 	NameRateDeferred        = Namespace + "_rate_deferred_total"
 	NameCoolDowns           = Namespace + "_cooldowns_total"
+	NameRateBudgetScripts   = Namespace + "_rate_budget_scripts_total"
 	NameCoolDownActive      = Namespace + "_cooldown_active"
 	NameCoolDownRemaining   = Namespace + "_cooldown_remaining_seconds"
 	NamePaused              = Namespace + "_queue_paused"
@@ -114,6 +115,10 @@ type Metrics struct {
 	RateDeferred *prometheus.CounterVec
 	// CoolDowns counts shared cool-downs this process started after a 429.
 	CoolDowns prometheus.Counter
+	// RateBudgetScripts counts the calls of the rate budget's booking
+	// script this process made (bookings, and answers sent on their own):
+	// the budget's Redis cost.
+	RateBudgetScripts prometheus.Counter
 	// CoolDownActive is 1 while the fleet's shared cool-down is in force.
 	CoolDownActive prometheus.Gauge
 	// CoolDownRemaining is the time left in the shared cool-down.
@@ -255,6 +260,10 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Name: NameCoolDowns,
 			Help: "Shared cool-downs started by this process after a 429 from the API.",
 		}),
+		RateBudgetScripts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameRateBudgetScripts,
+			Help: "Calls of the rate budget's booking script (one Redis round trip each) made by this process.",
+		}),
 		CoolDownActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: NameCoolDownActive,
 			Help: "1 while the fleet's shared cool-down after a 429 is in force.",
@@ -366,7 +375,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	reg.MustRegister(
 		m.Imports, m.CallDuration, m.CallsInFlight, m.OrgsFinished, m.AttemptsPerOrg, m.Retries, m.Skipped,
 		m.RateLimit, m.RateBurst, m.RateGranted, m.RateWait, m.RateDeferred,
-		m.CoolDowns, m.CoolDownActive, m.CoolDownRemaining,
+		m.CoolDowns, m.RateBudgetScripts, m.CoolDownActive, m.CoolDownRemaining,
 		m.FleetRate, m.RateAccepted, m.RateFloor, m.RateAdaptive, m.RateChanges, m.BreakerState, m.BreakerTransitions,
 		m.Released, m.Rescued, m.WaveEvents, m.ReleaserLeader, m.RolloutsHalted,
 		m.Paused, m.Unauthorized,

@@ -255,3 +255,103 @@ func TestKeyForQueueSeparatesFleets(t *testing.T) {
 		t.Fatalf("the other queue's fleet: %+v, want a slot at once", r)
 	}
 }
+
+// FailureVerdict: a failure among answers that were mostly accepted was
+// the call's own; one that the breaker opened with, or that came while
+// failures dominate the window (below MinCalls), was the API's.
+func TestFailureVerdict(t *testing.T) {
+	ctx := context.Background()
+	virtual := func(b *Budget) {
+		now := t0
+		b.now = func() time.Time { return now }
+		b.sleep = func(_ context.Context, d time.Duration) error { now = now.Add(d); return nil }
+	}
+	m, c := frozen(t)
+	cfg := Config{Limit: 100, Breaker: BreakerConfig{Enabled: true}}
+	b, other := mustNew(t, c, cfg), mustNew(t, client(t, m.Addr()), cfg)
+	virtual(b)
+	reportN(t, b, Permit{}, Result{Outcome: Accepted}, 10)
+	reportN(t, b, Permit{}, Result{Outcome: Failed}, 1)
+	if broad, err := b.FailureVerdict(ctx); err != nil || broad {
+		t.Fatalf("one failure after 10 answers accepted: broad %v, %v; want its own", broad, err)
+	}
+	// Failures now dominate: 7 of 18, then 9 of 20 ... and another
+	// process's failures open the breaker.
+	reportN(t, other, Permit{}, Result{Outcome: Failed}, 6)
+	if broad, err := b.FailureVerdict(ctx); err != nil || broad {
+		t.Fatalf("7 failures of 17: broad %v, %v; want not yet", broad, err)
+	}
+	reportN(t, other, Permit{}, Result{Outcome: Failed}, 4)
+	if broad, err := b.FailureVerdict(ctx); err != nil || !broad {
+		t.Fatalf("after the breaker opened: broad %v, %v; want broad", broad, err)
+	}
+
+	_, c2 := frozen(t)
+	b2 := mustNew(t, c2, cfg)
+	virtual(b2)
+	reportN(t, b2, Permit{}, Result{Outcome: Accepted}, 4)
+	reportN(t, b2, Permit{}, Result{Outcome: Failed}, 8)
+	if broad, err := b2.FailureVerdict(ctx); err != nil || !broad {
+		t.Fatalf("8 failures of 12 (breaker closed, under MinCalls): broad %v, %v; want broad", broad, err)
+	}
+	if s := b2.Fleet().Breaker; s != BreakerClosed {
+		t.Fatalf("breaker %s, want closed (the verdict is not the breaker's)", s)
+	}
+
+	_, c3 := frozen(t)
+	off := mustNew(t, c3, Config{Limit: 100})
+	if broad, err := off.FailureVerdict(ctx); err != nil || broad {
+		t.Fatalf("without a breaker: %v, %v", broad, err)
+	}
+}
+
+// FailureVerdict settles in the process, without a script call, once this
+// process's own next answers show the API accepting calls.
+func TestFailureVerdictSettledByOwnAnswers(t *testing.T) {
+	m, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 100, Breaker: BreakerConfig{Enabled: true}})
+	now := t0
+	b.now = func() time.Time { return now }
+	ctx := context.Background()
+	reportN(t, b, Permit{}, Result{Outcome: Failed}, 1)
+	calls := m.CommandCount()
+	b.sleep = func(_ context.Context, d time.Duration) error {
+		now = now.Add(d)
+		b.mu.Lock()
+		b.lastFlush = now // what follows rides with bookings
+		b.mu.Unlock()
+		if _, err := b.Report(ctx, Permit{}, Result{Outcome: Accepted}); err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	}
+	broad, err := b.FailureVerdict(ctx)
+	if err != nil || broad {
+		t.Fatalf("FailureVerdict = %v, %v; want false", broad, err)
+	}
+	if got := m.CommandCount() - calls; got != 0 {
+		t.Fatalf("%d Redis commands for a verdict this process's answers settled", got)
+	}
+	if waited := now.Sub(t0); waited >= minVerdictWait {
+		t.Fatalf("waited %v, want it settled before the full wait", waited)
+	}
+}
+
+// The late tolerance grows below the ceiling (the lateness adds calls in
+// proportion to the rate), up to a quarter of the interval, and never
+// below LateTolerance.
+func TestLateToleranceScalesWithTheRate(t *testing.T) {
+	_, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 50, Adaptive: AdaptiveConfig{Enabled: true}})
+	for _, tc := range []struct {
+		rate float64
+		want time.Duration
+	}{
+		{50, DefaultLateTolerance}, {0, DefaultLateTolerance}, {100, DefaultLateTolerance},
+		{25, DefaultLateTolerance}, {20, 12500 * time.Microsecond}, {40, DefaultLateTolerance}, {10, 25 * time.Millisecond}, {1, 250 * time.Millisecond},
+	} {
+		if got := b.lateTolerance(tc.rate); got != tc.want {
+			t.Errorf("lateTolerance(%v) = %v, want %v", tc.rate, got, tc.want)
+		}
+	}
+}

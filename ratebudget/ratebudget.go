@@ -58,45 +58,63 @@
 // script on the server's clock:
 //
 //   - 429s that show the fleet above the API's limit cut the rate to 0.95
-//     of the rate the API accepted while refusing: at once when half the
-//     answers (of at least 8) are 429s, else when two evidence windows in a
-//     row (each at least EvidenceWindow and 40 answers) held a CutShare
-//     and CutMin of them. While the fleet is above a limit, what the API
+//     of the rate the API accepted while refusing: at once when at least
+//     half of 4 or more answers (3 or more) are 429s, during a hold when a
+//     tenth of at least 10 are, else when two evidence windows in a row
+//     (each at least EvidenceWindow and 40 answers) held a CutShare and
+//     CutMin of them. While the fleet is above a limit, what the API
 //     accepts is about its limit: a measurement, like BBR's delivery rate,
-//     not a blind multiplicative cut. (A limiter without a burst accepts
-//     less than its limit when called above it, so the measurement can
-//     fall short; the probe below climbs back.)
-//   - The rate is then held for Hold and probes upward as a cubic of the
-//     time since (CUBIC's convex growth), clocked by the answers as TCP's
-//     slow start is by its acknowledgements: never more than 1.5 times what
-//     the API accepted during the probe. A probe that meets 429s above the
-//     rate the API accepted (a ProbeShare of the answers) takes what the
-//     API accepted during it as the new estimate if that is higher, falls
-//     back to 0.95 of the estimate, and holds again, longer (up to twice
-//     Hold) each time it found the limit unmoved.
+//     not a blind multiplicative cut. The rate found is the estimate of
+//     the API's limit, good (W_max in CUBIC's terms).
+//   - The rate is then held for Hold, and probes just above good, in the
+//     shape of CUBIC's window around W_max (see rateAtLua in script.go):
+//     flat near the last known limit, where the API's refusals are, and
+//     fast once clearly past it. The probe rises to 1.15 x good over
+//     0.4 s and stays there; the first 429 ends it (sent at once, not
+//     with the next booking) and the fleet goes back to 0.9 x good, so a
+//     probe of a limit that did not move costs about one refused call: the
+//     API refuses once the excess has spent its burst, and every answer
+//     waited for would be another call above the limit. A probe refused
+//     while still approaching good, or refused twice (a second 429 from
+//     the calls booked before the first came back), lowers good. A probe
+//     that runs a second at its top with no 429 while the API accepts
+//     clearly more than good has found a limit that rose: the rate grows
+//     fast, a cubic of the time since (Ramp) clocked by the answers as
+//     TCP's slow start is by its acknowledgements (never above 2.5 times
+//     what a clean quarter-second window accepted), until the first 429.
+//   - Below the ceiling the fleet's burst shrinks with its rate.
 //   - Evidence from calls booked before a decision is ignored: a decision
 //     is made at most once per reaction window, which ends when the slots
 //     booked before it have been used.
 //   - Isolated 429s at a rate the API has been accepting change nothing: a
-//     2% scatter rarely puts two windows in a row over CutShare. After a
-//     cut, a second one needs a window under CutShare first, or a share
-//     that fell with the rate, so a steady scatter above CutShare costs
-//     one cut, not a slide to the floor.
+//     2% scatter rarely puts two windows in a row over CutShare, and a
+//     fleet at its ceiling does not probe. After a cut, a second one needs
+//     a window under CutShare first, or a share that fell with the rate,
+//     and a refused probe lowers good only after a clean hold, so a steady
+//     scatter above CutShare costs one cut, not a slide to the floor.
 //   - Rate-limit headers, when the API sends them, set the rate directly
-//     (0.97 of the stated policy) and stop the probing while they last;
-//     without a stated rate, a window whose calls are spent (remaining 0)
-//     for more than a second pauses the fleet until it resets.
+//     (0.97 of the stated policy, or of Quota over the longest reset seen)
+//     and stop the probing while they last; a window whose calls are spent
+//     (remaining 0) for more than a second pauses the fleet until it
+//     resets, unless the rate was stated.
 //
-// Why not the per-process recipes: AWS SDK's adaptive retry mode (a CUBIC
-// token bucket, beta 0.7) and TCP's AIMD cut the sending rate blindly and
-// average about 0.85 of the limit over their sawtooth, and both need a
-// long plateau of losses to find a limit that fell fivefold; Netflix's
-// concurrency-limits (AIMD, Gradient2) adapt concurrency to latency, which a
-// rate-limited API does not raise; Google SRE's client-side throttling
-// (requests vs K x accepts) rejects locally in proportion to refusals, which
-// sheds calls but never finds the rate. Every one of them runs per process,
-// so N workers each learn a limit the API applies to all of them together.
-// Measured figures are in BENCHMARKS.md.
+// Why not the per-process recipes, on the figures of BENCHMARKS.md
+// (figure 7): AWS SDK's adaptive retry mode (a CUBIC token bucket, beta
+// 0.7) and TCP's AIMD cut the sending rate blindly by beta and probe back
+// on a clock: after a 50 -> 10 drop they need five cuts and hundreds of
+// 429s, and at a steady limit their sawtooth averages about 0.85 of it
+// (row 1 needs 0.9) while every probe overshoots by the calls in flight.
+// Here a cut measures the limit (one decision, 0.7 s), the probe sits
+// just above it (one 429 per probe, 1.1 x the limit at most, against
+// CUBIC's convex climb through it), and fast growth starts only on the
+// API's evidence that the limit rose (10 -> 50 in under 4 s). Netflix's
+// concurrency-limits (AIMD, Gradient2) adapt concurrency to latency,
+// which a rate-limited API does not raise; Google SRE's client-side
+// throttling (requests vs K x accepts) rejects locally in proportion to
+// refusals, which sheds calls but never finds the rate. Every one of them
+// runs per process, so N workers each learn a limit the API applies to
+// all of them together; here the state is one Redis hash and each
+// decision is made once for the fleet, inside the booking script.
 //
 // # Flows
 //
@@ -155,13 +173,27 @@ const (
 
 // Defaults of AdaptiveConfig, applied by New to its zero fields.
 const (
-	DefaultHold           = 2 * time.Second
+	DefaultHold           = 1600 * time.Millisecond
 	DefaultReactionWindow = 250 * time.Millisecond
 	DefaultEvidenceWindow = time.Second
-	DefaultRamp           = 0.25
+	DefaultRamp           = 12
 	DefaultCutShare       = 0.05
 	DefaultCutMin         = 3
 	DefaultProbeShare     = 0.05
+)
+
+// The slow probe's shape (see rateAtLua in script.go): it rises from the
+// held rate to probeStep above the estimate of the API's limit over
+// probeApproach, and once it has run probeConfirm at that top with no 429
+// while the API accepted clearly more than the estimate, the limit has
+// moved and the rate grows fast. probeConfirm outlasts the API's burst at
+// that excess: an API refusing at the estimate (limit 10/s, a burst of 2)
+// spends the spare call after about 0.7 s at 15% above it, so a limit that
+// did not move is told from one that rose by a 429, not by a guess.
+const (
+	probeStep     = 0.15
+	probeApproach = 400 * time.Millisecond
+	probeConfirm  = time.Second
 )
 
 // Defaults of BreakerConfig, applied by New to its zero fields.
@@ -260,7 +292,10 @@ type Config struct {
 	// at the edge of the 52.5 allowed. 10 ms is still above Go's GC pauses
 	// and timer slack on a healthy host, so slots are not wasted in normal
 	// running; on a host overloaded enough to wake sleepers 10 ms late, some
-	// are, which is the price of keeping the window.
+	// are, which is the price of keeping the window. Below the ceiling
+	// (an adaptive rate) the same bound on a second's calls allows
+	// Limit/rate times as much lateness, up to a quarter of the interval
+	// at the rate in force (see lateTolerance).
 	LateTolerance time.Duration
 
 	// MaxCoolDown caps one cool-down, so a Retry-After of a day from a
@@ -312,11 +347,12 @@ type AdaptiveConfig struct {
 	// Floor is the lowest rate the fleet backs off to. Zero means
 	// Limit/100, at least 0.1 (and never above Limit).
 	Floor float64
-	// Hold is how long a rate found by a decision is held before the ramp
-	// probes above it; after a probe that found the limit where it was,
-	// 1.5 x Hold. DefaultHold (2 s): with the ramp, long enough that probing
-	// a limit that did not move costs a 429 or two per 3 s of calls, short
-	// enough to find a limit that rose fivefold within about 5 s.
+	// Hold is how long a rate found by a decision is held before the
+	// fleet probes above it. DefaultHold (1.6 s): a probe of a limit that
+	// did not move costs one 429 (about a second in), so at a limit of
+	// 10/s a cycle of 2.6 s costs about 4% of the calls; a limit that rose
+	// fivefold is found within the hold + 1.4 s and followed within about
+	// 1.5 s more (row 3 of figure 7 allows 5 s; a 2-s hold measured 5.0).
 	Hold time.Duration
 	// ReactionWindow is added to the end of the slots booked before a
 	// decision; evidence arriving sooner is ignored. DefaultReactionWindow
@@ -327,17 +363,17 @@ type AdaptiveConfig struct {
 	// most ten windows): a share of 429s means little in fewer.
 	// DefaultEvidenceWindow (1 s).
 	EvidenceWindow time.Duration
-	// Ramp shapes the probe after Hold: the rate grows to
-	// rate x (1 + Ramp x s^3) after s seconds. DefaultRamp (0.25): +3% after
-	// 0.5 s, +25% after 1 s, five times after 2.5 s.
+	// Ramp shapes the fast growth once a probe found the limit risen: the
+	// rate grows to good x (1 + Ramp x s^3) after s seconds, clocked by
+	// the answers. DefaultRamp (12): x2.5 after 0.5 s, x5 after 0.7 s.
 	Ramp float64
 	// CutShare and CutMin: the share of 429s among the window's answers,
 	// and their number, that show the fleet is above the API's limit.
 	// DefaultCutShare (0.05) and DefaultCutMin (3), among at least 20 answers.
 	CutShare float64
 	CutMin   int
-	// ProbeShare is the share of 429s that ends a ramp above the rate the
-	// API accepted. DefaultProbeShare (0.05).
+	// ProbeShare is the share of 429s that ends the fast growth (the
+	// slow probe ends on its first 429). DefaultProbeShare (0.05).
 	ProbeShare float64
 }
 
@@ -379,6 +415,10 @@ type Observer struct {
 	// change its rate: once per decision fleet-wide. event is "cut",
 	// "probe_failed" or "headers".
 	RateChanged func(rate float64, event string)
+	// Scripted is called after each call of the booking script (a
+	// booking, or answers sent on their own), successful or not: the
+	// budget's Redis cost.
+	Scripted func()
 	// BreakerChanged is called when this process's call moved the breaker:
 	// once per transition fleet-wide. event is "opened", "half_opened",
 	// "closed" or "reopened".
@@ -430,6 +470,9 @@ type Reservation struct {
 	Probe bool
 	// Fleet is the shared state as this booking found it.
 	Fleet FleetState
+
+	// The closed breaker's window of answers as the call left it.
+	windowAnswers, windowFailures int64
 }
 
 // FleetState is what one reply told of the fleet's shared state.
@@ -481,6 +524,16 @@ type Headers struct {
 	Remaining int
 	// Reset is how long until the window resets; 0 unknown.
 	Reset time.Duration
+	// Quota is the calls one window allows when the API states a limit
+	// but no window (X-RateLimit-Limit alone); 0 unknown. Without a Rate,
+	// the budget paces by Quota over the longest Reset (rounded up to
+	// whole seconds, at least one) this process has seen: a window is at
+	// least as long as any reset it states, so the rate is never below
+	// the API's, and it is exact once a reset from a window's start has
+	// been seen (at once for a limiter that refills continuously, whose
+	// reset is within the second). A window spent early (remaining 0 with
+	// a reset over a second away) still pauses the fleet until it resets.
+	Quota float64
 }
 
 // pending is what this process saw since its last script call.
@@ -488,6 +541,8 @@ type pending struct {
 	ok, rl, fail, probeOK, probeFail int
 	retryAfter                       time.Duration
 	headers                          *Headers
+	// derived: headers.Rate was derived from a Quota, not stated.
+	derived bool
 }
 
 func (p *pending) merge(q pending) {
@@ -498,7 +553,7 @@ func (p *pending) merge(q pending) {
 	p.probeFail += q.probeFail
 	p.retryAfter = max(p.retryAfter, q.retryAfter)
 	if p.headers == nil {
-		p.headers = q.headers
+		p.headers, p.derived = q.headers, q.derived
 	}
 }
 
@@ -544,6 +599,18 @@ type Budget struct {
 	// a booking through again: callers wait for it in the process, and a
 	// slot booked before the breaker opened is dropped when reached.
 	refusedUntil time.Time
+	// watch: the fleet, as this process last heard, probes above its
+	// estimate of the API's limit, so a 429 is news that must not wait
+	// for the next booking, unless that booking is due within rideWithin
+	// anyway.
+	watch bool
+	// quotaWindow is the longest reset this process has seen beside a
+	// Quota (see Headers.Quota).
+	quotaWindow time.Duration
+	// seenOK and seenFail count the answers this process has reported
+	// that the API accepted (not a 429) and that failed broadly, for
+	// FailureVerdict.
+	seenOK, seenFail uint64
 
 	// Replaceable in tests, to stall a caller past its slot.
 	now   func() time.Time
@@ -829,7 +896,7 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 	}()
 	for {
 		cool := b.coolDown()
-		r, err := b.reserve(ctx, max(0, maxWait-b.now().Sub(start)))
+		r, err := b.reserve(ctx, b.slotWait(ctx, start, maxWait))
 		if err != nil {
 			return Permit{Waited: b.now().Sub(start)}, err
 		}
@@ -862,7 +929,7 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		}
 		now := b.now()
 		late := now.Sub(r.At)
-		if late <= b.lateTol {
+		if late <= b.lateTolerance(r.Fleet.Rate) {
 			waited := now.Sub(start)
 			if b.obs.Granted != nil {
 				b.obs.Granted(waited)
@@ -883,6 +950,41 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		turn = true
 	}
 }
+
+// slotWait is how far ahead the booking a caller makes after waiting for
+// its turn may lie: what is left of maxWait, but at least
+// minSlotWait (within ctx's deadline). A caller that spent nearly all of
+// maxWait waiting for the turn would otherwise be refused a slot a few
+// hundred milliseconds away, one script call for nothing (at 10 calls/s
+// and 60 handlers, about one booking in ten was such a refusal).
+func (b *Budget) slotWait(ctx context.Context, start time.Time, maxWait time.Duration) time.Duration {
+	now := b.now()
+	w := max(maxWait-now.Sub(start), min(maxWait, minSlotWait))
+	if dl, ok := ctx.Deadline(); ok {
+		w = min(w, dl.Sub(now))
+	}
+	return max(0, w)
+}
+
+// lateTolerance is how late a caller may reach a slot booked at rate and
+// still use it. LateTolerance bounds what late callers add to a second at
+// the ceiling (Limit x LateTolerance calls); below the ceiling the same
+// bound allows Limit/rate times the lateness, up to a quarter of the
+// interval at rate, which an API's burst of even one call absorbs. At a
+// learned 10/s under a ceiling of 50 that is 25 ms instead of 10 ms: on a
+// loaded host, slots reached 10-25 ms late were one booking in ten, each
+// booked again (a script call for nothing).
+func (b *Budget) lateTolerance(rate float64) time.Duration {
+	if rate <= 0 || rate >= b.limit {
+		return b.lateTol
+	}
+	scaled := time.Duration(float64(b.lateTol) * b.limit / rate)
+	quarter := time.Duration(float64(time.Second) / rate / 4)
+	return max(b.lateTol, min(scaled, quarter))
+}
+
+// minSlotWait: see slotWait.
+const minSlotWait = time.Second
 
 // waitOutBreaker holds the caller in the process while the breaker, as
 // this process last heard, refuses bookings: a held task costs nothing,
@@ -924,7 +1026,7 @@ func (b *Budget) takeTurn(ctx context.Context, start time.Time, maxWait time.Dur
 	ahead, last := b.ahead, b.lastDelay
 	b.mu.Unlock()
 	now := b.now()
-	if left := deadline.Sub(now); left < last {
+	if left := max(deadline.Sub(now), min(maxWait, minSlotWait)); left < last {
 		// The turn came too late: the slot it would get lies beyond
 		// what is left of the wait, and asking would cost a script call
 		// to be told so.
@@ -992,8 +1094,11 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 	b.mu.Unlock()
 
 	res, err := bookScript.Run(ctx, b.rdb, []string{b.key}, b.args(mode, maxWait, p)...).Int64Slice()
+	if b.obs.Scripted != nil {
+		b.obs.Scripted()
+	}
 	received := b.now()
-	if err == nil && len(res) != 9 {
+	if err == nil && len(res) != 12 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}
 	if err != nil {
@@ -1011,9 +1116,11 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 		Fleet:  FleetState{Rate: float64(res[3]) / 1000, Breaker: breakerState(res[4])},
 	}
 	r.At = received.Add(r.Delay)
+	r.windowAnswers, r.windowFailures = res[10], res[11]
 
 	b.mu.Lock()
 	b.fleet = r.Fleet
+	b.watch = res[9] == 1
 	switch {
 	case r.Booked:
 		b.lastDelay = r.Delay
@@ -1062,6 +1169,7 @@ func (b *Budget) args(mode int, maxWait time.Duration, p pending) []any {
 		b.maxCool.Microseconds(), ttl,
 		a.Hold.Microseconds(), a.ReactionWindow.Microseconds(), a.EvidenceWindow.Microseconds(), a.Ramp,
 		a.CutShare, a.CutMin, a.ProbeShare, 0.5, 10,
+		probeStep, probeApproach.Microseconds(), probeConfirm.Microseconds(), boolArg(p.derived),
 	}
 }
 
@@ -1076,6 +1184,12 @@ const flushAfter = 100 * time.Millisecond
 // adaptive rate's probe is clocked by the answers anyway, and 429s are
 // what a probe costs, so an extra script call for each would add up.
 const flushRateLimitedAfter = 250 * time.Millisecond
+
+// rideWithin: a 429 the fleet must hear of at once still waits for this
+// process's next booking when that is due this soon (its furthest slot
+// is about Lookahead away): a script call saved per probe, at the cost of
+// a few milliseconds.
+const rideWithin = 30 * time.Millisecond
 
 // Report tells the fleet what the API answered to a call made with p. It
 // usually sends nothing: the answer travels with this process's next
@@ -1110,15 +1224,30 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) (FleetState, er
 			q.ok, q.probeOK = 0, 1
 		}
 	}
-	if h := r.Headers; h != nil && (h.Rate > 0 || h.Remaining >= 0) {
+	b.mu.Lock()
+	if h := r.Headers; h != nil && (h.Rate > 0 || h.Remaining >= 0 || h.Quota > 0) {
 		hc := *h
+		if hc.Rate <= 0 && hc.Quota > 0 {
+			// The reset rounded up to whole seconds, as the headers count.
+			b.quotaWindow = max(b.quotaWindow, time.Second, (hc.Reset + time.Second - 1).Truncate(time.Second))
+			hc.Rate, q.derived = hc.Quota/b.quotaWindow.Seconds(), true
+		}
 		q.headers = &hc
 	}
-	b.mu.Lock()
 	b.pend.merge(q)
+	switch r.Outcome {
+	case Accepted:
+		b.seenOK++
+	case Failed:
+		b.seenFail++
+	}
 	since := b.now().Sub(b.lastFlush)
-	urgent := p.Probe || (q.headers != nil && q.headers.Rate <= 0 && q.headers.Remaining == 0 && q.headers.Reset > time.Second) ||
-		(q.fail > 0 && since >= flushAfter) || (q.rl > 0 && since >= flushRateLimitedAfter)
+	h := q.headers
+	urgent := p.Probe || (h != nil && (h.Rate <= 0 || q.derived) && h.Remaining == 0 && h.Reset > time.Second) ||
+		// A stated rate well below the fleet's: every call booked
+		// meanwhile is one the API refuses.
+		(h != nil && h.Rate > 0 && h.Rate < 0.9*b.fleet.Rate) ||
+		(q.fail > 0 && since >= flushAfter) || (q.rl > 0 && (b.watch && b.ahead.Sub(b.now()) > b.lookahead+rideWithin || since >= flushRateLimitedAfter))
 	b.mu.Unlock()
 	var err error
 	if urgent {
@@ -1129,6 +1258,71 @@ func (b *Budget) Report(ctx context.Context, p Permit, r Result) (FleetState, er
 	}
 	return b.Fleet(), err
 }
+
+// FailureVerdict tells a caller whose call just failed broadly (a 5xx, a
+// timeout, a reset: reported as Failed) whether the failure was the API's
+// rather than its own: the breaker opened, or failures dominate the
+// breaker's window (at least FailureRatio of at least half of MinCalls
+// answers). The first calls of an outage fail before anyone can know it
+// is one; waiting for the fleet's next answers tells, so a task can wait
+// for the breaker instead of using an attempt. It waits up to the time
+// the fleet takes to make MinCalls calls and a half again (0.3 s at
+// 100 calls/s, at most 3 s), in the process: the breaker's opening
+// reaches it through the other callers' bookings, at no cost, and three
+// answers accepted by the API among this process's next (failures under
+// FailureRatio of them) end the wait at once with false. If the wait runs
+// out with the breaker still closed, one script call (which also carries
+// what this process has yet to report) reads the window. With the breaker
+// disabled, or an unlimited budget, it reports false at once.
+func (b *Budget) FailureVerdict(ctx context.Context) (bool, error) {
+	if b.unlimited() || !b.breaker.Enabled {
+		return false, nil
+	}
+	rate := max(b.Fleet().Rate, b.Floor(), MinLimit)
+	wait := min(maxVerdictWait, max(minVerdictWait, time.Duration(1.5*float64(b.breaker.MinCalls)/rate*float64(time.Second))))
+	deadline := b.now().Add(wait)
+	b.mu.Lock()
+	ok0, fail0 := b.seenOK, b.seenFail
+	b.mu.Unlock()
+	for {
+		if b.breakerRefusal() > 0 || b.Fleet().Breaker != BreakerClosed {
+			return true, nil
+		}
+		b.mu.Lock()
+		ok, fail := b.seenOK-ok0, b.seenFail-fail0
+		b.mu.Unlock()
+		if ok >= verdictAccepted && float64(fail) < b.breaker.FailureRatio*float64(ok+fail) {
+			// This process's own next answers say the API is up: no
+			// need to ask the fleet (the common case, a scattered 5xx,
+			// settled in a fraction of the wait and without a script call).
+			return false, nil
+		}
+		left := deadline.Sub(b.now())
+		if left <= 0 {
+			break
+		}
+		if err := b.sleep(ctx, min(left, 50*time.Millisecond)); err != nil {
+			return false, err
+		}
+	}
+	r, err := b.call(ctx, 0, 0)
+	if err != nil {
+		return false, err
+	}
+	if r.Fleet.Breaker != BreakerClosed {
+		return true, nil
+	}
+	n, f := r.windowAnswers, r.windowFailures
+	return 2*n >= int64(b.breaker.MinCalls) && float64(f) >= b.breaker.FailureRatio*float64(n), nil
+}
+
+// Bounds of FailureVerdict's wait, and the answers accepted by the API
+// (reported by this process after the failure) that end it early.
+const (
+	minVerdictWait  = 300 * time.Millisecond
+	maxVerdictWait  = 3 * time.Second
+	verdictAccepted = 3
+)
 
 // CoolDown makes the whole fleet pause for d, typically the Retry-After of
 // a 429: no slot is booked before now+d (on the Redis clock), and the burst
@@ -1192,7 +1386,7 @@ type State struct {
 // Redis clock, without changing it: for status commands and gauges. It
 // assumes DefaultRamp for a ramp in progress.
 func Inspect(ctx context.Context, rdb redis.UniversalClient, key string) (State, error) {
-	res, err := inspectScript.Run(ctx, rdb, []string{key}, DefaultRamp).Int64Slice()
+	res, err := inspectScript.Run(ctx, rdb, []string{key}, DefaultRamp, probeStep, probeApproach.Microseconds()).Int64Slice()
 	if err == nil && len(res) != 7 {
 		err = fmt.Errorf("unexpected reply %v", res)
 	}

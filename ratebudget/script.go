@@ -12,15 +12,19 @@ import "github.com/redis/go-redis/v9"
 //
 // the adaptive rate (see the package doc, "Adaptive rate"):
 //
-//	rate  the rate held since tp, or the base of the ramp after tp
-//	good  the highest rate the API was seen to accept recently
-//	tp    end of the hold: from tp on the rate ramps up towards the ceiling
+//	rate  the rate held since tp (0.95 of good after a decision)
+//	good  W: the fleet's estimate of the API's limit (the rate at which
+//	      429s last began), the ceiling while none was found
+//	tp    end of the hold: from tp on the fleet probes just above good
+//	fs    when the probe found the API accepting more than good: from fs
+//	      on the rate grows fast (0: not past good)
 //	tb    evidence from calls booked before the last decision is ignored until tb
 //	w0, wok, wrl  the evidence window: its start, accepted calls, 429s
 //	hf    until when the API's rate-limit headers hold the rate
 //	arm, sc  whether a cut may follow the last one, and its 429 share
-//	pf    probes in a row that found the limit where it was
+//	pf    probes in a row that found the limit where it was (for the metrics' log)
 //	hot   whether the last closed window had a cut_share of 429s
+//	pw    the last decision was a failed slow probe (see the reaction window)
 //
 // and the circuit breaker (see "Circuit breaker"):
 //
@@ -38,6 +42,49 @@ import "github.com/redis/go-redis/v9"
 // double (2^53 ~ 9e15). Values are written with string.format('%.3f') because
 // Lua's default number-to-string conversion keeps only 14 significant digits,
 // which would round TAT to 10 µs and drift the schedule.
+
+// rateAtLua defines rateAt, the adaptive rate in force at time t, shared by
+// the booking script and Inspect. After a decision the fleet holds rate
+// (0.95 of good after a cut, 0.9 after a failed probe; good is W_max in
+// CUBIC's terms: the rate at which the API began to refuse) until tp.
+// Then it probes, in two stages, in the shape of CUBIC's window around
+// W_max (flat near the last known limit, fast once clearly past it), each
+// stage opened by the API's answers rather than by a clock alone:
+//
+//   - slow: from rate up to (1 + step) x good over approach, then flat.
+//     A limit that did not move refuses the probe once the excess has
+//     spent the API's burst: one 429, about a second in (the first 429
+//     ends it, see the script), so a probe costs about one refused call.
+//   - fast, from fs (set once the slow probe ran a confirm window at its
+//     top with no 429 and the API accepted clearly more than good): the
+//     limit has moved, so grow as a cubic of the time since,
+//     good x (1 + ramp x s^3), clocked by the answers as TCP's slow start
+//     is by its acknowledgements: never above 2.5 times what the API was
+//     seen to accept (good is raised by every clean 250-ms window).
+//
+// Never below floor nor above ceil; a good at the ceiling has nothing to
+// probe for.
+const rateAtLua = `
+local function rateAt(t, tp, fs, rate, good, w0, wok, ceil, floor, ramp, step, approach)
+  local r
+  if t < tp then
+    r = rate
+  elseif good >= ceil then
+    r = ceil
+  elseif fs > 0 and t >= fs then
+    local s = (t - fs) / 1000000
+    local seen = good
+    if w0 >= fs and t - w0 >= 250000 then seen = math.max(seen, wok * 1000000 / (t - w0)) end
+    r = math.min(good * (1 + ramp * s * s * s), 2.5 * seen)
+  else
+    local top = (1 + step) * good
+    r = rate + (top - rate) * math.min(1, (t - tp) / approach)
+  end
+  if r < floor then r = floor end
+  if r > ceil then r = ceil end
+  return r
+end
+`
 
 // bookScript is the one script of the hot path. It folds the outcomes this
 // process saw since its last call into the shared state (the adaptive rate's
@@ -58,8 +105,10 @@ import "github.com/redis/go-redis/v9"
 // Returns {booked, delay_us, reason (0 budget, 1 cool-down, 2 breaker),
 // rate_milli, breaker_state, probe, rate_event (0 none, 1 cut, 2 probe
 // failed, 3 set by headers), breaker_transition (0 none, 1 opened,
-// 2 half-opened, 3 closed, 4 re-opened), breaker_remaining_us}.
-var bookScript = redis.NewScript(`
+// 2 half-opened, 3 closed, 4 re-opened), breaker_remaining_us, watch (1:
+// the fleet is probing, so a 429 is sent at once), window_answers,
+// window_failures (the closed breaker's window)}.
+var bookScript = redis.NewScript(rateAtLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local A = {}
@@ -72,9 +121,10 @@ local brk, b_min, b_ratio, b_win, b_open, b_max, b_grow = A[16] == 1, A[17], A[1
 local max_cool, ttl = A[23], A[24]
 local hold, react, win, ramp = A[25], A[26], A[27], A[28]
 local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30], A[31], A[32], A[33]
+local step, approach, confirm, h_derived = A[34], A[35], A[36], A[37] == 1
 
 local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
-  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot'}
+  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot','fs','pw'}
 local v = redis.call('HMGET', KEYS[1], unpack(names))
 local tat = tonumber(v[1]) or now
 local cool = tonumber(v[2]) or 0
@@ -101,6 +151,8 @@ local arm = tonumber(v[22]) or 1
 local sc = tonumber(v[23]) or 1
 local pf = tonumber(v[24]) or 0
 local hot = tonumber(v[25]) or 0
+local fs = tonumber(v[26]) or 0
+local pw = tonumber(v[27]) or 0
 
 local function clamp(x, lo, hi)
   if x < lo then return lo end
@@ -120,28 +172,9 @@ local function cool_down(d)
   if tat < ends + tau then tat = ends + tau end
 end
 
--- current is the rate in force now: held until tp, then growing as a
--- cubic of the time since, rate * (1 + ramp * s^3) (CUBIC's convex
--- probe): gentle near the rate the API accepted, where a limit that did
--- not move is met with a few 429s, and fast beyond it, where one that rose
--- is found within seconds. Never above the ceiling.
---
--- The ramp is also clocked by the answers, as TCP's slow start is by its
--- acknowledgements: it runs at most 1.5 times above what the API has been
--- seen to accept during it. The calls the API sees lag the fleet's rate by
--- the slots booked ahead and the answers in flight (about half a second
--- at 10 calls/s); a ramp clocked by time alone would be far above a limit
--- by the time its first 429 came back.
 local function current()
   if not adaptive then return ceil end
-  if now < tp then return rate end
-  local s = (now - tp) / 1000000
-  local r = rate * (1 + ramp * s * s * s)
-  local seen = good
-  if w0 >= tp and now - w0 >= 300000 then
-    seen = math.max(seen, wok * 1000000 / (now - w0))
-  end
-  return clamp(math.min(r, 1.5 * seen), floor, ceil)
+  return rateAt(now, tp, fs, rate, good, w0, wok, ceil, floor, ramp, step, approach)
 end
 
 local event = 0
@@ -157,10 +190,11 @@ if adaptive then
     good = clamp(h_rate, floor, ceil)
     hf = now + 10000000
     tp = hf
+    fs = 0
     r = rate
   end
   if now >= tp and w0 < tp then
-    -- The ramp has begun: its evidence is its own.
+    -- The probe has begun: its evidence is its own.
     if wok + wrl > 0 and wrl < cut_share * (wok + wrl) then arm = 1 end
     w0, wok, wrl = now, 0, 0
   end
@@ -169,47 +203,77 @@ if adaptive then
     wrl = wrl + d_rl
   else
     -- Answers to calls booked before the last decision say nothing of it:
-    -- the window starts when they are in.
+    -- the window starts when they are in. Except one thing: a second 429
+    -- from the calls a slow probe had booked when its first came back
+    -- says the probe was far above the limit (at 15% above it the API's
+    -- burst takes several calls to spend again), so good was too high.
+    -- Only when armed (the hold before the probe was clean), as below.
+    if pw == 1 and d_rl > 0 and arm == 1 then
+      good = clamp(0.95 * good, floor, ceil)
+      rate = clamp(0.9 * good, floor, ceil)
+      pw = 0
+      arm = 0
+    end
     w0 = now
   end
   local el = now - w0
   local n = wok + wrl
   local decided = false
+  -- The fleet probes when it holds a limit below the ceiling and the hold
+  -- is over (and no header states the rate).
+  local probing = now >= tp and good < ceil and now >= hf
   -- A window closes after win with at least 40 answers in it, so that a
   -- share of a few percent means something at low rates too, or after ten
   -- windows anyway. A share under 4 x cut_share is judged only as a window
   -- closes, and under 2 x cut_share only on the second window in a row:
   -- judged on every answer, a 2% scatter of 429s crosses 5% somewhere in
   -- most windows.
-  -- While ramping, a window closes after win with 10 answers: the ramp is
-  -- clocked by what the API accepted, and a limit that rose must be
-  -- followed within seconds.
-  local closing = (el >= win and (n >= 40 or (now >= tp and n >= 10))) or el >= 10 * win
+  local closing = (el >= win and n >= 40) or el >= 10 * win
   if wrl > 0 and now >= tb and now >= hf then
     local share = wrl / n
-    if now >= tp and r > good * 1.05 and share >= probe_share then
-      -- A probe above the rate the API accepted met 429s: back to just
-      -- below where the limit lies. What the API accepted during the
-      -- probe (its window began with the ramp) never exceeds its limit, so
-      -- it raises good safely: an estimate that fell short climbs back to
-      -- the limit, and a limit that rose is followed. Each probe that
-      -- finds the limit where it was makes the next hold longer, up to
-      -- two holds: probing costs 429s.
-      if el >= 300000 then
-        local acc = wok * 1000000 / el
-        if acc > 1.1 * good then pf = 0 end
-        if acc > good then
-          good = clamp(acc, floor, ceil)
-          -- If that overshot the limit, the 429s at the new rate are the
-          -- rate's: they may cut it.
-          arm = 1
+    if probing and (fs == 0 or share >= probe_share) then
+      -- A probe met a 429: the limit lies where it was found, and the
+      -- fleet goes back to just below it. Counted on the first 429: the
+      -- calls the API sees lag the rate by the slots booked ahead, so every
+      -- answer waited for is another call above the limit.
+      --
+      -- Slow probe (fs == 0): the limit is below the rate the refused
+      -- call was booked at, about a reaction window ago; if that was
+      -- below good (the probe was refused while still approaching it, or
+      -- at once), good was too high and comes down to it.
+      -- Fast growth (fs > 0): the limit lies between the last clean
+      -- window's rate (good) and now. good stays: what the API accepted in
+      -- the short window that met the 429 includes its burst (measured at
+      -- up to 1.2 x the limit), and the next probe starts from good anyway.
+      local w = good
+      if fs == 0 then
+        local booked = rateAt(now - react, tp, 0, rate, good, w0, wok, ceil, floor, ramp, step, approach)
+        -- Only when armed (the hold before the probe was clean): a
+        -- scatter of 429s refuses probes early too, and lowering good
+        -- for each would sink the fleet to its floor.
+        if booked < w and arm == 1 then
+          w = booked
+          arm = 0
         end
+        pf = pf + 1
+        pw = 1
+      else
+        pf = 0
       end
-      pf = pf + 1
-      rate = clamp(0.95 * good, floor, ceil)
+      -- Back to 0.9 of it, not 0.95: the probe spent the API's burst, and
+      -- just below the limit it would refill so slowly that the jitter of
+      -- the next seconds' calls met it empty (a 429 or two after every
+      -- probe, measured).
+      good = clamp(w, floor, ceil)
+      rate = clamp(0.9 * good, floor, ceil)
       event = 2
       decided = true
-    elseif (el >= 100000 and n >= 8 and wrl >= 5 and share >= cluster_share) or
+    elseif (el >= 50000 and n >= 4 and wrl >= 3 and share >= cluster_share) or
+        -- During a hold the rate is constant and meant to be below the
+        -- limit: 429s at a tenth of the answers say the estimate is too
+        -- high (the first cut measures a short window), unless they are
+        -- a scatter, which keeps its share when the rate falls (sc).
+        (now < tp and n >= 10 and wrl >= 2 and share >= 2 * cut_share and (arm == 1 or share < 0.8 * sc)) or
         (wrl >= cut_min and (arm == 1 or share < 0.8 * sc) and (
           (n >= 20 and share >= 4 * cut_share) or
           (closing and share >= cut_share and (hot == 1 or share >= 2 * cut_share)))) then
@@ -217,7 +281,7 @@ if adaptive then
       -- rate the API accepts is its limit: measure it and go just below.
       -- Two measures of it, the accepted calls per second and the share
       -- of the rate not refused; the lower is the safer.
-      local acc = math.min(wok * 1000000 / el, r * (1 - share))
+      local acc = math.min(wok * 1000000 / math.max(el, 1), r * (1 - share))
       good = clamp(acc, floor, ceil)
       rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
       event = 1
@@ -237,32 +301,51 @@ if adaptive then
       end
     end
     if decided then
+      if event ~= 2 or fs > 0 then pw = 0 end
       hot = 0
-      tp = now + hold * math.min(2, 1 + 0.5 * pf)
+      fs = 0
+      tp = now + hold
       tb = math.max(tat, now) + react
     end
   end
-  if decided or closing then
+  if not decided and probing and fs == 0 then
+    -- The slow probe keeps one window: once it has run confirm at its
+    -- top without a 429 and the API accepted clearly more than good, the
+    -- limit has risen: grow fast from what was accepted.
+    if now - tp >= approach + confirm and n >= 8 then
+      local acc = wok * 1000000 / el
+      if acc >= (1 + step / 2) * good then
+        good = clamp(acc, floor, ceil)
+        fs = now
+        pf = 0
+      end
+      w0, wok, wrl = now, 0, 0
+    end
+  elseif not decided and probing then
+    -- Growing fast: short windows (250 ms), each clean one raising good,
+    -- which clocks the growth.
+    if el >= 250000 and n >= 6 then
+      local acc = wok * 1000000 / el
+      if acc > good then good = clamp(acc, floor, ceil) end
+      w0, wok, wrl = now, 0, 0
+    end
+  elseif decided or closing then
     if not decided then
       if n > 0 and wrl >= cut_share * n then hot = 1 else hot = 0 end
+      if n > 0 and wrl < cut_share * n then arm = 1 end
     end
-    if not decided and wrl == 0 and n > 0 and now >= tp then
-      -- A clean window while ramping: what the API accepted is good.
-      local acc = wok * 1000000 / el
-      if acc > 1.1 * good then pf = 0 end
-      if acc > good then good = clamp(acc, floor, ceil) end
-    end
-    if not decided and n > 0 and wrl < cut_share * n then arm = 1 end
     w0 = now
     wok = 0
     wrl = 0
   end
 end
-if h_rem == 0 and h_rate <= 0 and h_reset > 1000000 then
+if h_rem == 0 and (h_rate <= 0 or h_derived) and h_reset > 1000000 then
   -- The window's calls are spent: nobody calls before it resets. A stated
   -- rate is obeyed instead (a limiter without a burst says remaining 0
   -- after every call), and so is a reset within the second, which says
-  -- no more than the rate does.
+  -- no more than the rate does. A rate derived from a quota over the
+  -- longest reset seen may be too high until a window's start was seen:
+  -- this pause is what then holds it.
   cool_down(h_reset)
 end
 
@@ -324,7 +407,14 @@ if mode == 1 then
     delay, reason = math.ceil(math.min(1000000, pt + bi - now)), 2
   else
     local interval = 1000000 / r
-    local slot = tat - (burst - 1) * interval
+    -- Below the ceiling the burst shrinks with the rate (the same share of
+    -- a second's calls): a burst sized for the ceiling, at a fifth of it,
+    -- fired two calls together whenever the schedule had slack (after
+    -- every decrease of the rate), and an API just refilling its own burst
+    -- refused the second.
+    local b = burst
+    if r < ceil then b = math.max(1, math.floor(burst * r / ceil + 0.5)) end
+    local slot = tat - (b - 1) * interval
     if slot < now then slot = now end
     -- The burst is spaced at the rate in force, which may be below the
     -- one the cool-down spent it at: never book inside a cool-down.
@@ -346,13 +436,28 @@ redis.call('HSET', KEYS[1], 'tat', f(tat), 'cool', f(cool), 'ceil', f(ceil),
   'rate', string.format('%.6f', rate), 'good', string.format('%.6f', good),
   'tp', f(tp), 'tb', f(tb), 'w0', f(w0), 'wok', wok, 'wrl', wrl, 'hf', f(hf),
   'bs', bs, 'bu', f(bu), 'bi', f(bi), 'bo', f(bo), 'bn', bn, 'bf', bf, 'bt', f(bt),
-  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf, 'hot', hot)
+  'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf, 'hot', hot, 'fs', f(fs), 'pw', pw)
 local keep = math.ceil((math.max(tat, cool, bu) - now) / 1000) + 1000
 if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[1], keep)
 local left = 0
 if bs ~= 0 and bu > now then left = math.ceil(bu - now) end
-return {booked, delay, reason, math.floor(r * 1000 + 0.5), bs, probe, event, trans, left}
+-- watch: the fleet probes above its estimate of the limit, so a 429
+-- ends the probe and every call booked meanwhile is another above the
+-- limit: the caller sends it at once.
+local watch = 0
+if adaptive and now >= tp and now >= hf and good < ceil then watch = 1 end
+-- The breaker's window as it stands: answers and failures (for a
+-- caller judging its own failure, FailureVerdict).
+local wn, wf = 0, 0
+if brk and bs == 0 then
+  wn, wf = bn, bf
+  if bt0 > 0 and now - bt0 <= b_win then
+    wn = wn + bn0
+    wf = wf + bf0
+  end
+end
+return {booked, delay, reason, math.floor(r * 1000 + 0.5), bs, probe, event, trans, left, watch, wn, wf}
 `)
 
 // coolDownScript moves the booking clock forward for the whole fleet:
@@ -390,13 +495,13 @@ return math.ceil(cool - now)
 // inspectScript reads the state as of now on the server's clock, without
 // changing it. Returns {cool_remaining_us, rate_milli, ceil_milli,
 // good_milli, breaker_state, breaker_remaining_us, hold_remaining_us};
-// rate is the rate in force now (the ramp evaluated), as bookScript would
-// compute it for an adaptive budget. ARGV: ramp.
-var inspectScript = redis.NewScript(`
+// rate is the rate in force now (the probe evaluated), as bookScript would
+// compute it for an adaptive budget. ARGV: ramp, step, approach_us.
+var inspectScript = redis.NewScript(rateAtLua + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local ramp = tonumber(ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'cool', 'ceil', 'rate', 'good', 'tp', 'bs', 'bu', 'w0', 'wok')
+local ramp, step, approach = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'cool', 'ceil', 'rate', 'good', 'tp', 'bs', 'bu', 'w0', 'wok', 'fs')
 local cool = tonumber(v[1]) or 0
 local ceil = tonumber(v[2]) or 0
 local rate = tonumber(v[3]) or ceil
@@ -405,13 +510,8 @@ local tp = tonumber(v[5]) or 0
 local bs = tonumber(v[6]) or 0
 local bu = tonumber(v[7]) or 0
 local r = rate
-if now >= tp and ceil > 0 then
-  local s = (now - tp) / 1000000
-  local w0 = tonumber(v[8]) or now
-  local wok = tonumber(v[9]) or 0
-  local seen = good
-  if w0 >= tp and now - w0 >= 300000 then seen = math.max(seen, wok * 1000000 / (now - w0)) end
-  r = math.min(ceil, rate * (1 + ramp * s * s * s), 1.5 * seen)
+if ceil > 0 then
+  r = rateAt(now, tp, tonumber(v[10]) or 0, rate, good, tonumber(v[8]) or now, tonumber(v[9]) or 0, ceil, 0, ramp, step, approach)
 end
 if bs == 1 and bu <= now then bs = 2 end
 local left, hold, c = 0, 0, 0

@@ -625,3 +625,48 @@ func TestHandlerBooksAsTheRolloutsFlow(t *testing.T) {
 		t.Errorf("the budget saw flows %v, want %v", b.flows, want)
 	}
 }
+
+// judgingBudget is a budget whose verdict on a failure is fixed.
+type judgingBudget struct {
+	fakeBudget
+	broad  bool
+	judged int
+}
+
+func (b *judgingBudget) FailureVerdict(context.Context) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.judged++
+	return b.broad, nil
+}
+
+// TestFailureVerdictDecidesTheAttempt: a 5xx while the breaker is still
+// closed uses no attempt when the budget's verdict says the API fails
+// broadly (the calls that trip the breaker), and uses one when it says
+// the failure was this call's own.
+func TestFailureVerdictDecidesTheAttempt(t *testing.T) {
+	for _, broad := range []bool{true, false} {
+		b := &judgingBudget{broad: broad}
+		api := newStubAPI()
+		api.script(string(org(1)), apiError(503, 0))
+		p := NewProducer(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), ProducerConfig{})
+		handler, err := NewHandler(HandlerConfig{
+			Client: api, Budget: b, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, err := NewImportTask(Payload{RolloutID: "r1", OrgID: org(1), ConnectorID: testConnector, Version: "1"}, TaskOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = handler.ProcessTask(context.Background(), task)
+		if b.judged != 1 {
+			t.Fatalf("broad=%v: the verdict was asked %d times, want once", broad, b.judged)
+		}
+		if got := IsFailure(err); got == broad {
+			t.Fatalf("broad=%v: ProcessTask = %v, IsFailure %v; want an attempt used only when the failure was not broad", broad, err, got)
+		}
+	}
+}

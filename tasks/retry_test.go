@@ -43,3 +43,22 @@ func TestIsFailure(t *testing.T) {
 		t.Error("a plain error is a failure")
 	}
 }
+
+// A failure the handler already held (waiting for the fleet's verdict)
+// retries that much sooner, never before now; it is still a failure.
+func TestBackoffCountsTheHold(t *testing.T) {
+	b := Backoff{Base: time.Second, Cap: time.Minute, Rand: func() float64 { return 0.5 }}
+	held := &heldError{err: errors.New("503"), held: 300 * time.Millisecond}
+	if got := b.Delay(0, held); got != 200*time.Millisecond {
+		t.Fatalf("Delay = %s, want 500ms drawn less the 300ms held", got)
+	}
+	if got := b.Delay(0, &heldError{err: errors.New("503"), held: time.Hour}); got != 0 {
+		t.Fatalf("Delay = %s, want 0", got)
+	}
+	if !IsFailure(held) || held.Error() != "503" || !errors.Is(held, held.err) {
+		t.Fatal("a held failure is still the failure it wraps")
+	}
+	if (Backoff{}).withDefaults().Base != DefaultBackoffBase {
+		t.Fatal("default base")
+	}
+}

@@ -22,11 +22,17 @@ type RateLimit struct {
 	Remaining int
 	// Reset is how long until the window resets; 0 when unknown.
 	Reset time.Duration
+	// Quota is the calls one window allows when the headers state a limit
+	// but no window (X-RateLimit-Limit alone, as GitHub and many gateways
+	// send it); 0 otherwise. A window is at least as long as any Reset it
+	// states, so a client that keeps the longest Reset it has seen can
+	// bound the rate by Quota over it (ratebudget does).
+	Quota float64
 }
 
 // Known reports whether any field is known, so a caller can tell "the
 // server said nothing" from "the server said zero calls remain".
-func (r RateLimit) Known() bool { return r.Rate > 0 || r.Remaining >= 0 || r.Reset > 0 }
+func (r RateLimit) Known() bool { return r.Rate > 0 || r.Remaining >= 0 || r.Reset > 0 || r.Quota > 0 }
 
 // unknownRateLimit is the RateLimit of a response without usable headers.
 var unknownRateLimit = RateLimit{Remaining: -1}
@@ -85,6 +91,16 @@ func (a *rateAcc) rate(r float64) {
 	}
 }
 
+func (a *rateAcc) quota(q float64) {
+	if !(q > 0) || math.IsInf(q, 0) {
+		return
+	}
+	q = math.Min(q, maxRemaining)
+	if a.rl.Quota == 0 || q < a.rl.Quota {
+		a.rl.Quota = q
+	}
+}
+
 func (a *rateAcc) remaining(f float64) {
 	if !(f >= 0) {
 		return
@@ -140,8 +156,9 @@ func secondsDuration(s float64) time.Duration {
 //     X-RateLimit-Reset (delta seconds, or a Unix time when above 1e9) and
 //     X-RateLimit-Window.
 //
-// A rate is only derived where a window is stated: a bare limit says
-// nothing about how fast calls may come. Malformed, negative, NaN and
+// A rate is only derived where a window is stated; a bare
+// X-RateLimit-Limit is kept as Quota, for the caller to pace by with the
+// window the resets it sees imply. Malformed, negative, NaN and
 // infinite values are ignored; where several policies or conventions
 // disagree the most restrictive wins. Policies counted in another unit
 // than requests (qu="content-bytes") are ignored.
@@ -193,9 +210,14 @@ func parseRateLimit(h http.Header, now time.Time) RateLimit {
 		if pw, ok := m.params["w"]; ok {
 			w = pw
 		}
-		if m.hasNum {
-			a.rate(quotaRate(m.num, w))
+		if !m.hasNum {
+			continue
 		}
+		if math.IsNaN(w) {
+			a.quota(m.num)
+			continue
+		}
+		a.rate(quotaRate(m.num, w))
 	}
 	for _, m := range members(h, "X-RateLimit-Remaining") {
 		a.remaining(m.num)

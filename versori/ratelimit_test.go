@@ -42,7 +42,7 @@ func TestParseRateLimit(t *testing.T) {
 		{"ratelimit several items", hdr("RateLimit", `"a";r=9;t=1, "b";r=2;t=30`), RateLimit{Remaining: 2, Reset: 30 * time.Second}},
 		{"draft-03 headers", hdr("RateLimit-Limit", "10", "RateLimit-Remaining", "4", "RateLimit-Reset", "1"), RateLimit{Remaining: 4, Reset: time.Second}},
 		{"draft-03 limit with policies", hdr("RateLimit-Limit", "10, 10;w=1, 50;w=60"), RateLimit{Rate: 50.0 / 60, Remaining: -1}},
-		{"x headers without window", hdr("X-RateLimit-Limit", "10", "X-RateLimit-Remaining", "7", "X-RateLimit-Reset", "1"), RateLimit{Remaining: 7, Reset: time.Second}},
+		{"x headers without window", hdr("X-RateLimit-Limit", "10", "X-RateLimit-Remaining", "7", "X-RateLimit-Reset", "1"), RateLimit{Remaining: 7, Reset: time.Second, Quota: 10}},
 		{"x headers with window", hdr("X-RateLimit-Limit", "120", "X-RateLimit-Window", "60", "X-RateLimit-Remaining", "7"), RateLimit{Rate: 2, Remaining: 7}},
 		{"x window as duration", hdr("X-RateLimit-Limit", "120", "X-RateLimit-Window", "1m"), RateLimit{Rate: 2, Remaining: -1}},
 		{"x limit with w param", hdr("X-RateLimit-Limit", "5;w=1"), RateLimit{Rate: 5, Remaining: -1}},

@@ -130,7 +130,7 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		MetricsAddr: str("METRICS_ADDR", ":9090"),
 		LogLevel:    strings.ToLower(str("LOG_LEVEL", "info")),
 		RateMaxWait: dur("IMPORT_RATE_MAX_WAIT", 5*time.Second, maxCallWait),
-		BackoffBase: dur("RETRY_BACKOFF_BASE", time.Second, maxBackoff),
+		BackoffBase: dur("RETRY_BACKOFF_BASE", tasks.DefaultBackoffBase, maxBackoff),
 		BackoffCap:  dur("RETRY_BACKOFF_CAP", time.Minute, maxBackoff),
 		// Replicas behind one master; more than a handful is no setup
 		// this service runs on.

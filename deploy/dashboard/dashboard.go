@@ -327,6 +327,10 @@ func New() *Dashboard {
 		q("max("+sel(metrics.NameCoolDownRemaining)+")", "remaining"))
 	override(cool, "remaining", rightAxis("s")...)
 	l.add(8, 8, cool)
+	l.add(8, 8, timeseries("Budget's Redis cost",
+		"Calls of the rate budget's booking script (one Redis round trip each: bookings, and answers sent on their own) per API call, fleet-wide. About 1; benchmarks figure 7 holds it under 1.1.",
+		"short", false,
+		q("sum("+rate(metrics.NameRateBudgetScripts)+") / sum("+rate(metrics.NameImports)+")", "script calls per API call")))
 
 	fleetRow(l)
 	wavesRow(l)

@@ -435,6 +435,7 @@ func onlyImports(mux *asynq.ServeMux, extra map[string]asynq.Handler, log *slog.
 // tripping its breaker writes one line per change, never one per call.
 func budgetObserver(log *slog.Logger, m *metrics.Metrics) ratebudget.Observer {
 	return ratebudget.Observer{
+		Scripted: m.RateBudgetScripts.Inc,
 		RateChanged: func(rate float64, event string) {
 			m.RateChanges.WithLabelValues(event).Inc()
 			m.FleetRate.Set(rate)

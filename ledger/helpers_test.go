@@ -264,11 +264,3 @@ func oids(ss ...string) []versori.OrgID {
 	return out
 }
 
-// strs converts IDs back to strings.
-func strs(ids []versori.OrgID) []string {
-	out := make([]string, len(ids))
-	for i, id := range ids {
-		out[i] = string(id)
-	}
-	return out
-}

@@ -108,14 +108,14 @@ func (b *Batcher) flush(ctx context.Context, rolloutID string, calls []*batchCal
 	if len(outs) > 0 {
 		fb = b.newFinishBatch(rolloutID, outs)
 	}
-	sendFinish := fb != nil && len(fb.sent) > 0 // else every outcome was refused before Redis
+	write := fb != nil && len(fb.sent) > 0 // else every outcome was refused before Redis
 	var (
 		fin     *redis.Cmd
 		hm      *redis.SliceCmd
 		waitErr error
 	)
 	switch {
-	case sendFinish:
+	case write:
 		var more func(redis.Pipeliner)
 		if len(reads) > 0 {
 			more = func(pipe redis.Pipeliner) { hm = pipe.HMGet(ctx, k.orgs, fields...) }
@@ -126,7 +126,7 @@ func (b *Batcher) flush(ctx context.Context, rolloutID string, calls []*batchCal
 	}
 	if fb != nil {
 		res, err := fb.res, error(nil)
-		if sendFinish {
+		if write {
 			res, err = fb.results(fin.Val(), fin.Err())
 		}
 		for i, c := range finishes {

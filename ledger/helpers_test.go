@@ -263,4 +263,3 @@ func oids(ss ...string) []versori.OrgID {
 	}
 	return out
 }
-

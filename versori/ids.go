@@ -2,6 +2,7 @@ package versori
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -127,13 +128,25 @@ func isCrockford(c byte) bool {
 
 // quoteID quotes an ID for an error message, cut to a readable length.
 func quoteID(id string) string {
-	const max = 40
-	if len(id) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(id[cut]) {
+	// At most 40 bytes of the ID, and at most 80 of its quoted form: a byte
+	// that is not UTF-8 quotes as four ("\xf5"), so 40 such bytes alone
+	// would make a 160-byte message.
+	const max, maxQuoted = 40, 80
+	cut := len(id)
+	if cut > max {
+		cut = max
+	}
+	for {
+		for cut > 0 && cut < len(id) && !utf8.RuneStart(id[cut]) {
 			cut--
 		}
-		return fmt.Sprintf("%q…", id[:cut])
+		q := strconv.Quote(id[:cut])
+		if cut == len(id) && len(q) <= maxQuoted {
+			return q
+		}
+		if len(q) <= maxQuoted {
+			return q + "…"
+		}
+		cut--
 	}
-	return fmt.Sprintf("%q", id)
 }

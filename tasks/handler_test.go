@@ -546,14 +546,7 @@ func TestBroadFailuresUseNoAttempt(t *testing.T) {
 func TestBreakerRefusalHoldsTheTask(t *testing.T) {
 	b := &breakerRefusing{}
 	api := newStubAPI()
-	p := NewProducer(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), ProducerConfig{})
-	handler, err := NewHandler(HandlerConfig{
-		Client: api, Budget: b, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	handler := budgetHandler(t, api, b)
 	task, err := NewImportTask(Payload{RolloutID: "r1", OrgID: org(1), ConnectorID: testConnector, Version: "1"}, TaskOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -599,14 +592,7 @@ func TestRetryWriteStopsOnPermanentErrors(t *testing.T) {
 func TestHandlerBooksAsTheRolloutsFlow(t *testing.T) {
 	b := &fakeBudget{}
 	api := newStubAPI()
-	p := NewProducer(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), ProducerConfig{})
-	handler, err := NewHandler(HandlerConfig{
-		Client: api, Budget: b, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	handler := budgetHandler(t, api, b)
 	for i, pl := range []Payload{
 		{RolloutID: "big", OrgID: org(1), ConnectorID: testConnector, Version: "1", Weight: 3},
 		{RolloutID: "small", OrgID: org(2), ConnectorID: testConnector, Version: "1"},
@@ -649,14 +635,7 @@ func TestFailureVerdictDecidesTheAttempt(t *testing.T) {
 		b := &judgingBudget{broad: broad}
 		api := newStubAPI()
 		api.script(string(org(1)), apiError(503, 0))
-		p := NewProducer(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), ProducerConfig{})
-		handler, err := NewHandler(HandlerConfig{
-			Client: api, Budget: b, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		handler := budgetHandler(t, api, b)
 		task, err := NewImportTask(Payload{RolloutID: "r1", OrgID: org(1), ConnectorID: testConnector, Version: "1"}, TaskOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -669,4 +648,18 @@ func TestFailureVerdictDecidesTheAttempt(t *testing.T) {
 			t.Fatalf("broad=%v: ProcessTask = %v, IsFailure %v; want an attempt used only when the failure was not broad", broad, err, got)
 		}
 	}
+}
+
+// budgetHandler is a handler on a miniredis ledger with api and the budget b.
+func budgetHandler(t *testing.T, api Importer, b RateBudget) *Handler {
+	t.Helper()
+	p := NewProducer(redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()}), ProducerConfig{})
+	h, err := NewHandler(HandlerConfig{
+		Client: api, Budget: b, Ledger: p.Ledger(), Metrics: metrics.New(prometheus.NewRegistry(), metrics.BuildInfo{}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

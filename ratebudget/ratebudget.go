@@ -91,21 +91,25 @@
 //     fleet at its ceiling does not probe. After a cut, a second one needs
 //     a window under CutShare first, or a share that fell with the rate,
 //     and a refused probe lowers good only after a clean hold. A steady
-//     scatter is learned: 429s from the rate vanish once the fleet holds a
-//     rate well below the limit, a scatter keeps its share at any rate, so
-//     the share of 429s seen during holds at 0.75 or less of the most the
-//     API accepted in the last minutes (from CutShare/2 up) is the
+//     scatter is learned: a limit's 429s are most of the answers at the
+//     ceiling and fall off below it, a scatter keeps its share at any
+//     rate, so when the share of 429s in the holds below the ceiling (at
+//     least CutShare) is what the answers at the ceiling showed too
+//     (within two standard deviations and one either way), it is the
 //     scatter's, and from then on only 429s beyond it (three standard
-//     deviations and one) count as evidence. A 10% scatter of random 429s
-//     once refused every probe and cut every hold, sinking a fleet from
-//     100 to 2.5 calls/s in two minutes; now it costs a dip to 0.75 of
-//     the peak and a probe back (TestAdaptiveRandomScatterKeepsTheRate).
-//     The price: after a real limit falls by more than a quarter without
-//     refusing most of 20 calls, the 429s the calls' jitter meets just
-//     below it are taken for a scatter while that old peak lasts (its
-//     half-life is a minute), and the probes above the new limit run
-//     longer (a third of the calls answered 429 after a drop from 50 to
-//     10/s, against a tenth before; the accepted rate unchanged).
+//     deviations and one) count as evidence. A 5-10% scatter of random
+//     429s once refused every probe and cut every hold, sinking a fleet
+//     from 100 to 5 calls/s within a minute; now it costs a cut or two
+//     (TestAdaptiveRandomScatterKeepsTheRate). The holds alone cannot
+//     tell: just below a limit an API refuses some calls anyway (a probe
+//     spent its burst and the calls' jitter meets it), and learnt from
+//     holds alone the "scatter" blinded the probes. The test can still
+//     be fooled when a limit falls from the ceiling to a fifth of it:
+//     the few 429s of the window that cut match the holds' jitter, and
+//     the probes above the new limit run longer (20-29% of calls 429 in
+//     the 15 s after the drop in TestAdaptiveTuning, 11-12% before).
+//   - Answers that failed (5xx, timeouts, resets) count as accepted for
+//     the rate: they were not refused for it.
 //   - Rate-limit headers, when the API sends them, set the rate directly
 //     (0.97 of the stated policy, or of Quota over the longest reset seen)
 //     and stop the probing while they last; a window whose calls are spent
@@ -204,15 +208,6 @@ const (
 // that excess: an API refusing at the estimate (limit 10/s, a burst of 2)
 // spends the spare call after about 0.7 s at 15% above it, so a limit that
 // did not move is told from one that rose by a 429, not by a guess.
-// The scatter of 429s (see the package doc) is learnt only while the rate
-// is held at scatterDepth of the most the API accepted recently or below,
-// that peak halving every scatterPeakHalfLife: far enough below a real
-// limit that its own 429s are gone.
-const (
-	scatterDepth        = 0.75
-	scatterPeakHalfLife = time.Minute
-)
-
 const (
 	probeStep     = 0.15
 	probeApproach = 400 * time.Millisecond
@@ -1193,7 +1188,7 @@ func (b *Budget) args(mode int, maxWait time.Duration, p pending) []any {
 		a.Hold.Microseconds(), a.ReactionWindow.Microseconds(), a.EvidenceWindow.Microseconds(), a.Ramp,
 		a.CutShare, a.CutMin, a.ProbeShare, 0.5, 10,
 		probeStep, probeApproach.Microseconds(), probeConfirm.Microseconds(), boolArg(p.derived),
-		a.CutShare / 2, scatterDepth, scatterPeakHalfLife.Microseconds(),
+		a.CutShare,
 	}
 }
 

@@ -11,26 +11,32 @@ import (
 // simAnswer is what a simulated API answers to a call made at a time.
 type simAnswer func(at time.Time) Outcome
 
-// simFleet drives one budget on a frozen Redis clock as a busy fleet
-// would: it books as soon as its furthest slot is within Lookahead, makes
-// each call at its slot and reports the answer latency later. It runs for
-// d of virtual time and returns the fleet's rate as the budget saw it
-// after each booking, and the calls accepted and refused.
+// simResult is what a simulated fleet saw.
 type simResult struct {
-	rates             []float64 // the fleet's rate after each booking, from skip on
 	accepted, refused int
-	lowest            float64
+	lowest            float64 // the fleet's rate, the lowest after skip
 	acceptedAfterSkip int
+	callsAfterSkip    int
 	virtualAfterSkip  time.Duration
 }
 
+// simFleet drives one budget on a frozen Redis clock as a busy fleet
+// would: it books as soon as its furthest slot is within Lookahead, makes
+// each call at its slot and reports the answer latency later, for d of
+// virtual time.
 func simFleet(t *testing.T, cfg Config, d, skip time.Duration, answer simAnswer) simResult {
+	return simDemand(t, cfg, 0, d, skip, answer)
+}
+
+// simDemand is simFleet for a fleet with work for at most demand calls a
+// second (0: no bound), as a fleet whose tasks wait out retries is.
+func simDemand(t *testing.T, cfg Config, demand float64, d, skip time.Duration, answer simAnswer) simResult {
 	t.Helper()
 	m, c := frozen(t)
 	now := t0
 	if testing.Verbose() && os.Getenv("SIM_TRACE") != "" {
 		cfg.Observer.RateChanged = func(rate float64, ev string) {
-			v, _ := c.HMGet(context.Background(), DefaultKey, "good", "zr", "zn", "arm", "sc", "pk").Result()
+			v, _ := c.HMGet(context.Background(), DefaultKey, "good", "zr", "zn", "cr", "cn", "sc").Result()
 			t.Logf("%6.2fs %s -> %.1f %v", now.Sub(t0).Seconds(), ev, rate, v)
 		}
 	}
@@ -73,6 +79,7 @@ func simFleet(t *testing.T, cfg Config, d, skip time.Duration, answer simAnswer)
 		}
 		if at.Sub(t0) >= skip {
 			res.lowest = min(res.lowest, r.Fleet.Rate)
+			res.callsAfterSkip++
 			if out == Accepted {
 				res.acceptedAfterSkip++
 			}
@@ -83,6 +90,11 @@ func simFleet(t *testing.T, cfg Config, d, skip time.Duration, answer simAnswer)
 		// The next booking is made once this slot is within the lookahead.
 		if next := at.Add(-DefaultLookahead); next.After(now) {
 			now = next
+		}
+		if demand > 0 {
+			if u := at.Add(time.Duration(float64(time.Second) / demand)); u.After(now) {
+				now = u
+			}
 		}
 	}
 	res.virtualAfterSkip = d - skip
@@ -149,5 +161,29 @@ func TestAdaptiveSimulatedLimit(t *testing.T) {
 		if share > 0.06 {
 			t.Errorf("scatter %.0f%%: %.1f%% of calls refused by the limit, want <= 6%%", 100*scatter, 100*share)
 		}
+	}
+}
+
+// The chaos rollout of RELIABILITY.md row 5 as the budget sees it: a fleet
+// with work for 30 calls a second under a ceiling of 100, the API
+// refusing 10% of calls with 429 and failing 25% (503s, resets, hangs).
+func TestAdaptiveScatterBelowDemand(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	res := simDemand(t, Config{Limit: 100, Adaptive: AdaptiveConfig{Enabled: true}}, 30, 60*time.Second, 15*time.Second,
+		func(time.Time) Outcome {
+			switch x := rng.Float64(); {
+			case x < 0.10:
+				return RateLimited
+			case x < 0.35:
+				return Failed
+			}
+			return Accepted
+		})
+	calls := float64(res.callsAfterSkip) / res.virtualAfterSkip.Seconds()
+	t.Logf("demand 30/s, 10%% 429s, 25%% failures: %.1f calls/s after 15 s, lowest rate %.1f", calls, res.lowest)
+	// Before failures counted as accepted for the rate, each cut took the
+	// failures' share off too: 15.3 calls/s, the rate at 10.8.
+	if calls < 0.9*30 {
+		t.Errorf("the fleet made %.1f calls/s of the 30 its work offered, want >= 0.9 of them", calls)
 	}
 }

@@ -25,12 +25,10 @@ import "github.com/redis/go-redis/v9"
 //	pf    probes in a row that found the limit where it was (for the metrics' log)
 //	hot   whether the last closed window had a cut_share of 429s
 //	pw    the last decision was a failed slow probe (see the reaction window)
-//	zr, zn  429s and answers seen while the rate was held far below pk,
-//	      3/4 of them kept at each such hold's end: the share of 429s the API gives
-//	      at a rate it has been accepting, a scatter that says nothing
-//	      about the rate
-//	pk, pkt  the most the API accepted in a closed window (calls per
-//	      second), halving every peak_half, and when it last decayed
+//	zr, zn  429s and answers seen while the rate was held below good, 3/4
+//	      of them kept at each hold's end
+//	cr, cn  the same at the ceiling (good at the ceiling, no probe), 3/4
+//	      kept at each window's end
 //
 // and the circuit breaker (see "Circuit breaker"):
 //
@@ -128,10 +126,10 @@ local max_cool, ttl = A[23], A[24]
 local hold, react, win, ramp = A[25], A[26], A[27], A[28]
 local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30], A[31], A[32], A[33]
 local step, approach, confirm, h_derived = A[34], A[35], A[36], A[37] == 1
-local scatter_min, deep, peak_half = A[38], A[39], A[40]
+local scatter_min = A[38]
 
 local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
-  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot','fs','pw','zr','zn','pk','pkt'}
+  'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot','fs','pw','zr','zn','cr','cn'}
 local v = redis.call('HMGET', KEYS[1], unpack(names))
 local tat = tonumber(v[1]) or now
 local cool = tonumber(v[2]) or 0
@@ -162,8 +160,8 @@ local fs = tonumber(v[26]) or 0
 local pw = tonumber(v[27]) or 0
 local zr = tonumber(v[28]) or 0
 local zn = tonumber(v[29]) or 0
-local pk = tonumber(v[30]) or 0
-local pkt = tonumber(v[31]) or now
+local cr = tonumber(v[30]) or 0
+local cn = tonumber(v[31]) or 0
 
 local function clamp(x, lo, hi)
   if x < lo then return lo end
@@ -188,22 +186,31 @@ local function current()
   return rateAt(now, tp, fs, rate, good, w0, wok, ceil, floor, ramp, step, approach)
 end
 
--- The scatter: the share of 429s the API gave while the rate was held far
--- below what it had been accepting (deep x pk). 429s that come from the
--- rate vanish well below the limit; a scatter keeps its share at any
--- rate, so once it is known only 429s beyond it (three standard
+-- The scatter: 429s the API gives at any rate, which say nothing about
+-- the rate. 429s that come from a limit below the ceiling are most of
+-- the answers at the ceiling and fall off below the limit; a scatter
+-- keeps its share at any rate. So the share at the ceiling (cr/cn) and
+-- the share in the holds below it (zr/zn) tell them apart: when the
+-- ceiling's 429s are about what the holds' share would give there (two
+-- standard deviations and one either way: the window that cut at the
+-- ceiling is chosen for its 429s; fewer say the holds' 429s are new, a
+-- limit that fell), the holds' share is the scatter's, and only 429s
+-- beyond it (three standard
 -- deviations and one: the test is repeated at every answer) are
--- evidence of the rate. Without this a 10% scatter refused every probe
--- and cut every hold: the fleet sank from 100 to 2.5 calls/s in two
--- minutes (measured). Just below a limit an API refuses some calls
--- anyway (the calls' jitter meets its burst: 10% at 0.95 of a limit
--- with a burst of 1, measured), so a hold there teaches nothing: learnt
--- from such holds, the "scatter" blinded the probes (41% of calls 429).
-if now > pkt then pk = pk * 0.5 ^ ((now - pkt) / peak_half) end
-pkt = now
+-- evidence of the rate. Without this a 5-10% scatter of random 429s
+-- refused every probe and cut every hold: a fleet sank from 100 to 5
+-- calls/s in a minute (TestAdaptiveRandomScatterKeepsTheRate). The holds
+-- alone cannot tell: just below a limit an API refuses some calls anyway
+-- (a probe spent its burst and the calls' jitter meets it: 10% of a
+-- hold's calls at 0.95 of a limit with a burst of 1, measured), and
+-- learnt from them alone the "scatter" blinded the probes (18% of calls
+-- 429 at a steady limit, against 7%).
 local nz = 0
-if zn >= 12 then nz = math.min(0.5, zr / zn) end
-if nz < scatter_min then nz = 0 end
+if zn >= 12 and cn >= 20 then
+  local sh = zr / zn
+  local e = sh * cn
+  if sh >= scatter_min and math.abs(cr - e) <= 2 * math.sqrt(e) + 1 then nz = math.min(0.5, sh) end
+end
 local function excess(rl, n)
   if nz == 0 then return rl end
   local e = nz * n
@@ -234,11 +241,16 @@ if adaptive then
     -- The probe has begun: its evidence is its own. The hold's joins
     -- the scatter's.
     if wok + wrl > 0 and excess(wrl, wok + wrl) < cut_share * (wok + wrl) then arm = 1 end
-    if wok + wrl > 0 and r <= deep * pk then pool(wrl, wok + wrl) end
+    if wok + wrl > 0 then pool(wrl, wok + wrl) end
     w0, wok, wrl = now, 0, 0
   end
   if now >= tb then
-    wok = wok + d_ok
+    -- A call that failed (5xx, timeout, reset) was not refused for the
+    -- rate: it counts as accepted here (the breaker judges failures).
+    -- Left out, every cut measured the rate the API accepted net of the
+    -- failures: at 25% of them each cut took a quarter more off, and a
+    -- probe never saw the API accept more than good.
+    wok = wok + d_ok + d_fail
     wrl = wrl + d_rl
   else
     -- Answers to calls booked before the last decision say nothing of it:
@@ -258,7 +270,8 @@ if adaptive then
   local el = now - w0
   local n = wok + wrl
   local wx = excess(wrl, n)
-  local held = now < tp and r <= deep * pk
+  local held = now < tp
+  local atCeil = good >= ceil and now >= tp
   local decided = false
   -- The fleet probes when it holds a limit below the ceiling and the hold
   -- is over (and no header states the rate).
@@ -335,13 +348,6 @@ if adaptive then
       arm = 0
       sc = share
       pf = 0
-      if share >= cluster_share and n >= 20 then
-        -- Most of many calls refused: the limit moved, and what the API
-        -- accepted before says nothing of it now. (A few calls can all
-        -- meet a scatter: forgetting the peak on them let a 20% scatter
-        -- sink the fleet to 2 calls/s.)
-        pk = acc
-      end
       if share >= cluster_share and wx >= cluster_min then
         -- The API refuses most calls: the shared limit is spent.
         if ra <= 0 then ra = 1000000 end
@@ -379,7 +385,6 @@ if adaptive then
     end
   elseif decided or closing then
     if not decided then
-      if el >= win then pk = math.max(pk, wok * 1000000 / el) end
       if n > 0 and wx >= cut_share * n then hot = 1 else hot = 0 end
       if n > 0 and wx < cut_share * n then arm = 1 end
     end
@@ -388,6 +393,10 @@ if adaptive then
     -- hold and never be learned (15%, measured). One that cut in error
     -- (the limit lay below the hold) is forgotten in a few clean holds.
     if held and n > 0 and wrl < cluster_share * n then pool(wrl, n) end
+    if atCeil and n > 0 then
+      cr = 0.75 * cr + wrl
+      cn = 0.75 * cn + n
+    end
     w0 = now
     wok = 0
     wrl = 0
@@ -491,7 +500,8 @@ redis.call('HSET', KEYS[1], 'tat', f(tat), 'cool', f(cool), 'ceil', f(ceil),
   'tp', f(tp), 'tb', f(tb), 'w0', f(w0), 'wok', wok, 'wrl', wrl, 'hf', f(hf),
   'bs', bs, 'bu', f(bu), 'bi', f(bi), 'bo', f(bo), 'bn', bn, 'bf', bf, 'bt', f(bt),
   'bn0', bn0, 'bf0', bf0, 'bt0', f(bt0), 'pt', f(pt), 'arm', arm, 'sc', string.format('%.4f', sc), 'pf', pf, 'hot', hot, 'fs', f(fs), 'pw', pw,
-  'zr', string.format('%.3f', zr), 'zn', string.format('%.3f', zn), 'pk', string.format('%.3f', pk), 'pkt', f(pkt))
+  'zr', string.format('%.3f', zr), 'zn', string.format('%.3f', zn),
+  'cr', string.format('%.3f', cr), 'cn', string.format('%.3f', cn))
 local keep = math.ceil((math.max(tat, cool, bu) - now) / 1000) + 1000
 if ttl > keep then keep = ttl end
 redis.call('PEXPIRE', KEYS[1], keep)

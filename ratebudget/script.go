@@ -195,9 +195,8 @@ end
 -- standard deviations and one either way: the window that cut at the
 -- ceiling is chosen for its 429s; fewer say the holds' 429s are new, a
 -- limit that fell), the holds' share is the scatter's, and only 429s
--- beyond it (three standard
--- deviations and one: the test is repeated at every answer) are
--- evidence of the rate. Without this a 5-10% scatter of random 429s
+-- beyond it (three standard deviations and one: the test is repeated at
+-- every answer) are evidence of the rate. Without this a 5-10% scatter of random 429s
 -- refused every probe and cut every hold: a fleet sank from 100 to 5
 -- calls/s in a minute (TestAdaptiveRandomScatterKeepsTheRate). The holds
 -- alone cannot tell: just below a limit an API refuses some calls anyway

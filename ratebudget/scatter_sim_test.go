@@ -21,7 +21,7 @@ func simSeed(def uint64) uint64 {
 
 // simResult is what a simulated fleet saw.
 type simResult struct {
-	accepted, refused int
+	accepted, refused int // refused: every answer but Accepted
 	lowest            float64 // the fleet's rate, the lowest after skip
 	acceptedAfterSkip int
 	callsAfterSkip    int
@@ -44,7 +44,7 @@ func simDemand(t *testing.T, cfg Config, demand float64, d, skip time.Duration, 
 	now := t0
 	if testing.Verbose() && os.Getenv("SIM_TRACE") != "" {
 		cfg.Observer.RateChanged = func(rate float64, ev string) {
-			v, _ := c.HMGet(context.Background(), DefaultKey, "good", "zr", "zn", "cr", "cn", "zq", "zc", "zx").Result()
+			v, _ := c.HMGet(context.Background(), DefaultKey, "good", "zr", "zn", "cr", "cn", "sc", "arm").Result()
 			t.Logf("%6.2fs %s -> %.1f %v", now.Sub(t0).Seconds(), ev, rate, v)
 		}
 	}

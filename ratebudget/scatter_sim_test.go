@@ -21,7 +21,7 @@ func simSeed(def uint64) uint64 {
 
 // simResult is what a simulated fleet saw.
 type simResult struct {
-	accepted, refused int // refused: every answer but Accepted
+	accepted, refused int     // refused: every answer but Accepted
 	lowest            float64 // the fleet's rate, the lowest after skip
 	acceptedAfterSkip int
 	callsAfterSkip    int

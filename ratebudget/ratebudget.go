@@ -1188,7 +1188,6 @@ func (b *Budget) args(mode int, maxWait time.Duration, p pending) []any {
 		a.Hold.Microseconds(), a.ReactionWindow.Microseconds(), a.EvidenceWindow.Microseconds(), a.Ramp,
 		a.CutShare, a.CutMin, a.ProbeShare, 0.5, 10,
 		probeStep, probeApproach.Microseconds(), probeConfirm.Microseconds(), boolArg(p.derived),
-		a.CutShare,
 	}
 }
 

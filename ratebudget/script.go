@@ -126,7 +126,6 @@ local max_cool, ttl = A[23], A[24]
 local hold, react, win, ramp = A[25], A[26], A[27], A[28]
 local cut_share, cut_min, probe_share, cluster_share, cluster_min = A[29], A[30], A[31], A[32], A[33]
 local step, approach, confirm, h_derived = A[34], A[35], A[36], A[37] == 1
-local scatter_min = A[38]
 
 local names = {'tat','cool','rate','good','tp','tb','w0','wok','wrl','hf',
   'bs','bu','bi','bo','bn','bf','bt','bn0','bf0','bt0','pt','arm','sc','pf','hot','fs','pw','zr','zn','cr','cn'}
@@ -196,9 +195,11 @@ end
 -- ceiling is chosen for its 429s; fewer say the holds' 429s are new, a
 -- limit that fell), the holds' share is the scatter's, and only 429s
 -- beyond it (three standard deviations and one: the test is repeated at
--- every answer) are evidence of the rate. Without this a 5-10% scatter of random 429s
--- refused every probe and cut every hold: a fleet sank from 100 to 5
--- calls/s in a minute (TestAdaptiveRandomScatterKeepsTheRate). The holds
+-- every answer) are evidence of the rate. A share under cut_share is no
+-- scatter: the cut rules already ignore it. Without this a 5-10% scatter
+-- of random 429s refused every probe and cut every hold: a fleet sank
+-- from 100 to 5 calls/s in a minute
+-- (TestAdaptiveRandomScatterKeepsTheRate). The holds
 -- alone cannot tell: just below a limit an API refuses some calls anyway
 -- (a probe spent its burst and the calls' jitter meets it: 10% of a
 -- hold's calls at 0.95 of a limit with a burst of 1, measured), and
@@ -208,16 +209,17 @@ local nz = 0
 if zn >= 12 and cn >= 20 then
   local sh = zr / zn
   local e = sh * cn
-  if sh >= scatter_min and math.abs(cr - e) <= 2 * math.sqrt(e) + 1 then nz = math.min(0.5, sh) end
+  if sh >= cut_share and math.abs(cr - e) <= 2 * math.sqrt(e) + 1 then nz = math.min(0.5, sh) end
 end
 local function excess(rl, n)
   if nz == 0 then return rl end
   local e = nz * n
   return math.max(0, rl - e - 3 * math.sqrt(e) - 1)
 end
-local function pool(rl, n)
-  zr = 0.75 * zr + rl
-  zn = 0.75 * zn + n
+-- fold adds a window's 429s and answers to a pair of pooled counts,
+-- keeping 3/4 of what they held.
+local function fold(r, n, rl, dn)
+  return 0.75 * r + rl, 0.75 * n + dn
 end
 
 local event = 0
@@ -240,7 +242,7 @@ if adaptive then
     -- The probe has begun: its evidence is its own. The hold's joins
     -- the scatter's.
     if wok + wrl > 0 and excess(wrl, wok + wrl) < cut_share * (wok + wrl) then arm = 1 end
-    if wok + wrl > 0 then pool(wrl, wok + wrl) end
+    if wok + wrl > 0 then zr, zn = fold(zr, zn, wrl, wok + wrl) end
     w0, wok, wrl = now, 0, 0
   end
   if now >= tb then
@@ -391,11 +393,8 @@ if adaptive then
     -- scatter above the hold's own cut share would otherwise cut every
     -- hold and never be learned (15%, measured). One that cut in error
     -- (the limit lay below the hold) is forgotten in a few clean holds.
-    if held and n > 0 and wrl < cluster_share * n then pool(wrl, n) end
-    if atCeil and n > 0 then
-      cr = 0.75 * cr + wrl
-      cn = 0.75 * cn + n
-    end
+    if held and n > 0 and wrl < cluster_share * n then zr, zn = fold(zr, zn, wrl, n) end
+    if atCeil and n > 0 then cr, cn = fold(cr, cn, wrl, n) end
     w0 = now
     wok = 0
     wrl = 0

@@ -23,6 +23,7 @@ import (
 	"github.com/versori/import-worker/internal/e2etest"
 	"github.com/versori/import-worker/internal/redistest"
 	"github.com/versori/import-worker/ledger"
+	"github.com/versori/import-worker/ratebudget"
 	"github.com/versori/import-worker/versori/versoritest"
 )
 
@@ -150,7 +151,7 @@ func (s *suite) rateFidelity(t *testing.T) {
 			var c ledger.Counts
 			return rolloutDone(red.Client(), "rate", &c)
 		})
-	base := measure(t, s.baseline(t), map[string]string{"MODE": "ratelimit-per-process", "IMPORT_RATE_LIMIT": strconv.Itoa(rate), "IMPORT_RATE_BURST": strconv.Itoa(rate / 20)},
+	base := measure(t, s.baseline(t), map[string]string{"MODE": "ratelimit-per-process", "IMPORT_RATE_LIMIT": strconv.Itoa(rate), "IMPORT_RATE_BURST": strconv.Itoa(ratebudget.DefaultBurst(rate))},
 		func(api *fakeAPI, _ *redistest.Server) func() bool {
 			return func() bool { return api.Imports() >= n }
 		})

@@ -61,7 +61,7 @@ func TestReliabilityRedisRestartRelearnsUnderCeiling(t *testing.T) {
 		rollout       = "relearn"
 		n             = 320
 		ceiling       = 50
-		burst         = 2 // the worker's default, ceiling / 20
+		burst         = 1 // the worker's default, ratebudget.DefaultBurst(ceiling)
 		apiLimit      = 10
 		workers       = 2
 		concurrency   = 20

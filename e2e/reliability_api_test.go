@@ -52,7 +52,7 @@ func TestReliabilityAPIChaos(t *testing.T) {
 	const (
 		n       = 600
 		rate    = 100
-		burst   = 5 // the worker's default, rate/20
+		burst   = 2 // the worker's default, ratebudget.DefaultBurst(rate)
 		slack   = rate / 10
 		workers = 3
 	)

@@ -234,6 +234,16 @@ const (
 	MaxLimit = 10_000
 )
 
+// DefaultBurst is the burst a budget gets when none is set: limit/40,
+// rounded down, at least 1. The API sees up to Burst-1 + Limit x (1 s +
+// LateTolerance) calls of the schedule in one second, and then the calls'
+// own way to it (the sleeper waking late, the connection, the API's clock)
+// moves some more into it. design.md allows 1.05 x Limit: at 100/s a burst
+// of limit/20 (5) and the default tolerance left 0 calls of that for the
+// way there, and the e2e chaos test saw 106 in one second; limit/40 (2)
+// leaves 2.5 calls, 25 ms of scheduling jitter at the ceiling.
+func DefaultBurst(limit float64) int { return max(1, int(limit/40)) }
+
 // MaxBurst is the largest burst New accepts: above the limit a burst would
 // put more than twice the limit into one second, which is no limit at all.
 func MaxBurst(limit float64) int { return max(1, int(limit)) }
@@ -284,8 +294,9 @@ type Config struct {
 	Limit float64
 
 	// Burst is how many calls the fleet may make at once above the steady
-	// rate, after a quiet spell. Zero means max(1, Limit/20): small, because
-	// the calls the API sees in any one second are up to Limit + Burst - 1.
+	// rate, after a quiet spell. Zero means DefaultBurst(Limit), limit/40:
+	// small, because the calls the API sees in any one second are up to
+	// Limit + Burst - 1, plus the late callers (LateTolerance).
 	// At most MaxBurst(Limit).
 	Burst int
 
@@ -303,8 +314,8 @@ type Config struct {
 	// rate, because the harm is measured in time: callers firing up to L
 	// late put at most the calls of 1 s + L of the schedule into one second,
 	// Limit*L extra, so 10 ms spends at most 1% of the 5% over the limit that
-	// design.md allows in any second. The default burst (Limit/20) spends up
-	// to 5% less one call, and the calls' own way to the API (scheduling,
+	// design.md allows in any second. The default burst (DefaultBurst) spends
+	// 2.5% less one call, and the calls' own way to the API (scheduling,
 	// the connection) needs the rest: at 20 ms the API saw 52-53 calls in a
 	// second at a limit of 50 on a loaded host (the e2e suite's fleet test),
 	// at the edge of the 52.5 allowed. 10 ms is still above Go's GC pauses
@@ -695,7 +706,7 @@ func build(rdb redis.UniversalClient, cfg Config, needClient bool) (*Budget, err
 	case cfg.Burst > MaxBurst(cfg.Limit):
 		return nil, fmt.Errorf("ratebudget: burst %d above the limit of %v calls/s (at most %d)", cfg.Burst, cfg.Limit, MaxBurst(cfg.Limit))
 	case cfg.Burst == 0:
-		b.burst = max(1, int(cfg.Limit/20))
+		b.burst = DefaultBurst(cfg.Limit)
 	default:
 		b.burst = cfg.Burst
 	}

@@ -98,8 +98,8 @@ func TestNewValidates(t *testing.T) {
 		unlimited bool
 	}{
 		{"defaults at 10/s", Config{Limit: 10}, 10, 1, DefaultKey, DefaultMaxWait, DefaultLateTolerance, DefaultMaxCoolDown, false},
-		{"default burst is limit/20", Config{Limit: 200}, 200, 10, DefaultKey, DefaultMaxWait, DefaultLateTolerance, DefaultMaxCoolDown, false},
-		{"default burst rounds down", Config{Limit: 59.9}, 59.9, 2, DefaultKey, DefaultMaxWait, DefaultLateTolerance, DefaultMaxCoolDown, false},
+		{"default burst is limit/40", Config{Limit: 200}, 200, 5, DefaultKey, DefaultMaxWait, DefaultLateTolerance, DefaultMaxCoolDown, false},
+		{"default burst rounds down", Config{Limit: 119.9}, 119.9, 2, DefaultKey, DefaultMaxWait, DefaultLateTolerance, DefaultMaxCoolDown, false},
 		{"default burst at least 1", Config{Limit: MinLimit}, MinLimit, 1, DefaultKey, DefaultMaxWait, DefaultLateTolerance, DefaultMaxCoolDown, false},
 		{"explicit", Config{Limit: 5, Burst: 3, MaxWait: time.Second, LateTolerance: time.Millisecond, MaxCoolDown: time.Minute, Key: "k"},
 			5, 3, "k", time.Second, time.Millisecond, time.Minute, false},

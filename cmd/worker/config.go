@@ -148,9 +148,7 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 			c.RateLimit = f
 		}
 	}
-	// Floor, as ratebudget does: a rounded-up burst of 3 at R=50 lets the
-	// API see 1.06 R in one second, past design.md's 1.05.
-	c.RateBurst = int(math.Max(1, math.Floor(c.RateLimit/20)))
+	c.RateBurst = ratebudget.DefaultBurst(c.RateLimit)
 	if v := str("IMPORT_RATE_BURST", ""); v != "" {
 		n, err := strconv.Atoi(v)
 		switch {
@@ -159,7 +157,7 @@ func loadConfig(getenv func(string) string, demo bool) (config, error) {
 		case c.RateLimit > 0 && float64(n) > math.Max(1, c.RateLimit):
 			// More than a second's budget at once: the API would see
 			// more than the limit in one second.
-			bad("IMPORT_RATE_BURST", "%d is above IMPORT_RATE_LIMIT %v: the calls the API sees in one second would exceed the limit (keep it near limit / 20)", n, c.RateLimit)
+			bad("IMPORT_RATE_BURST", "%d is above IMPORT_RATE_LIMIT %v: the calls the API sees in one second would exceed the limit (keep it near limit / 40)", n, c.RateLimit)
 		default:
 			c.RateBurst = n
 		}

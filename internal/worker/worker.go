@@ -47,7 +47,7 @@ type Config struct {
 	Concurrency int
 	// RateLimit is the fleet-wide calls per second; 0 means unlimited.
 	RateLimit float64
-	// RateBurst is the fleet-wide burst. Default max(1, RateLimit/20).
+	// RateBurst is the fleet-wide burst. Default ratebudget.DefaultBurst(RateLimit).
 	RateBurst int
 	// RateAdaptive makes the fleet learn the API's rate below RateLimit,
 	// which is then the ceiling (see ratebudget, "Adaptive rate").

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/versori/import-worker/ratebudget"
 )
 
 // Modes.
@@ -26,7 +28,7 @@ type config struct {
 	BaseURL     string  // VERSORI_BASE_URL
 	APIKey      string  // VERSORI_API_KEY
 	RateLimit   float64 // IMPORT_RATE_LIMIT, per process; ratelimit-per-process only
-	RateBurst   int     // IMPORT_RATE_BURST; default max(1, limit/20) as in the worker
+	RateBurst   int     // IMPORT_RATE_BURST; default ratebudget.DefaultBurst(limit), as in the worker
 	Limiter     string  // RATE_LIMITER: wait (default) or allow
 	Concurrency int     // WORKER_CONCURRENCY, default 20
 	Queue       string  // WORKER_QUEUE, default "imports"
@@ -84,7 +86,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if c.Limiter != limiterWait && c.Limiter != limiterAllow {
 			errs = append(errs, fmt.Errorf("RATE_LIMITER: %q is not %s or %s", c.Limiter, limiterWait, limiterAllow))
 		}
-		c.RateBurst = max(1, int(f/20+0.5))
+		c.RateBurst = ratebudget.DefaultBurst(f)
 		if v := str("IMPORT_RATE_BURST", ""); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {

@@ -154,7 +154,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.level}))
-	rdb, err := redisconn.New(cfg.redisURL, redisconn.Options{PoolSize: 64, DialTimeout: 2 * time.Second})
+	rdb, err := redisconn.New(cfg.redisURL, redisconn.Options{PoolSize: 64, DialTimeout: 2 * time.Second, Logger: log.With("component", "redis")})
 	if err != nil {
 		fmt.Fprintf(stderr, "api: configuration: REDIS_URL: %v\n", err)
 		return 2

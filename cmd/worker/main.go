@@ -101,7 +101,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		defer stopDemo()
 	}
 
-	rdb, err := redisconn.New(cfg.RedisURL, redisconn.Options{PoolSize: 2*cfg.Concurrency + 10})
+	rdb, err := redisconn.New(cfg.RedisURL, redisconn.Options{PoolSize: 2*cfg.Concurrency + 10, Logger: log.With("component", "redis")})
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: configuration: REDIS_URL: %v\n", err)
 		return exitConfig

@@ -18,6 +18,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
@@ -37,6 +38,14 @@ type Options struct {
 	DialTimeout time.Duration
 	// ReadTimeout and WriteTimeout bound one command. Default 3 s.
 	ReadTimeout, WriteTimeout time.Duration
+	// FailoverHold is the longest a redis-sentinel:// client holds its
+	// commands while the sentinels promote a replica (see fence.go: writes
+	// the old master takes then are lost). Default DefaultFailoverHold;
+	// negative turns the hold off.
+	FailoverHold time.Duration
+	// Logger gets one line when a hold begins and one when it ends.
+	// Default: none.
+	Logger *slog.Logger
 }
 
 // wantForm is what a valid URL looks like, for error messages.
@@ -124,13 +133,28 @@ func Parse(rawURL string, o Options) (*redis.UniversalOptions, error) {
 	return opts, nil
 }
 
-// New parses rawURL and returns a client for it.
+// New parses rawURL and returns a client for it. A redis-sentinel://
+// client holds its commands while the sentinels fail over (FailoverHold),
+// and its Close stops the subscriptions that watch for it.
 func New(rawURL string, o Options) (redis.UniversalClient, error) {
 	opts, err := Parse(rawURL, o)
 	if err != nil {
 		return nil, err
 	}
-	return redis.NewUniversalClient(opts), nil
+	if opts.MasterName == "" || o.FailoverHold < 0 {
+		return redis.NewUniversalClient(opts), nil
+	}
+	rdb := redis.NewFailoverClient(opts.Failover())
+	f := &fence{master: opts.MasterName, log: o.Logger, max: o.FailoverHold, probe: replicationOf(rdb)}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	if f.max == 0 {
+		f.max = DefaultFailoverHold
+	}
+	rdb.AddHook(f)
+	f.watch(opts.Addrs, opts)
+	return &fencedClient{Client: rdb, fence: f}, nil
 }
 
 // Explain adds what an operator needs to an error from first contacting the

@@ -41,8 +41,8 @@ const DefaultFailoverHold = 10 * time.Second
 // that event, and releases once a command through the client reaches a
 // master whose replication ID differs from the old master's: the
 // promoted replica takes a new ID at its promotion, the old master keeps
-// its own until it is a replica. An abort, or DefaultFailoverHold, ends a
-// hold too. A failover after a dead master holds nothing that was not
+// its own until it is a replica. The leader's abort, or
+// DefaultFailoverHold, ends a hold too. A failover after a dead master holds nothing that was not
 // stuck already: the old master answers nothing.
 type fence struct {
 	master string
@@ -58,6 +58,7 @@ type fence struct {
 	oldID   string // the replication ID of the master the hold began on
 	probed  bool   // oldID has been asked for (empty: the old master did not answer)
 	switchd bool   // a sentinel has named the new master
+	leader  string // the sentinel that began the hold
 	gen     int    // counts holds, so a stale timer or check releases nothing
 
 	stop context.CancelFunc
@@ -121,19 +122,26 @@ func (f *fence) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proces
 	}
 }
 
-// event applies one sentinel event. Payloads (Sentinel's own format):
+// event applies one sentinel event, published by the sentinel at from.
+// Payloads (Sentinel's own format):
 //
 //	+failover-state-send-slaveof-noone  slave <ip:port> <ip> <port> @ <master> <ip> <port>
 //	+switch-master                      <master> <old ip> <old port> <new ip> <new port>
-//	-failover-abort-*, +failover-end-for-timeout   master <master> <ip> <port>
-func (f *fence) event(ctx context.Context, channel, payload string) {
+//	-failover-abort-slave-timeout       master <master> <ip> <port>
+//
+// The only abort after the leader sends REPLICAOF NO ONE is its own
+// slave-timeout (the promotion was never seen); another sentinel's abort
+// is of its own attempt. A failover that times out later, reconfiguring
+// the other replicas, has promoted one: the hold waits for +switch-master
+// or its maximum.
+func (f *fence) event(ctx context.Context, from, channel, payload string) {
 	if eventMaster(channel, payload) != f.master {
 		return
 	}
-	switch {
-	case channel == "+failover-state-send-slaveof-noone":
-		f.hold(ctx)
-	case channel == "+switch-master":
+	switch channel {
+	case "+failover-state-send-slaveof-noone":
+		f.hold(ctx, from)
+	case "+switch-master":
 		f.mu.Lock()
 		held, gen := f.held != nil && !f.switchd, f.gen
 		f.switchd = true
@@ -141,8 +149,13 @@ func (f *fence) event(ctx context.Context, channel, payload string) {
 		if held {
 			f.goCheck(ctx, gen, payload)
 		}
-	case strings.HasPrefix(channel, "-failover-abort-"), channel == "+failover-end-for-timeout":
-		f.release(f.currentGen(), "the failover ended without a switch ("+channel+")")
+	case "-failover-abort-slave-timeout":
+		f.mu.Lock()
+		gen, leader := f.gen, f.leader
+		f.mu.Unlock()
+		if from == leader {
+			f.release(gen, "the failover was aborted ("+channel+")")
+		}
 	}
 }
 
@@ -173,7 +186,7 @@ func (f *fence) currentGen() int {
 }
 
 // hold starts a hold, unless one is on.
-func (f *fence) hold(ctx context.Context) {
+func (f *fence) hold(ctx context.Context, leader string) {
 	f.mu.Lock()
 	if f.held != nil {
 		f.mu.Unlock()
@@ -185,7 +198,7 @@ func (f *fence) hold(ctx context.Context) {
 	f.held = held
 	since := time.Now()
 	f.since = since
-	f.oldID, f.probed, f.switchd = "", false, false
+	f.oldID, f.probed, f.switchd, f.leader = "", false, false, leader
 	f.mu.Unlock()
 	f.log.Warn("redis: a Sentinel failover is promoting the replica; holding commands until the new master takes them", "master", f.master, "max_hold", f.max)
 
@@ -282,10 +295,7 @@ func (f *fence) holding() bool {
 }
 
 // fenceChannels are the sentinel events the fence listens to.
-var fenceChannels = []string{
-	"+failover-state-send-slaveof-noone", "+switch-master", "+failover-end-for-timeout",
-	"-failover-abort-not-elected", "-failover-abort-no-good-slave", "-failover-abort-slave-timeout",
-}
+var fenceChannels = []string{"+failover-state-send-slaveof-noone", "+switch-master", "-failover-abort-slave-timeout"}
 
 // watch subscribes to the sentinels at addrs, and to those they name, and
 // feeds their events to the fence until Close.
@@ -328,7 +338,7 @@ func (f *fence) watch(addrs []string, opts *redis.UniversalOptions) {
 						if !ok {
 							return
 						}
-						f.event(ctx, m.Channel, m.Payload)
+						f.event(ctx, addr, m.Channel, m.Payload)
 					case <-ctx.Done():
 						return
 					}

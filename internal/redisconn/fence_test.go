@@ -14,6 +14,7 @@ const (
 	promoting  = "slave 127.0.0.1:7101 127.0.0.1 7101 @ mymaster 127.0.0.1 7100"
 	switched   = "mymaster 127.0.0.1 7100 127.0.0.1 7101"
 	abortedFor = "master mymaster 127.0.0.1 7100"
+	leader     = "127.0.0.1:26379"
 )
 
 func TestEventMaster(t *testing.T) {
@@ -21,7 +22,7 @@ func TestEventMaster(t *testing.T) {
 		{"+failover-state-send-slaveof-noone", promoting, "mymaster"},
 		{"+switch-master", switched, "mymaster"},
 		{"-failover-abort-slave-timeout", abortedFor, "mymaster"},
-		{"+failover-end-for-timeout", "master other 10.0.0.1 6379", "other"},
+		{"-failover-abort-slave-timeout", "master other 10.0.0.1 6379", "other"},
 		{"+switch-master", "", ""},
 		{"+failover-state-send-slaveof-noone", "slave 1.2.3.4:1 1.2.3.4 1 @", ""},
 		{"-failover-abort-not-elected", "garbage", ""},
@@ -105,22 +106,24 @@ func TestFenceHoldsFromPromotionToTheNewMaster(t *testing.T) {
 	if blocked(f, 20*time.Millisecond) {
 		t.Fatal("a command waited with no failover under way")
 	}
-	f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
+	f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
 	if !blocked(f, 50*time.Millisecond) {
 		t.Fatal("a command went through while the replica was being promoted")
 	}
 	if err := f.wait(passing(ctx)); err != nil {
 		t.Fatalf("the fence's own probe was held: %v", err)
 	}
-	// The promotion for another master is not this client's.
-	f.event(ctx, "-failover-abort-slave-timeout", "master other 127.0.0.1 7200")
+	// Another master's abort, and another sentinel's, are not this
+	// failover's.
+	f.event(ctx, leader, "-failover-abort-slave-timeout", "master other 127.0.0.1 7200")
+	f.event(ctx, "127.0.0.1:26380", "-failover-abort-slave-timeout", abortedFor)
 	if !f.holding() {
-		t.Fatal("another master's abort released the hold")
+		t.Fatal("an abort of another failover released the hold")
 	}
 	// The sentinels name the new master, but the client still writes to
 	// the old one (go-redis has not followed yet): still held.
 	waitProbed(t, f)
-	f.event(ctx, "+switch-master", switched)
+	f.event(ctx, leader, "+switch-master", switched)
 	if !blocked(f, 100*time.Millisecond) {
 		t.Fatal("released while the client still wrote to the old master")
 	}
@@ -136,10 +139,10 @@ func TestFenceWaitsForTheOldMastersIDBeforeReleasing(t *testing.T) {
 	f := newTestFence(s, time.Minute)
 	defer f.close()
 	ctx := context.Background()
-	f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
+	f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
 	// The switch arrives before the old master answered: any master
 	// would look new, so nothing may be released yet.
-	f.event(ctx, "+switch-master", switched)
+	f.event(ctx, leader, "+switch-master", switched)
 	time.Sleep(100 * time.Millisecond)
 	if !f.holding() {
 		t.Fatal("released before the old master's ID was known")
@@ -158,8 +161,8 @@ func TestFenceAfterADeadMasterReleasesOnAnyMaster(t *testing.T) {
 	f := newTestFence(s, time.Minute)
 	defer f.close()
 	ctx := context.Background()
-	f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
-	f.event(ctx, "+switch-master", switched)
+	f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
+	f.event(ctx, leader, "+switch-master", switched)
 	time.Sleep(50 * time.Millisecond)
 	if !f.holding() {
 		t.Fatal("released while no server answered")
@@ -178,8 +181,8 @@ func TestFenceReleasesOnAbortAndAtItsMaximum(t *testing.T) {
 	t.Run("abort", func(t *testing.T) {
 		f := newTestFence(&fakeServer{role: "master", id: "old-id"}, time.Minute)
 		defer f.close()
-		f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
-		f.event(ctx, "-failover-abort-slave-timeout", abortedFor)
+		f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
+		f.event(ctx, leader, "-failover-abort-slave-timeout", abortedFor)
 		if f.holding() {
 			t.Fatal("an aborted failover left the hold on")
 		}
@@ -187,7 +190,7 @@ func TestFenceReleasesOnAbortAndAtItsMaximum(t *testing.T) {
 	t.Run("maximum", func(t *testing.T) {
 		f := newTestFence(&fakeServer{role: "master", id: "old-id"}, 100*time.Millisecond)
 		defer f.close()
-		f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
+		f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
 		if !f.holding() {
 			t.Fatal("no hold")
 		}
@@ -196,7 +199,7 @@ func TestFenceReleasesOnAbortAndAtItsMaximum(t *testing.T) {
 	})
 	t.Run("close", func(t *testing.T) {
 		f := newTestFence(&fakeServer{role: "master", id: "old-id"}, time.Minute)
-		f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
+		f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
 		errc := make(chan error, 1)
 		go func() { errc <- f.wait(ctx) }()
 		f.close()
@@ -214,7 +217,7 @@ func TestFenceReleasesOnAbortAndAtItsMaximum(t *testing.T) {
 func TestFenceHeldCommandEndsWithItsContext(t *testing.T) {
 	f := newTestFence(&fakeServer{role: "master", id: "old-id"}, time.Minute)
 	defer f.close()
-	f.event(context.Background(), "+failover-state-send-slaveof-noone", promoting)
+	f.event(context.Background(), leader, "+failover-state-send-slaveof-noone", promoting)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := f.wait(ctx); !errors.Is(err, context.Canceled) {
@@ -227,17 +230,17 @@ func TestFenceOneHoldPerFailover(t *testing.T) {
 	f := newTestFence(s, time.Minute)
 	defer f.close()
 	ctx := context.Background()
-	f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
-	f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
+	f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
+	f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
 	if f.currentGen() != 1 {
 		t.Fatalf("%d holds for one failover", f.currentGen())
 	}
 	waitProbed(t, f)
 	s.set("master", "new-id", nil)
-	f.event(ctx, "+switch-master", switched)
+	f.event(ctx, leader, "+switch-master", switched)
 	eventually(t, "released", func() bool { return !f.holding() })
 	// The next failover holds again, from the new master's ID.
-	f.event(ctx, "+failover-state-send-slaveof-noone", promoting)
+	f.event(ctx, leader, "+failover-state-send-slaveof-noone", promoting)
 	if !f.holding() || f.currentGen() != 2 {
 		t.Fatal("the second failover was not held")
 	}

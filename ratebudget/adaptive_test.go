@@ -355,3 +355,60 @@ func TestLateToleranceScalesWithTheRate(t *testing.T) {
 		}
 	}
 }
+
+// A caller holding a slot when its own process hears of a cut drops the
+// slot (it was booked at the rate the API just refused) and books again at
+// the new rate; a cut made by another process reaches it only at its next
+// booking, so it keeps its slot.
+func TestAdaptiveCutDropsSlotsBookedBefore(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		otherProc bool
+		wantDrops int
+	}{
+		{"same process", false, 1},
+		{"other process", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, c := frozen(t)
+			cfg := Config{Limit: 50, Burst: 1, Adaptive: AdaptiveConfig{Enabled: true}}
+			b := mustNew(t, c, cfg)
+			cutBy := b
+			if tc.otherProc {
+				cutBy = mustNew(t, client(t, m.Addr()), cfg)
+			}
+			drops := 0
+			b.obs.Dropped = func() { drops++ }
+			var events []string
+			cutBy.obs.RateChanged = func(_ float64, ev string) { events = append(events, ev) }
+			for range 5 { // the next free slot is 100 ms away
+				reserve(t, b)
+			}
+			clk := &fakeClock{now: time.Unix(0, 0)}
+			b.now = clk.Now
+			sleeps := 0
+			b.sleep = func(ctx context.Context, d time.Duration) error {
+				if sleeps++; sleeps == 1 {
+					// The answers to the slots before it: 429s, most of
+					// them, 60 ms into the window.
+					m.SetTime(t0.Add(60 * time.Millisecond))
+					reportN(t, cutBy, Permit{}, Result{Outcome: Accepted}, 1)
+					reportN(t, cutBy, Permit{}, Result{Outcome: RateLimited}, 4)
+				}
+				return clk.Sleep(ctx, d)
+			}
+			if _, err := b.Wait(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if len(events) != 1 || events[0] != "cut" {
+				t.Fatalf("events %v, want one cut", events)
+			}
+			if drops != tc.wantDrops {
+				t.Errorf("%d slots dropped, want %d", drops, tc.wantDrops)
+			}
+			if tc.wantDrops > 0 && sleeps < 2 {
+				t.Errorf("the caller slept %d times: it did not book again after the drop", sleeps)
+			}
+		})
+	}
+}

@@ -440,6 +440,9 @@ type Observer struct {
 	// Missed is called when a booked slot was reached more than
 	// LateTolerance late and is booked again; late is by how much.
 	Missed func(late time.Duration)
+	// Dropped is called when a booked slot is dropped unused and booked
+	// again because the fleet lowered its rate while it was ahead.
+	Dropped func()
 	// RateChanged is called when this process's report made the fleet
 	// change its rate: once per decision fleet-wide. event is "cut",
 	// "probe_failed" or "headers".
@@ -502,6 +505,9 @@ type Reservation struct {
 
 	// The closed breaker's window of answers as the call left it.
 	windowAnswers, windowFailures int64
+	// lowered is Budget.lowered as of this reply (its own decision
+	// included: the slot it booked is at the new rate).
+	lowered uint64
 }
 
 // FleetState is what one reply told of the fleet's shared state.
@@ -628,6 +634,10 @@ type Budget struct {
 	// a booking through again: callers wait for it in the process, and a
 	// slot booked before the breaker opened is dropped when reached.
 	refusedUntil time.Time
+	// lowered counts the decisions that lowered the rate (a cut, a failed
+	// probe) this process has heard of: a slot booked before one was
+	// booked at the rate the API just refused, and is dropped when reached.
+	lowered uint64
 	// watch: the fleet, as this process last heard, probes above its
 	// estimate of the API's limit, so a 429 is news that must not wait
 	// for the next booking, unless that booking is due within rideWithin
@@ -956,6 +966,23 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 			turn = true
 			continue
 		}
+		if b.loweredSince(r) && !r.Probe {
+			// The fleet lowered its rate while this slot was ahead: it
+			// was booked at the rate the API refused, and the API's burst
+			// is spent, so the call would most likely be refused too.
+			// Figure 7 rows 1-2 (a limit of a fifth of the ceiling): 6.2%
+			// and 5.7% of calls answered 429 before, 5.2-5.7% and
+			// 4.9-5.2% after, for 0.04 more script calls per API call.
+			// Other processes' slots are theirs until their next booking.
+			if b.obs.Dropped != nil {
+				b.obs.Dropped()
+			}
+			if err := b.takeTurn(ctx, start, maxWait); err != nil {
+				return Permit{Waited: b.now().Sub(start)}, err
+			}
+			turn = true
+			continue
+		}
 		now := b.now()
 		late := now.Sub(r.At)
 		if late <= b.lateTolerance(r.Fleet.Rate) {
@@ -1077,6 +1104,14 @@ func (b *Budget) takeTurn(ctx context.Context, start time.Time, maxWait time.Dur
 	return nil
 }
 
+// loweredSince reports whether this process heard of a decision that
+// lowered the fleet's rate after r was booked.
+func (b *Budget) loweredSince(r Reservation) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lowered != r.lowered
+}
+
 func (b *Budget) deferred(de *DelayError) error {
 	if b.obs.Deferred != nil {
 		b.obs.Deferred(de)
@@ -1150,6 +1185,10 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 	b.mu.Lock()
 	b.fleet = r.Fleet
 	b.watch = res[9] == 1
+	if res[6] == 1 || res[6] == 2 {
+		b.lowered++
+	}
+	r.lowered = b.lowered
 	switch {
 	case r.Booked:
 		b.lastDelay = r.Delay

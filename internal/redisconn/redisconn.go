@@ -10,7 +10,9 @@
 //
 // asynq's own ParseRedisURI drops the ACL user name and knows no cluster
 // form, and the three components must share one connection pool, so the
-// parsing lives here.
+// parsing lives here. So does the fence of a Sentinel client (fence.go):
+// it holds every command while the sentinels promote a replica, since the
+// old master's writes in that second are discarded.
 package redisconn
 
 import (

@@ -72,6 +72,7 @@ var wantFamilies = map[string]family{
 	metrics.NameRolloutsFinished:    {counter, nil},
 	metrics.NameBuildInfo:           {gauge, []string{"commit", "goversion", "version"}},
 	metrics.NameCollectorScrapeErrs: {counter, []string{"collector"}},
+	metrics.NameRedisFailoverHold:   {histogram, nil},
 
 	// asynq's queue collector (github.com/hibiken/asynq/x/metrics). Its
 	// tasks_enqueued_total is a gauge of tasks by state, despite the name.
@@ -146,6 +147,7 @@ func registeredFamilies(t *testing.T) map[string]*dto.MetricFamily {
 	defer inspector.Close()
 
 	reg := prometheus.NewRegistry()
+	metrics.NewRedisFailoverHolds(reg) // cmd/worker registers it before the rest
 	m := metrics.New(reg, metrics.BuildInfo{Version: "test", Commit: "test"})
 	reg.MustRegister(metrics.NewRolloutCollector(rolloutSource{}, m, 5*time.Second, slog.New(slog.DiscardHandler)))
 	reg.MustRegister(metrics.QueueCollector(inspector))

@@ -68,6 +68,7 @@ const (
 	NameRolloutsHalted      = Namespace + "_rollouts_halted"
 	NameBuildInfo           = Namespace + "_build_info"
 	NameCollectorScrapeErrs = Namespace + "_collector_errors_total"
+	NameRedisFailoverHold   = Namespace + "_redis_failover_hold_seconds"
 )
 
 // CallDurationBuckets suit a single HTTP API call: from a fast local answer
@@ -472,4 +473,19 @@ func (c *RolloutCollector) Collect(ch chan<- prometheus.Metric) {
 // max by (queue), never sum.
 func QueueCollector(inspector *asynq.Inspector) prometheus.Collector {
 	return asynqmetrics.NewQueueMetricsCollector(inspector)
+}
+
+// NewRedisFailoverHolds registers in reg, and returns, the histogram of how
+// long this process's Redis client held its commands while the sentinels
+// promoted a replica (internal/redisconn's fence; its _count is the
+// failovers the process lived through). It stands apart from New because
+// the client, and so its fence, exists before the worker's other metrics.
+func NewRedisFailoverHolds(reg prometheus.Registerer) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    NameRedisFailoverHold,
+		Help:    "How long the Redis client held its commands during a Sentinel failover, until the new master took them.",
+		Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10},
+	})
+	reg.MustRegister(h)
+	return h
 }

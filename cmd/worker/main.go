@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,7 +102,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		defer stopDemo()
 	}
 
-	rdb, err := redisconn.New(cfg.RedisURL, redisconn.Options{PoolSize: 2*cfg.Concurrency + 10, Logger: log.With("component", "redis")})
+	reg := prometheus.NewRegistry()
+	holds := metrics.NewRedisFailoverHolds(reg)
+	rdb, err := redisconn.New(cfg.RedisURL, redisconn.Options{
+		PoolSize: 2*cfg.Concurrency + 10, Logger: log.With("component", "redis"),
+		OnHold: func(held time.Duration) { holds.Observe(held.Seconds()) },
+	})
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: configuration: REDIS_URL: %v\n", err)
 		return exitConfig
@@ -159,7 +165,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		ShutdownTimeout:    cfg.ShutdownTimeout,
 		MetricsAddr:        cfg.MetricsAddr,
 		EnablePprof:        cfg.EnablePprof,
-		Registry:           prometheus.NewRegistry(),
+		Registry:           reg,
 		Build:              metrics.BuildInfo{Version: buildinfo.Version, Commit: buildinfo.Commit},
 	})
 	if err != nil {

@@ -425,7 +425,7 @@ func New() *Dashboard {
 		Options:     map[string]any{"showHeader": true},
 	}
 	l.add(12, 6, versions)
-	l.add(6, 6, stat("Replicas up",
+	l.add(4, 6, stat("Replicas up",
 		"Targets of the selected jobs that Prometheus scraped successfully.",
 		"short",
 		q(`sum(up{`+filter+`})`, "up")))
@@ -434,7 +434,12 @@ func New() *Dashboard {
 		"short",
 		q("sum by (collector) (increase("+sel(metrics.NameCollectorScrapeErrs)+"[$__range]))", "{{collector}}"))
 	errs.FieldConfig.Defaults["thresholds"] = thresholds("green", 1, "orange")
-	l.add(6, 6, errs)
+	l.add(4, 6, errs)
+	l.add(4, 6, stat("Redis failover holds",
+		"Sentinel failovers over the dashboard's time range, as the replicas lived through them: the holds of a replica's Redis commands while the sentinels promoted a replica (the old master's writes in that second would be lost), and the seconds they held, for the replica with the most (about 1 s a failover; a hold ends after 10 s at most).",
+		"short",
+		q("max(increase("+sel(metrics.NameRedisFailoverHold+"_count")+"[$__range]))", "failovers"),
+		q("max(increase("+sel(metrics.NameRedisFailoverHold+"_sum")+"[$__range]))", "seconds held")))
 
 	return &Dashboard{
 		UID:   UID,

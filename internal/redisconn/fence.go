@@ -51,6 +51,8 @@ type fence struct {
 	// probe asks the server the client's commands go to now for its role
 	// and replication ID, past the fence.
 	probe func(ctx context.Context) (role, replID string, err error)
+	// onHold, if set, gets each hold's length as it ends.
+	onHold func(held time.Duration)
 
 	mu      sync.Mutex
 	held    chan struct{} // closed at the release; nil while open
@@ -285,6 +287,9 @@ func (f *fence) release(gen int, why string) {
 	held := time.Since(f.since)
 	f.mu.Unlock()
 	f.log.Warn("redis: commands released after a Sentinel failover", "master", f.master, "held", held.Round(time.Millisecond), "why", why)
+	if f.onHold != nil {
+		f.onHold(held)
+	}
 }
 
 // holding reports whether a hold is on (for tests).

@@ -100,6 +100,13 @@ func waitProbed(t *testing.T, f *fence) {
 func TestFenceHoldsFromPromotionToTheNewMaster(t *testing.T) {
 	s := &fakeServer{role: "master", id: "old-id"}
 	f := newTestFence(s, time.Minute)
+	var holds []time.Duration
+	var holdsMu sync.Mutex
+	f.onHold = func(d time.Duration) {
+		holdsMu.Lock()
+		holds = append(holds, d)
+		holdsMu.Unlock()
+	}
 	defer f.close()
 	ctx := context.Background()
 
@@ -131,6 +138,11 @@ func TestFenceHoldsFromPromotionToTheNewMaster(t *testing.T) {
 	eventually(t, "released once the client writes to the new master", func() bool { return !f.holding() })
 	if blocked(f, 20*time.Millisecond) {
 		t.Fatal("a command waited after the release")
+	}
+	holdsMu.Lock()
+	defer holdsMu.Unlock()
+	if len(holds) != 1 || holds[0] < 150*time.Millisecond {
+		t.Errorf("holds observed %v, want one of at least the 150 ms the test held", holds)
 	}
 }
 

@@ -48,6 +48,9 @@ type Options struct {
 	// Logger gets one line when a hold begins and one when it ends.
 	// Default: none.
 	Logger *slog.Logger
+	// OnHold, when set, is called with the length of each hold as it
+	// ends (for a metric).
+	OnHold func(held time.Duration)
 }
 
 // wantForm is what a valid URL looks like, for error messages.
@@ -147,7 +150,7 @@ func New(rawURL string, o Options) (redis.UniversalClient, error) {
 		return redis.NewUniversalClient(opts), nil
 	}
 	rdb := redis.NewFailoverClient(opts.Failover())
-	f := &fence{master: opts.MasterName, log: o.Logger, max: o.FailoverHold, probe: replicationOf(rdb)}
+	f := &fence{master: opts.MasterName, log: o.Logger, max: o.FailoverHold, probe: replicationOf(rdb), onHold: o.OnHold}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}

@@ -218,7 +218,9 @@ func sentinelFailover(t *testing.T, mode string) {
 	// task to lease recovery, a NOT FOUND is a task the new master does not
 	// hold as active (dequeued from the old master after the promotion).
 	waitedToRecord, syncRetry, syncDone := 0, 0, 0
+	var holds []float64
 	for _, w := range workers {
+		holds = append(holds, metric(t, w, metrics.NameRedisFailoverHold+"_count"))
 		logs := w.Logs()
 		waitedToRecord += strings.Count(logs, "ledger write failed; retrying until Redis answers")
 		syncRetry += strings.Count(logs, `to \"asynq:{imports}:retry\"; Will retry syncing`)
@@ -249,6 +251,15 @@ func sentinelFailover(t *testing.T, mode string) {
 		t.Errorf("%d organisations were called again after their import; want at most %d, the tasks the fleet may hold (%v a moment before the failover; %d calls accepted between the failover and 0.5 s after the promotion)",
 			o.repeated, bound, held, window)
 	}
+	// Every worker lived through the failover and held its commands for
+	// it: the leader announces the promotion whether the master was asked
+	// to step down or killed (more than one hold: the sentinels once failed
+	// over on their own first, see above).
+	for i, h := range holds {
+		if h < 1 {
+			t.Errorf("worker-%d's %s_count = %v after the failover, want at least 1", i, metrics.NameRedisFailoverHold, h)
+		}
+	}
 	// The issue's target is a stall under 2 minutes; the sentinels promote
 	// in 1-3 s (down-after 1 s) and the clients follow at once, so 15 s is
 	// a safe bound that still catches a fall back on lease recovery.
@@ -273,8 +284,8 @@ func sentinelFailover(t *testing.T, mode string) {
 	figure(t, "%d orgs, master + 1 replica + 3 sentinels (down-after 1s), 2 workers x %d handlers, R=%d, calls import at once and answer 200 ms later: "+
 		"%s (port %d -> %d) at %d succeeded with %v tasks in flight; sentinels promoted the replica %.2fs after; longest pause in accepted calls %.2fs (from %+.2fs); "+
 		"main phase ended %.1fs after, done %.1fs after; %d/%d succeeded (%v), failed %d, each recorded once, imported once; repeated calls (409) %d (bound %d; %d calls accepted before the switch); "+
-		"handlers that waited for Redis to record their call %d; asynq writes left to its syncer: %d retries, %d dones; CLI status errors %d; set-up %.1fs, test %.1fs",
+		"handlers that waited for Redis to record their call %d; asynq writes left to its syncer: %d retries, %d dones; failover holds per worker %v; CLI status errors %d; set-up %.1fs, test %.1fs",
 		topoOrgs, topoConcurrency, topoRate, what, oldPort, newPort, atFault.Succeeded, held, promoted.Seconds(), stall.Seconds(), stallAt.Sub(faultAt).Seconds(),
 		lastMain.Sub(faultAt).Seconds(), tail.Seconds(), o.status.Succeeded, topoOrgs, o.status.ByClass, o.status.Failed, o.repeated, bound, window,
-		waitedToRecord, syncRetry, syncDone, cliErrs, setup.Seconds(), time.Since(start).Seconds())
+		waitedToRecord, syncRetry, syncDone, holds, cliErrs, setup.Seconds(), time.Since(start).Seconds())
 }

@@ -49,7 +49,7 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{name: "bare defaults", env: base, want: config{Mode: modeBare, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
 		{name: "per process, default burst is the worker's", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "200", "WORKER_CONCURRENCY", "50"),
-			want: config{Mode: modePerProcess, RateLimit: 200, RateBurst: 10, Limiter: limiterWait, Concurrency: 50, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
+			want: config{Mode: modePerProcess, RateLimit: 200, RateBurst: 5, Limiter: limiterWait, Concurrency: 50, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
 		{name: "per process, small limit, burst at least 1", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "3.5"),
 			want: config{Mode: modePerProcess, RateLimit: 3.5, RateBurst: 1, Limiter: limiterWait, Concurrency: 20, Queue: "imports", MetricsAddr: "127.0.0.1:9091"}},
 		{name: "per process, burst set, the wiki's Allow", env: with("MODE", modePerProcess, "IMPORT_RATE_LIMIT", "100", "IMPORT_RATE_BURST", "30", "RATE_LIMITER", "allow"),

@@ -73,6 +73,7 @@ var wantFamilies = map[string]family{
 	metrics.NameBuildInfo:           {gauge, []string{"commit", "goversion", "version"}},
 	metrics.NameCollectorScrapeErrs: {counter, []string{"collector"}},
 	metrics.NameRedisFailoverHold:   {histogram, nil},
+	metrics.NameRateSlotsDropped:    {counter, []string{"reason"}},
 
 	// asynq's queue collector (github.com/hibiken/asynq/x/metrics). Its
 	// tasks_enqueued_total is a gauge of tasks by state, despite the name.

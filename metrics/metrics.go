@@ -69,6 +69,7 @@ const (
 	NameBuildInfo           = Namespace + "_build_info"
 	NameCollectorScrapeErrs = Namespace + "_collector_errors_total"
 	NameRedisFailoverHold   = Namespace + "_redis_failover_hold_seconds"
+	NameRateSlotsDropped    = Namespace + "_rate_slots_dropped_total"
 )
 
 // CallDurationBuckets suit a single HTTP API call: from a fast local answer
@@ -148,6 +149,12 @@ type Metrics struct {
 	// caused, by event ("opened", "half_opened", "closed", "reopened"):
 	// once per transition fleet-wide.
 	BreakerTransitions *prometheus.CounterVec
+	// RateSlotsDropped counts booked slots this process reached and left
+	// unused, by reason: "late" (reached past the late tolerance, booked
+	// again), "lowered" (the fleet lowered its rate after the booking),
+	// "cooldown" (inside a cool-down this process started), "breaker"
+	// (the breaker opened meanwhile). Each cost a script call.
+	RateSlotsDropped *prometheus.CounterVec
 
 	// Released counts organisations this process's releaser handed from
 	// rollouts' backlogs to the queue.
@@ -301,6 +308,10 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Name: NameBreakerTransitions,
 			Help: "Transitions of the fleet's circuit breaker caused by this process's calls, by event.",
 		}, []string{"event"}),
+		RateSlotsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: NameRateSlotsDropped,
+			Help: "Booked slots of the rate budget reached and left unused, by reason (late, lowered, cooldown, breaker).",
+		}, []string{"reason"}),
 		Released: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: NameReleased,
 			Help: "Organisations this process's releaser handed from rollouts' backlogs to the queue.",
@@ -357,6 +368,9 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	for _, ev := range []string{"opened", "half_opened", "closed", "reopened"} {
 		m.BreakerTransitions.WithLabelValues(ev)
 	}
+	for _, reason := range []string{"late", "lowered", "cooldown", "breaker"} {
+		m.RateSlotsDropped.WithLabelValues(reason)
+	}
 	m.SetBreakerState("closed")
 	for _, ev := range []string{"released", "baking", "gate_passed", "halted"} {
 		m.WaveEvents.WithLabelValues(ev)
@@ -377,7 +391,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		m.Imports, m.CallDuration, m.CallsInFlight, m.OrgsFinished, m.AttemptsPerOrg, m.Retries, m.Skipped,
 		m.RateLimit, m.RateBurst, m.RateGranted, m.RateWait, m.RateDeferred,
 		m.CoolDowns, m.RateBudgetScripts, m.CoolDownActive, m.CoolDownRemaining,
-		m.FleetRate, m.RateAccepted, m.RateFloor, m.RateAdaptive, m.RateChanges, m.BreakerState, m.BreakerTransitions,
+		m.FleetRate, m.RateAccepted, m.RateFloor, m.RateAdaptive, m.RateChanges, m.BreakerState, m.BreakerTransitions, m.RateSlotsDropped,
 		m.Released, m.Rescued, m.WaveEvents, m.ReleaserLeader, m.RolloutsHalted,
 		m.Paused, m.Unauthorized,
 		m.HandlersBusy, m.HandlersMax, m.TasksInFlight,

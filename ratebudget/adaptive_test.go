@@ -378,7 +378,12 @@ func TestAdaptiveCutDropsSlotsBookedBefore(t *testing.T) {
 				cutBy = mustNew(t, client(t, m.Addr()), cfg)
 			}
 			drops := 0
-			b.obs.Dropped = func() { drops++ }
+			b.obs.Dropped = func(reason string) {
+				if reason != DropLowered {
+					t.Errorf("dropped for %q, want %q", reason, DropLowered)
+				}
+				drops++
+			}
 			var events []string
 			cutBy.obs.RateChanged = func(_ float64, ev string) { events = append(events, ev) }
 			for range 5 { // the next free slot is 100 ms away

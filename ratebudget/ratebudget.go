@@ -248,6 +248,18 @@ func DefaultBurst(limit float64) int { return max(1, int(limit/40)) }
 // put more than twice the limit into one second, which is no limit at all.
 func MaxBurst(limit float64) int { return max(1, int(limit)) }
 
+// Reasons a booked slot is dropped unused (Observer.Dropped), fit for a
+// metric label.
+const (
+	// DropLowered: the fleet lowered its rate (a cut, a failed probe)
+	// after the slot was booked, at the rate the API refused.
+	DropLowered = "lowered"
+	// DropCoolDown: this process started a cool-down that covers the slot.
+	DropCoolDown = "cooldown"
+	// DropBreaker: the breaker opened while the slot was ahead.
+	DropBreaker = "breaker"
+)
+
 // Reasons a slot is not immediately available, carried by Reservation and
 // DelayError. They are fit for a metric label.
 const (
@@ -440,9 +452,10 @@ type Observer struct {
 	// Missed is called when a booked slot was reached more than
 	// LateTolerance late and is booked again; late is by how much.
 	Missed func(late time.Duration)
-	// Dropped is called when a booked slot is dropped unused and booked
-	// again because the fleet lowered its rate while it was ahead.
-	Dropped func()
+	// Dropped is called when a booked slot is reached and dropped unused,
+	// by reason: DropLowered, DropCoolDown (both booked again) or
+	// DropBreaker (the task is handed back).
+	Dropped func(reason string)
 	// RateChanged is called when this process's report made the fleet
 	// change its rate: once per decision fleet-wide. event is "cut",
 	// "probe_failed" or "headers".
@@ -957,9 +970,11 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		if left := b.breakerRefusal(); left > 0 && !r.Probe {
 			// The breaker opened while this slot was ahead: the call
 			// would only add to the failures.
+			b.dropped(DropBreaker)
 			return Permit{Waited: b.now().Sub(start)}, b.deferred(&DelayError{RetryIn: left, Reason: ReasonBreaker})
 		}
 		if c := b.coolDown(); c.gen != cool.gen && r.At.Before(c.until) {
+			b.dropped(DropCoolDown)
 			if err := b.takeTurn(ctx, start, maxWait); err != nil {
 				return Permit{Waited: b.now().Sub(start)}, err
 			}
@@ -974,9 +989,7 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 			// and 5.7% of calls answered 429 before, 5.2-5.7% and
 			// 4.9-5.2% after, for 0.04 more script calls per API call.
 			// Other processes' slots are theirs until their next booking.
-			if b.obs.Dropped != nil {
-				b.obs.Dropped()
-			}
+			b.dropped(DropLowered)
 			if err := b.takeTurn(ctx, start, maxWait); err != nil {
 				return Permit{Waited: b.now().Sub(start)}, err
 			}
@@ -1102,6 +1115,12 @@ func (b *Budget) takeTurn(ctx context.Context, start time.Time, maxWait time.Dur
 		return fmt.Errorf("ratebudget: waiting for slot: %w", err)
 	}
 	return nil
+}
+
+func (b *Budget) dropped(reason string) {
+	if b.obs.Dropped != nil {
+		b.obs.Dropped(reason)
+	}
 }
 
 // loweredSince reports whether this process heard of a decision that

@@ -593,9 +593,10 @@ func TestWaitDropsSlotInsideLocalCoolDown(t *testing.T) {
 		name       string
 		otherProc  bool // the cool-down comes from another Budget
 		wantWaited time.Duration
+		wantDrops  int
 	}{
-		{"same process", false, ms(100) + time.Second},
-		{"other process", true, ms(100)},
+		{"same process", false, ms(100) + time.Second, 1},
+		{"other process", true, ms(100), 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -606,6 +607,12 @@ func TestWaitDropsSlotInsideLocalCoolDown(t *testing.T) {
 				coolBy = mustNew(t, client(t, m.Addr()), Config{Limit: 10, Burst: 1})
 			}
 			reserve(t, b) // slot 0 goes to someone else
+			drops := 0
+			b.obs.Dropped = func(reason string) {
+				if reason == DropCoolDown {
+					drops++
+				}
+			}
 			clk := &fakeClock{now: time.Unix(0, 0)}
 			b.now = clk.Now
 			coolBy.now = clk.Now
@@ -624,6 +631,9 @@ func TestWaitDropsSlotInsideLocalCoolDown(t *testing.T) {
 			}
 			if waited != tc.wantWaited {
 				t.Errorf("waited %v, want %v", waited, tc.wantWaited)
+			}
+			if drops != tc.wantDrops {
+				t.Errorf("%d slots dropped for the cool-down, want %d", drops, tc.wantDrops)
 			}
 		})
 	}

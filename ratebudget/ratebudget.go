@@ -911,9 +911,10 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 // Acquire books a slot and sleeps until it: the caller may then make its
 // call, and should Report the answer.
 //
-// It books again when it reaches its slot more than LateTolerance late, or
+// It books again when it reaches its slot more than LateTolerance late,
 // when this process started a cool-down after the booking and the slot lies
-// inside it. When the next free slot is further away than MaxWait, or than
+// inside it, or when this process heard after the booking that the fleet
+// lowered its rate (the slot was booked at the rate the API refused). When the next free slot is further away than MaxWait, or than
 // ctx's deadline, or the breaker is open, it books nothing and returns a
 // *DelayError at once. When ctx ends during the sleep the booked slot
 // lapses unused, and Acquire returns ctx's error.

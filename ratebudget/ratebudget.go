@@ -251,9 +251,6 @@ func MaxBurst(limit float64) int { return max(1, int(limit)) }
 // Reasons a booked slot is dropped unused (Observer.Dropped), fit for a
 // metric label.
 const (
-	// DropLowered: the fleet lowered its rate (a cut, a failed probe)
-	// after the slot was booked, at the rate the API refused.
-	DropLowered = "lowered"
 	// DropCoolDown: this process started a cool-down that covers the slot.
 	DropCoolDown = "cooldown"
 	// DropBreaker: the breaker opened while the slot was ahead.
@@ -453,8 +450,8 @@ type Observer struct {
 	// LateTolerance late and is booked again; late is by how much.
 	Missed func(late time.Duration)
 	// Dropped is called when a booked slot is reached and dropped unused,
-	// by reason: DropLowered, DropCoolDown (both booked again) or
-	// DropBreaker (the task is handed back).
+	// by reason: DropCoolDown (booked again) or DropBreaker (the task is
+	// handed back).
 	Dropped func(reason string)
 	// RateChanged is called when this process's report made the fleet
 	// change its rate: once per decision fleet-wide. event is "cut",
@@ -518,9 +515,6 @@ type Reservation struct {
 
 	// The closed breaker's window of answers as the call left it.
 	windowAnswers, windowFailures int64
-	// lowered is Budget.lowered as of this reply (its own decision
-	// included: the slot it booked is at the new rate).
-	lowered uint64
 }
 
 // FleetState is what one reply told of the fleet's shared state.
@@ -647,10 +641,6 @@ type Budget struct {
 	// a booking through again: callers wait for it in the process, and a
 	// slot booked before the breaker opened is dropped when reached.
 	refusedUntil time.Time
-	// lowered counts the decisions that lowered the rate (a cut, a failed
-	// probe) this process has heard of: a slot booked before one was
-	// booked at the rate the API just refused, and is dropped when reached.
-	lowered uint64
 	// watch: the fleet, as this process last heard, probes above its
 	// estimate of the API's limit, so a 429 is news that must not wait
 	// for the next booking, unless that booking is due within rideWithin
@@ -911,10 +901,9 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 // Acquire books a slot and sleeps until it: the caller may then make its
 // call, and should Report the answer.
 //
-// It books again when it reaches its slot more than LateTolerance late,
+// It books again when it reaches its slot more than LateTolerance late, or
 // when this process started a cool-down after the booking and the slot lies
-// inside it, or when this process heard after the booking that the fleet
-// lowered its rate (the slot was booked at the rate the API refused). When the next free slot is further away than MaxWait, or than
+// inside it. When the next free slot is further away than MaxWait, or than
 // ctx's deadline, or the breaker is open, it books nothing and returns a
 // *DelayError at once. When ctx ends during the sleep the booked slot
 // lapses unused, and Acquire returns ctx's error.
@@ -976,21 +965,6 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		}
 		if c := b.coolDown(); c.gen != cool.gen && r.At.Before(c.until) {
 			b.dropped(DropCoolDown)
-			if err := b.takeTurn(ctx, start, maxWait); err != nil {
-				return Permit{Waited: b.now().Sub(start)}, err
-			}
-			turn = true
-			continue
-		}
-		if b.loweredSince(r) && !r.Probe {
-			// The fleet lowered its rate while this slot was ahead: it
-			// was booked at the rate the API refused, and the API's burst
-			// is spent, so the call would most likely be refused too.
-			// Figure 7 rows 1-2 (a limit of a fifth of the ceiling): 6.2%
-			// and 5.7% of calls answered 429 before, 5.2-5.7% and
-			// 4.9-5.2% after, for 0.04 more script calls per API call.
-			// Other processes' slots are theirs until their next booking.
-			b.dropped(DropLowered)
 			if err := b.takeTurn(ctx, start, maxWait); err != nil {
 				return Permit{Waited: b.now().Sub(start)}, err
 			}
@@ -1124,14 +1098,6 @@ func (b *Budget) dropped(reason string) {
 	}
 }
 
-// loweredSince reports whether this process heard of a decision that
-// lowered the fleet's rate after r was booked.
-func (b *Budget) loweredSince(r Reservation) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.lowered != r.lowered
-}
-
 func (b *Budget) deferred(de *DelayError) error {
 	if b.obs.Deferred != nil {
 		b.obs.Deferred(de)
@@ -1205,10 +1171,6 @@ func (b *Budget) call(ctx context.Context, mode int, maxWait time.Duration) (Res
 	b.mu.Lock()
 	b.fleet = r.Fleet
 	b.watch = res[9] == 1
-	if res[6] == 1 || res[6] == 2 {
-		b.lowered++
-	}
-	r.lowered = b.lowered
 	switch {
 	case r.Booked:
 		b.lastDelay = r.Delay

@@ -251,6 +251,9 @@ func MaxBurst(limit float64) int { return max(1, int(limit)) }
 // Reasons a booked slot is dropped unused (Observer.Dropped), fit for a
 // metric label.
 const (
+	// DropLate: the caller reached the slot past its late tolerance
+	// (Observer.Missed tells by how much).
+	DropLate = "late"
 	// DropCoolDown: this process started a cool-down that covers the slot.
 	DropCoolDown = "cooldown"
 	// DropBreaker: the breaker opened while the slot was ahead.
@@ -450,8 +453,8 @@ type Observer struct {
 	// LateTolerance late and is booked again; late is by how much.
 	Missed func(late time.Duration)
 	// Dropped is called when a booked slot is reached and dropped unused,
-	// by reason: DropCoolDown (booked again) or DropBreaker (the task is
-	// handed back).
+	// by reason: DropLate, DropCoolDown (both booked again) or DropBreaker
+	// (the task is handed back).
 	Dropped func(reason string)
 	// RateChanged is called when this process's report made the fleet
 	// change its rate: once per decision fleet-wide. event is "cut",
@@ -988,6 +991,7 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		if b.obs.Missed != nil {
 			b.obs.Missed(late)
 		}
+		b.dropped(DropLate)
 		if err := b.takeTurn(ctx, start, maxWait); err != nil {
 			return Permit{Waited: b.now().Sub(start)}, err
 		}

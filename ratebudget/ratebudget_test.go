@@ -434,9 +434,11 @@ func TestWaitRebooksLateSlot(t *testing.T) {
 			clk := &fakeClock{now: time.Unix(0, 0), stalls: tc.stalls}
 			var missed []time.Duration
 			var granted []time.Duration
+			var dropped []string
 			b := mustNew(t, c, Config{Limit: 10, Burst: 1, LateTolerance: ms(20), Observer: Observer{
 				Missed:  func(d time.Duration) { missed = append(missed, d) },
 				Granted: func(d time.Duration) { granted = append(granted, d) },
+				Dropped: func(reason string) { dropped = append(dropped, reason) },
 			}})
 			b.now, b.sleep = clk.Now, clk.Sleep
 
@@ -449,6 +451,9 @@ func TestWaitRebooksLateSlot(t *testing.T) {
 			}
 			if !slices.Equal(missed, tc.wantMissed) {
 				t.Errorf("missed %v, want %v", missed, tc.wantMissed)
+			}
+			if len(dropped) != len(tc.wantMissed) || slices.ContainsFunc(dropped, func(r string) bool { return r != DropLate }) {
+				t.Errorf("dropped %v, want %q for each of the %d missed", dropped, DropLate, len(tc.wantMissed))
 			}
 			// Every booking, lapsed or used, holds its slot: the Redis clock
 			// is frozen, so TAT counts the bookings.

@@ -436,7 +436,6 @@ func onlyImports(mux *asynq.ServeMux, extra map[string]asynq.Handler, log *slog.
 func budgetObserver(log *slog.Logger, m *metrics.Metrics) ratebudget.Observer {
 	return ratebudget.Observer{
 		Scripted: m.RateBudgetScripts.Inc,
-		Missed:   func(time.Duration) { m.RateSlotsDropped.WithLabelValues("late").Inc() },
 		Dropped:  func(reason string) { m.RateSlotsDropped.WithLabelValues(reason).Inc() },
 		RateChanged: func(rate float64, event string) {
 			m.RateChanges.WithLabelValues(event).Inc()

@@ -162,6 +162,33 @@ func TestAdaptiveCutsToWhatTheAPIAccepts(t *testing.T) {
 	}
 }
 
+// A window in which the API accepted nothing measures nothing: four 429s
+// in a row, which a 20% scatter of them makes now and then at 100 calls a
+// second, cut a fleet straight to its floor (1 call/s) and it never came
+// back (TestAdaptiveRandomScatterKeepsTheRate, SIM_SEED=111: 1.7 calls/s
+// accepted of 80). Such a cut goes to a fifth of the rate: far enough for
+// a limit that fell fivefold, and the next window measures the rest.
+func TestAdaptiveCutWithoutAcceptsKeepsAFifth(t *testing.T) {
+	m, c := frozen(t)
+	b := mustNew(t, c, Config{Limit: 100, Adaptive: AdaptiveConfig{Enabled: true}})
+	var events []string
+	b.obs.RateChanged = func(rate float64, ev string) { events = append(events, ev) }
+	for i := range 8 {
+		m.SetTime(t0.Add(time.Duration(i) * 20 * time.Millisecond))
+		reportN(t, b, Permit{}, Result{Outcome: RateLimited, RetryAfter: time.Second}, 1)
+		if len(events) > 0 {
+			break
+		}
+	}
+	st, err := Inspect(context.Background(), c, DefaultKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0] != "cut" || st.Rate < 18 || st.Rate > 20 {
+		t.Fatalf("events %v, rate %v after only 429s at 100/s; want one cut to 0.95 of a fifth (19/s)", events, st.Rate)
+	}
+}
+
 // A stated policy sets the rate directly (and a remaining of 0 beside it
 // changes nothing: a limiter without a burst says so after every call); a
 // window spent for more than a second pauses the fleet until it resets; a

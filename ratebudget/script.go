@@ -350,6 +350,10 @@ if adaptive then
       local k = wok
       if atCeil and wok >= 2 then k = wok - 1 end
       local acc = math.min(k * 1000000 / math.max(el, 1), r * (1 - share))
+      -- A window the API accepted nothing of measures nothing (four 429s
+      -- in a row, which a 20% scatter makes now and then): cut to a
+      -- fifth, never far below what was being accepted, not to the floor.
+      if wok == 0 then acc = r / 5 end
       good = clamp(acc, floor, ceil)
       rate = clamp(math.min(r, 0.95 * acc), floor, ceil)
       event = 1

@@ -132,8 +132,14 @@ func TestAdaptiveRandomScatterKeepsTheRate(t *testing.T) {
 		t.Logf("scatter %.0f%%: accepted %.1f/s after 15 s (of at most %.1f), lowest rate %.1f", 100*share, acc, 100*(1-share), res.lowest)
 		// The fleet may dip while it learns the scatter, never sink:
 		// before, it accepted 30.0, 18.1 and 3.4 calls/s at 5, 10 and 20%.
-		// Over SIM_SEED=11, 22, 33 and 44 the worst was 0.74 of all
-		// (59.3 at 20%); 0.7 leaves room for another sequence.
+		// Known weakness: a scatter that meets the fleet's first calls
+		// (3 of its first 5-6 answers) cuts it off the ceiling before the
+		// ceiling's share is learnt, and later windows whose share falls
+		// by chance ratchet it down. Over SIM_SEED=11, 22, 33, 44 and
+		// 100-111, 3 sequences in 16 sink at 20% (1.7-4.3 calls/s) and two
+		// dip (44, 59), 1 at 10% (70) and 1 at 5% (45); the rest keep
+		// >= 0.87 of all. Before a window of only 429s was held to a fifth
+		// of the rate, one more sank at 20% (to 1.7 from 44).
 		if want := 0.7 * 100 * (1 - share); acc < want {
 			t.Errorf("scatter %.0f%%: the API accepted %.1f calls/s, want >= %.1f (0.7 of all it would)", 100*share, acc, want)
 		}

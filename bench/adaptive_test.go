@@ -526,23 +526,27 @@ func markReached(ok bool, d, target time.Duration) Mark {
 // adaptiveScatter429 is row 4: 2% of calls answered 429 (Retry-After: 1) at
 // random, no real limit, ceiling 100, 2,000 organisations.
 func (s *suite) adaptiveScatter429(t *testing.T) {
-	const (
-		rate = 100
-		n    = 2000
-	)
-	mk := func(fixed bool) *fleet {
-		return &fleet{name: "2% random 429s", fixed: fixed, ceiling: rate, n: n, timeout: 90 * time.Second,
-			fake: []versoritest.Option{versoritest.WithFaultRates(map[versoritest.FaultKind]float64{versoritest.FaultRateLimited: 0.02})}}
-	}
-	ours, fixed := mk(false), mk(true)
-	s.runFleets(t, ours, fixed)
-	o, oText := ours.wallRatio(rate)
-	_, bText := fixed.wallRatio(rate)
-	s.add(t, Row{Figure: adaptiveFigure, Metric: "#4 2% random 429s (Retry-After: 1), no real limit, R=100, N=2000: wall / (N/R)",
-		Value:    fmt.Sprintf("%s; %d cuts, %d failed probes", oText, ours.count("cut"), ours.count("probe_failed")),
-		Baseline: bText + " (fixed)", Target: "<= 1.05", Mark: AtMost(o, 1.05)})
-	if o > 2 {
-		t.Errorf("gross regression, row 4: wall %.2f x N/R", o)
+	const rate = 100
+	// At N=2,000 (20 s) the figure sits on its floor: 2% more calls, and
+	// a 429 among the last second's calls (87% likely at 100 calls/s)
+	// holds its task Retry-After (1 s) beyond the rest, 0-5% more. The
+	// same at N=6,000 shows the rate away from that tail.
+	for _, n := range []int{2000, 6000} {
+		mk := func(fixed bool) *fleet {
+			return &fleet{name: fmt.Sprintf("2%% random 429s, N=%d", n), fixed: fixed, ceiling: rate, n: n, timeout: time.Duration(n/rate+70) * time.Second,
+				fake: []versoritest.Option{versoritest.WithFaultRates(map[versoritest.FaultKind]float64{versoritest.FaultRateLimited: 0.02})}}
+		}
+		ours, fixed := mk(false), mk(true)
+		s.runFleets(t, ours, fixed)
+		o, oText := ours.wallRatio(rate)
+		_, bText := fixed.wallRatio(rate)
+		s.add(t, Row{Figure: adaptiveFigure, Metric: fmt.Sprintf("#4 2%% random 429s (Retry-After: 1), no real limit, R=100, N=%d: wall / (N/R)", n),
+			Value: fmt.Sprintf("%s; calls/N %.3f; %d cuts, %d failed probes", oText, float64(ours.api.TotalCalls())/float64(n),
+				ours.count("cut"), ours.count("probe_failed")),
+			Baseline: bText + " (fixed)", Target: "<= 1.05", Mark: AtMost(o, 1.05)})
+		if o > 2 {
+			t.Errorf("gross regression, row 4 (N=%d): wall %.2f x N/R", n, o)
+		}
 	}
 }
 

@@ -97,7 +97,13 @@
 //     least CutShare) is what the answers at the ceiling showed too
 //     (within two standard deviations and one either way), it is the
 //     scatter's, and from then on only 429s beyond it (three standard
-//     deviations and one) count as evidence. A 5-10% scatter of random
+//     deviations and one) count as evidence. A scatter under CutShare is
+//     not learnt so, but where the ceiling and the holds both saw 40
+//     answers or more, the lower of their shares is a floor that no
+//     limit explains, and only 429s beyond it count: after a stray cut
+//     a 2% scatter once refused every probe at its first 429 and kept
+//     the fleet below its ceiling for good
+//     (TestAdaptiveSmallScatterReturnsToTheCeiling). A 5-10% scatter of random
 //     429s once refused every probe and cut every hold, sinking a fleet
 //     from 100 to 5 calls/s within a minute; now it costs a cut or two
 //     (TestAdaptiveRandomScatterKeepsTheRate). The holds alone cannot

@@ -211,8 +211,24 @@ if zn >= 12 and cn >= 20 then
   local e = sh * cn
   if sh >= cut_share and math.abs(cr - e) <= 2 * math.sqrt(e) + 1 then nz = math.min(0.5, sh) end
 end
+-- A scatter under cut_share is not learnt so, but it still refused a
+-- slow probe at its first 429 and cut holds that met two early: once a
+-- stray cut took a fleet off its ceiling, a 2% scatter held it below for
+-- good (figure 7 row 4 at N=6,000: 1.45 x N/R, 3 cuts, 17 failed
+-- probes; simulated, 5 minutes in 30 lost 6-37% of the rate). Where both
+-- the ceiling and the holds have enough answers, the lower of their
+-- shares is a floor no limit explains (a limit's 429s fall off below it,
+-- and a fleet that met one at the ceiling holds clean below it), and only
+-- 429s beyond it (three standard deviations) are evidence. A fleet that
+-- never ran at its ceiling, or ran there clean, has no floor.
+local nb = 0
+if nz == 0 and cn >= 40 and zn >= 40 then nb = math.min(cr / cn, zr / zn) end
 local function excess(rl, n)
-  if nz == 0 then return rl end
+  if nz == 0 then
+    if nb == 0 then return rl end
+    local e = nb * n
+    return math.max(0, rl - e - 3 * math.sqrt(e))
+  end
   local e = nz * n
   return math.max(0, rl - e - 3 * math.sqrt(e) - 1)
 end

@@ -151,9 +151,10 @@ type Metrics struct {
 	BreakerTransitions *prometheus.CounterVec
 	// RateSlotsDropped counts booked slots this process reached and left
 	// unused, by reason: "late" (reached past the late tolerance, booked
-	// again), "cooldown" (inside a cool-down this process started, booked
-	// again), "breaker" (the breaker opened meanwhile). Each cost a
-	// script call.
+	// again), "lowered" (the fleet's rate fell to under half the slot's
+	// meanwhile, booked again), "cooldown" (inside a cool-down this
+	// process started, booked again), "breaker" (the breaker opened
+	// meanwhile). Each cost a script call.
 	RateSlotsDropped *prometheus.CounterVec
 
 	// Released counts organisations this process's releaser handed from
@@ -310,7 +311,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		}, []string{"event"}),
 		RateSlotsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameRateSlotsDropped,
-			Help: "Booked slots of the rate budget reached and left unused, by reason (late, cooldown, breaker).",
+			Help: "Booked slots of the rate budget reached and left unused, by reason (late, lowered, cooldown, breaker).",
 		}, []string{"reason"}),
 		Released: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: NameReleased,
@@ -368,7 +369,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	for _, ev := range []string{"opened", "half_opened", "closed", "reopened"} {
 		m.BreakerTransitions.WithLabelValues(ev)
 	}
-	for _, reason := range []string{"late", "cooldown", "breaker"} {
+	for _, reason := range []string{"late", "lowered", "cooldown", "breaker"} {
 		m.RateSlotsDropped.WithLabelValues(reason)
 	}
 	m.SetBreakerState("closed")

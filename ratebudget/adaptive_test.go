@@ -382,3 +382,72 @@ func TestLateToleranceScalesWithTheRate(t *testing.T) {
 		}
 	}
 }
+
+// A caller holding a slot when its own process hears that the fleet's
+// rate fell steeply (the first cut from the ceiling) drops the slot, which
+// was booked at a rate the API refuses, and books again at the new rate; a
+// fall made by another process reaches it only at its next booking, so it
+// keeps its slot; and a slow probe's fall (to 0.9 of the limit from 1.15)
+// keeps it too.
+func TestAdaptiveSteepFallDropsSlotsBookedBefore(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		otherProc bool
+		// The answers the cut reads: accepted and refused, 100 ms into
+		// the window (steep: 429s, most of them), or 400 ms (shallow: a
+		// quarter of them).
+		accepted, refused int
+		at                time.Duration
+		wantDrops         int
+	}{
+		{"same process, steep", false, 1, 4, 100 * time.Millisecond, 1},
+		{"other process", true, 1, 4, 100 * time.Millisecond, 0},
+		{"same process, shallow", false, 15, 5, 400 * time.Millisecond, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, c := frozen(t)
+			cfg := Config{Limit: 50, Burst: 1, Adaptive: AdaptiveConfig{Enabled: true}}
+			b := mustNew(t, c, cfg)
+			cutBy := b
+			if tc.otherProc {
+				cutBy = mustNew(t, client(t, m.Addr()), cfg)
+			}
+			drops := 0
+			b.obs.Dropped = func(reason string) {
+				if reason != DropLowered {
+					t.Errorf("dropped for %q, want %q", reason, DropLowered)
+				}
+				drops++
+			}
+			var rates []float64
+			cutBy.obs.RateChanged = func(rate float64, ev string) { rates = append(rates, rate) }
+			for range 5 { // the next free slot is 100 ms away
+				reserve(t, b)
+			}
+			clk := &fakeClock{now: time.Unix(0, 0)}
+			b.now = clk.Now
+			sleeps := 0
+			b.sleep = func(ctx context.Context, d time.Duration) error {
+				if sleeps++; sleeps == 1 {
+					m.SetTime(t0.Add(tc.at))
+					reportN(t, cutBy, Permit{}, Result{Outcome: Accepted}, tc.accepted)
+					reportN(t, cutBy, Permit{}, Result{Outcome: RateLimited}, tc.refused)
+				}
+				return clk.Sleep(ctx, d)
+			}
+			if _, err := b.Wait(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if len(rates) != 1 {
+				t.Fatalf("rate changes %v, want one cut", rates)
+			}
+			t.Logf("cut to %.1f calls/s", rates[0])
+			if drops != tc.wantDrops {
+				t.Errorf("%d slots dropped after a cut from 50 to %.1f, want %d", drops, rates[0], tc.wantDrops)
+			}
+			if tc.wantDrops > 0 && sleeps < 2 {
+				t.Errorf("the caller slept %d times: it did not book again after the drop", sleeps)
+			}
+		})
+	}
+}

@@ -260,6 +260,9 @@ const (
 	// DropLate: the caller reached the slot past its late tolerance
 	// (Observer.Missed tells by how much).
 	DropLate = "late"
+	// DropLowered: this process heard, while the slot was ahead, that the
+	// fleet's rate fell to under half the rate the slot was booked at.
+	DropLowered = "lowered"
 	// DropCoolDown: this process started a cool-down that covers the slot.
 	DropCoolDown = "cooldown"
 	// DropBreaker: the breaker opened while the slot was ahead.
@@ -459,7 +462,7 @@ type Observer struct {
 	// LateTolerance late and is booked again; late is by how much.
 	Missed func(late time.Duration)
 	// Dropped is called when a booked slot is reached and dropped unused,
-	// by reason: DropLate, DropCoolDown (both booked again) or DropBreaker
+	// by reason: DropLate, DropLowered, DropCoolDown (booked again) or DropBreaker
 	// (the task is handed back).
 	Dropped func(reason string)
 	// RateChanged is called when this process's report made the fleet
@@ -910,9 +913,10 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 // Acquire books a slot and sleeps until it: the caller may then make its
 // call, and should Report the answer.
 //
-// It books again when it reaches its slot more than LateTolerance late, or
+// It books again when it reaches its slot more than LateTolerance late,
 // when this process started a cool-down after the booking and the slot lies
-// inside it. When the next free slot is further away than MaxWait, or than
+// inside it, or when this process heard meanwhile that the fleet's rate fell
+// to under half the rate the slot was booked at (steepFall). When the next free slot is further away than MaxWait, or than
 // ctx's deadline, or the breaker is open, it books nothing and returns a
 // *DelayError at once. When ctx ends during the sleep the booked slot
 // lapses unused, and Acquire returns ctx's error.
@@ -980,6 +984,14 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 			turn = true
 			continue
 		}
+		if !r.Probe && b.Fleet().Rate < steepFall*r.Fleet.Rate {
+			b.dropped(DropLowered)
+			if err := b.takeTurn(ctx, start, maxWait); err != nil {
+				return Permit{Waited: b.now().Sub(start)}, err
+			}
+			turn = true
+			continue
+		}
 		now := b.now()
 		late := now.Sub(r.At)
 		if late <= b.lateTolerance(r.Fleet.Rate) {
@@ -1004,6 +1016,19 @@ func (b *Budget) Acquire(ctx context.Context) (Permit, error) {
 		turn = true
 	}
 }
+
+// steepFall is how far the fleet's rate must fall, as this process heard
+// while a slot was ahead, for the slot to be dropped and booked again at
+// the new rate: the first cut from the ceiling (50 -> 8.6 calls/s against
+// a limit of 10), a fast probe's fall back (up to 2.5 x the limit -> 0.9
+// x), a limit that fell. Such a slot was booked at a rate the API refuses
+// and its burst is spent, so its call would most likely be refused too. A
+// slow probe's fall (1.15 -> 0.9 x the limit) keeps its slots: dropping
+// those too cost more than it saved, the API's bucket refills 100 ms
+// after the probe's 429 (figure 7 rows 1-2: 9.3 accepted calls/s,
+// rollouts up to 1.11 x N/10; BENCHMARKS.md). Other processes' slots are
+// theirs until their next booking tells them.
+const steepFall = 0.5
 
 // slotWait is how far ahead the booking a caller makes after waiting for
 // its turn may lie: what is left of maxWait, but at least

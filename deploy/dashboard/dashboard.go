@@ -328,7 +328,7 @@ func New() *Dashboard {
 	override(cool, "remaining", rightAxis("s")...)
 	l.add(8, 8, cool)
 	l.add(8, 8, timeseries("Budget's Redis cost",
-		"Calls of the rate budget's booking script (one Redis round trip each: bookings, and answers sent on their own) per API call, fleet-wide. About 1; benchmarks figure 7 holds it under 1.1. Below it, the booked slots left unused per API call, by reason (late: the handler woke past the late tolerance, a loaded host; cooldown: inside a cool-down the replica started; breaker: the breaker opened meanwhile), each a script call spent.",
+		"Calls of the rate budget's booking script (one Redis round trip each: bookings, and answers sent on their own) per API call, fleet-wide. About 1; benchmarks figure 7 holds it under 1.1. Below it, the booked slots left unused per API call, by reason (late: the handler woke past the late tolerance, a loaded host; lowered: the fleet's rate fell to under half the slot's, a steep cut; cooldown: inside a cool-down the replica started; breaker: the breaker opened meanwhile), each a script call spent.",
 		"short", false,
 		q("sum("+rate(metrics.NameRateBudgetScripts)+") / sum("+rate(metrics.NameImports)+")", "script calls per API call"),
 		q("sum by (reason) ("+rate(metrics.NameRateSlotsDropped)+") / scalar(sum("+rate(metrics.NameImports)+"))", "slots dropped: {{reason}}")))

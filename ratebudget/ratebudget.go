@@ -83,6 +83,13 @@
 //     TCP's slow start is by its acknowledgements (never above 2.5 times
 //     what a clean quarter-second window accepted), until the first 429.
 //   - Below the ceiling the fleet's burst shrinks with its rate.
+//   - The first cut from the ceiling counts one accepted call less: the
+//     API's bucket was full when the window began, and a window of 0.1 s
+//     read its burst as rate (18/s against 10). A window the API accepted
+//     nothing of cuts to a fifth of the rate, never to the floor.
+//   - A caller that reaches a slot booked at more than twice the rate its
+//     process has since heard the fleet fell to books again (steepFall):
+//     the first cut, a fast probe's fall, a limit that fell.
 //   - Evidence from calls booked before a decision is ignored: a decision
 //     is made at most once per reaction window, which ends when the slots
 //     booked before it have been used.

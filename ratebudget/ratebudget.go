@@ -469,8 +469,8 @@ type Observer struct {
 	// LateTolerance late and is booked again; late is by how much.
 	Missed func(late time.Duration)
 	// Dropped is called when a booked slot is reached and dropped unused,
-	// by reason: DropLate, DropLowered, DropCoolDown (booked again) or DropBreaker
-	// (the task is handed back).
+	// by reason: DropLate, DropLowered, DropCoolDown (each booked again)
+	// or DropBreaker (the task is handed back).
 	Dropped func(reason string)
 	// RateChanged is called when this process's report made the fleet
 	// change its rate: once per decision fleet-wide. event is "cut",
@@ -923,7 +923,8 @@ func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 // It books again when it reaches its slot more than LateTolerance late,
 // when this process started a cool-down after the booking and the slot lies
 // inside it, or when this process heard meanwhile that the fleet's rate fell
-// to under half the rate the slot was booked at (steepFall). When the next free slot is further away than MaxWait, or than
+// to under half the rate the slot was booked at (steepFall). When the next
+// free slot is further away than MaxWait, or than
 // ctx's deadline, or the breaker is open, it books nothing and returns a
 // *DelayError at once. When ctx ends during the sleep the booked slot
 // lapses unused, and Acquire returns ctx's error.

@@ -524,12 +524,12 @@ func markReached(ok bool, d, target time.Duration) Mark {
 }
 
 // adaptiveScatter429 is row 4: 2% of calls answered 429 (Retry-After: 1) at
-// random, no real limit, ceiling 100, 2,000 organisations.
+// random, no real limit, ceiling 100, 2,000 organisations and then 6,000.
 func (s *suite) adaptiveScatter429(t *testing.T) {
 	const rate = 100
 	// At N=2,000 (20 s) the figure sits on its floor: 2% more calls, and
 	// a 429 among the last second's calls (87% likely at 100 calls/s)
-	// holds its task Retry-After (1 s) beyond the rest, 0-5% more. The
+	// holds its task Retry-After (1 s) beyond the rest, up to 6% more. The
 	// same at N=6,000 shows the rate away from that tail.
 	for _, n := range []int{2000, 6000} {
 		mk := func(fixed bool) *fleet {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 )
 
 // report sends n answers of one outcome through b at once (mode 0).
@@ -17,6 +20,27 @@ func reportN(t *testing.T, b *Budget, p Permit, r Result, n int) {
 			t.Fatalf("Report: %v", err)
 		}
 	}
+}
+
+// reportUntilDecided sends b's answers one every 20 ms of the server's
+// clock, out(i) the i-th, until the fleet's rate changes or n are in, and
+// returns the rate events and the state after.
+func reportUntilDecided(t *testing.T, m *miniredis.Miniredis, c *redis.Client, b *Budget, n int, out func(i int) Result) ([]string, State) {
+	t.Helper()
+	var events []string
+	b.obs.RateChanged = func(rate float64, ev string) { events = append(events, ev) }
+	for i := range n {
+		m.SetTime(t0.Add(time.Duration(i) * 20 * time.Millisecond))
+		reportN(t, b, Permit{}, out(i), 1)
+		if len(events) > 0 {
+			break
+		}
+	}
+	st, err := Inspect(context.Background(), c, DefaultKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events, st
 }
 
 // The breaker opens on broad failures, refuses bookings while open, lets
@@ -117,27 +141,16 @@ func TestBreakerIgnoresScatteredFailures(t *testing.T) {
 func TestAdaptiveCutsToWhatTheAPIAccepts(t *testing.T) {
 	m, c := frozen(t)
 	b := mustNew(t, c, Config{Limit: 50, Adaptive: AdaptiveConfig{Enabled: true}})
-	var events []string
-	b.obs.RateChanged = func(rate float64, ev string) { events = append(events, ev) }
 	if r := reserve(t, b); r.Fleet.Rate != 50 {
 		t.Fatalf("fresh rate %v, want the ceiling", r.Fleet.Rate)
 	}
 	// One second at 50 calls against a limit of 10: 10 accepted, 40 refused.
-	for i := range 50 {
-		m.SetTime(t0.Add(time.Duration(i) * 20 * time.Millisecond))
-		out := Result{Outcome: RateLimited, RetryAfter: 100 * time.Millisecond}
+	events, st := reportUntilDecided(t, m, c, b, 50, func(i int) Result {
 		if i%5 == 0 {
-			out = Result{Outcome: Accepted}
+			return Result{Outcome: Accepted}
 		}
-		reportN(t, b, Permit{}, out, 1)
-		if len(events) > 0 {
-			break
-		}
-	}
-	st, err := Inspect(context.Background(), c, DefaultKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+		return Result{Outcome: RateLimited, RetryAfter: 100 * time.Millisecond}
+	})
 	if len(events) != 1 || events[0] != "cut" || st.Rate < 0.5 || st.Rate > 13 {
 		t.Fatalf("events %v, rate %v after 80%% 429s at 50/s; want one cut to about 10/s (within what 8 answers tell)", events, st.Rate)
 	}
@@ -171,19 +184,9 @@ func TestAdaptiveCutsToWhatTheAPIAccepts(t *testing.T) {
 func TestAdaptiveCutWithoutAcceptsKeepsAFifth(t *testing.T) {
 	m, c := frozen(t)
 	b := mustNew(t, c, Config{Limit: 100, Adaptive: AdaptiveConfig{Enabled: true}})
-	var events []string
-	b.obs.RateChanged = func(rate float64, ev string) { events = append(events, ev) }
-	for i := range 8 {
-		m.SetTime(t0.Add(time.Duration(i) * 20 * time.Millisecond))
-		reportN(t, b, Permit{}, Result{Outcome: RateLimited, RetryAfter: time.Second}, 1)
-		if len(events) > 0 {
-			break
-		}
-	}
-	st, err := Inspect(context.Background(), c, DefaultKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	events, st := reportUntilDecided(t, m, c, b, 8, func(int) Result {
+		return Result{Outcome: RateLimited, RetryAfter: time.Second}
+	})
 	if len(events) != 1 || events[0] != "cut" || st.Rate < 18 || st.Rate > 20 {
 		t.Fatalf("events %v, rate %v after only 429s at 100/s; want one cut to 0.95 of a fifth (19/s)", events, st.Rate)
 	}

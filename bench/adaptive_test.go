@@ -350,12 +350,20 @@ func rowNumber(metric string) int {
 	return n
 }
 
-// fakeBurst is the burst the fake's limit allows: a tenth of a second of
-// calls, at least 2, as API gateways' token buckets do. With a burst of 1
-// the fake's GCRA has no tolerance at all, and refused 36% of the calls of
-// the fixed schedule running exactly at its limit (the arrivals' jitter of
-// a millisecond is enough), which no gateway in front of a real API does.
-func fakeBurst(limit float64) int { return max(2, int(limit/10)) }
+// fakeBurst is the burst the fake's limit allows: versoritest.GatewayBurst,
+// a tenth of a second of calls, at least 2, as API gateways' token buckets
+// do, and cmd/fakeapi's default; BENCH_FAKE_BURST sets another. With a
+// burst of 1 the fake's GCRA has no tolerance at all, and refused 36% of
+// the calls of the fixed schedule running exactly at its limit (the
+// arrivals' jitter of a millisecond is enough), which no gateway in front
+// of a real API does; the adaptive rate's figures against it are in
+// BENCHMARKS.md.
+func fakeBurst(limit float64) int {
+	if b, err := strconv.Atoi(os.Getenv("BENCH_FAKE_BURST")); err == nil && b > 0 {
+		return b
+	}
+	return versoritest.GatewayBurst(limit)
+}
 
 // adaptiveLimit is rows 1, 2, 7 and 8: a real limit of 10/s (burst 2)
 // below a ceiling of 50/s, 600 organisations.

@@ -330,3 +330,37 @@ func TestAdaptiveSmallScatterReturnsToTheCeiling(t *testing.T) {
 		}
 	}
 }
+
+// An API without a burst (a token bucket of one call, cmd/fakeapi's
+// --rate-burst 1): it refuses any call that comes sooner than its
+// interval after the last it accepted. Each failed probe cost two 429s
+// there, the second a call booked after the decision but spaced at the
+// rate before it (11.4% of all calls), and the hold after the first cut,
+// a little above the limit, saw every other call refused and was cut to
+// half the limit (lowest rate 4.8, 15 s to climb back).
+func TestAdaptiveAPIWithoutBurst(t *testing.T) {
+	api := &apiBucket{rate: 10, burst: 1}
+	var refused int
+	res := simFleet(t, Config{Limit: 50, Adaptive: AdaptiveConfig{Enabled: true}}, 60*time.Second, 5*time.Second,
+		func(at time.Time) Outcome {
+			if api.call(at) {
+				return Accepted
+			}
+			refused++
+			return RateLimited
+		})
+	calls := res.accepted + res.refused
+	share := float64(refused) / float64(calls)
+	acc := float64(res.acceptedAfterSkip) / res.virtualAfterSkip.Seconds()
+	t.Logf("limit 10/s, no burst: %d of %d calls answered 429 (%.1f%%); %.2f accepted/s after 5 s, lowest rate %.2f",
+		refused, calls, 100*share, acc, res.lowest)
+	// 6.9% and 8.03 measured. Known weakness: the probes are refused at
+	// their top, before they confirm, so the estimate stays about 10%
+	// under the limit (7.9 accepted/s).
+	if share > 0.085 {
+		t.Errorf("%.1f%% of calls answered 429, want <= 8.5%%", 100*share)
+	}
+	if res.lowest < 6.5 {
+		t.Errorf("the rate fell to %.2f against a limit of 10, want >= 6.5", res.lowest)
+	}
+}

@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		dist        = fs.String("latency-distribution", "constant", "constant, uniform, exponential or normal")
 		latencyMax  = fs.Duration("latency-max", 0, "cap on sampled latency (0: none)")
 		rateLimit   = fs.Float64("rate-limit", 0, "import calls per second the fake accepts (0: unlimited)")
-		rateBurst   = fs.Int("rate-burst", 1, "burst of the fake's rate limit")
+		rateBurst   = fs.Int("rate-burst", 0, "burst of the fake's rate limit (0: a tenth of a second of calls, at least 2, as API gateways' token buckets allow; 1: none, so any call sooner than 1/limit after the last accepted one is refused)")
 		observe     = fs.Bool("rate-limit-observe", false, "count rate violations without answering 429")
 		omitRA      = fs.Bool("rate-limit-omit-retry-after", false, "leave Retry-After out of the fake's 429s")
 		headers     = fs.String("rate-limit-headers", "none", "rate-limit headers on import answers: none, ietf (RateLimit, RateLimit-Policy) or x (X-RateLimit-*)")
@@ -125,11 +125,22 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	if err != nil {
 		return usageError{fmt.Errorf("--rate-limit-headers: %w", err)}
 	}
+	if *rateBurst < 0 {
+		return usageError{fmt.Errorf("--rate-burst %d: want 0 (a tenth of a second of calls) or more", *rateBurst)}
+	}
 	policy := versoritest.RateLimit{PerSecond: *rateLimit, Burst: *rateBurst, ObserveOnly: *observe, OmitRetryAfter: *omitRA, Headers: style}
+	if *rateBurst == 0 {
+		policy.Burst = versoritest.GatewayBurst(*rateLimit)
+	}
 	var steps []versoritest.RateLimitStep
 	if *schedule != "" {
 		if steps, err = versoritest.ParseRateLimitSchedule(*schedule, policy); err != nil {
 			return usageError{fmt.Errorf("--rate-limit-schedule: %w", err)}
+		}
+		for i := range steps {
+			if *rateBurst == 0 {
+				steps[i].Policy.Burst = versoritest.GatewayBurst(steps[i].Policy.PerSecond)
+			}
 		}
 	}
 	if *keyFile != "" {

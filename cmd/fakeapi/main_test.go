@@ -115,6 +115,7 @@ func TestRefusesBadUsage(t *testing.T) {
 		{"--rate-limit-schedule", "50"},
 		{"--rate-limit-schedule", "50@soon"},
 		{"--rate-limit-schedule", "-1@0s"},
+		{"--rate-burst", "-1"},
 		{"--api-key-file", "/nonexistent/key"},
 		{"--no-such-flag"},
 		{"extra"},
@@ -181,5 +182,39 @@ func TestRateLimitFlags(t *testing.T) {
 	var st versoritest.Stats
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.RateLimited != 1 {
 		t.Errorf("stats: %v %+v", err, st)
+	}
+}
+
+// TestRateBurstDefault: without --rate-burst the fake's limit allows a
+// gateway's burst (GatewayBurst: 2 at 10/s, for each step of a schedule
+// too), so two calls at once pass and the third is refused; --rate-burst 1
+// refuses the second.
+func TestRateBurstDefault(t *testing.T) {
+	for _, c := range []struct {
+		args     []string
+		accepted int
+	}{
+		{[]string{"--rate-limit", "10"}, 2},
+		{[]string{"--rate-limit-schedule", "10@0s"}, 2},
+		{[]string{"--rate-limit", "10", "--rate-burst", "1"}, 1},
+	} {
+		addr, _ := start(t, append([]string{"--api-key", "k"}, c.args...)...)
+		cl, err := versori.New(versori.Config{BaseURL: "http://" + addr + versoritest.DefaultPrefix, APIKey: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := 0
+		for _, org := range []versori.OrgID{"01J8Z3K4M5N6P7Q8R9S0T1V2W4", "01J8Z3K4M5N6P7Q8R9S0T1V2W5", "01J8Z3K4M5N6P7Q8R9S0T1V2W6"} {
+			_, err := cl.ImportPublicConnectorVersion(t.Context(), org, "01J8Z3K4M5N6P7Q8R9S0T1V2W3", "1")
+			switch {
+			case err == nil:
+				ok++
+			case versori.Classify(err) != versori.ClassRateLimited:
+				t.Fatalf("%v: %v", c.args, err)
+			}
+		}
+		if ok != c.accepted {
+			t.Errorf("%v: %d of 3 calls at once accepted, want %d", c.args, ok, c.accepted)
+		}
 	}
 }

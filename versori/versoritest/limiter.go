@@ -32,6 +32,12 @@ type RateLimit struct {
 	Headers HeaderStyle
 }
 
+// GatewayBurst is the burst an API gateway's token bucket typically allows
+// at perSecond: a tenth of a second of calls, at least 2. A burst of 1 has
+// no tolerance at all: a call that reaches the limiter a millisecond sooner
+// than 1/perSecond after the last accepted one is refused.
+func GatewayBurst(perSecond float64) int { return max(2, int(perSecond/10)) }
+
 // HeaderStyle is a convention of rate-limit response headers.
 type HeaderStyle int
 

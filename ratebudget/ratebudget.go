@@ -89,7 +89,14 @@
 //     nothing of cuts to a fifth of the rate, never to the floor.
 //   - A caller that reaches a slot booked at more than twice the rate its
 //     process has since heard the fleet fell to books again (steepFall):
-//     the first cut, a fast probe's fall, a limit that fell.
+//     the first cut, a fast probe's fall, a limit that fell. Every fall
+//     spaces the next slot at the new rate: an API without a burst (a
+//     bucket of one call) refuses a call sooner than its interval after
+//     the last, and each failed probe cost two 429s there.
+//   - The hold after the first cut from the ceiling is cut to no less than
+//     0.7 of it while under two thirds of the answers are 429s: such an
+//     API met a little above its limit refuses every other call, and the
+//     cut read half the limit (TestAdaptiveAPIWithoutBurst).
 //   - Evidence from calls booked before a decision is ignored: a decision
 //     is made at most once per reaction window, which ends when the slots
 //     booked before it have been used.

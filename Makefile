@@ -67,6 +67,7 @@ fuzz:
 # smaller rollout than 1,000,000). BENCH_OUT=file also writes
 # the table there;
 # BENCH_PPROF_DIR=dir saves CPU and heap profiles of the worker (figure 2).
+# BENCH_FAKE_BURST=n gives figure 7's fake API limits a burst of n (1: none).
 FIGURE ?=
 bench: deps
 	BENCH=1 REDISTEST_REQUIRED=1 $(GO) test ./bench/ -run 'TestBench/$(FIGURE)' -count=1 -v -timeout 30m

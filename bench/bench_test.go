@@ -40,7 +40,8 @@ func TestMain(m *testing.M) {
 //	BENCH=1 go test ./bench/ -run 'TestBench/rate' -v -timeout 15m
 //
 // BENCH_OUT=file also writes the table there; BENCH_PPROF_DIR=dir saves a
-// CPU and a heap profile of the worker during figure 2.
+// CPU and a heap profile of the worker during figure 2; BENCH_FAKE_BURST=n
+// gives figure 7's fake API limits a burst of n (see fakeBurst).
 func TestBench(t *testing.T) {
 	if os.Getenv("BENCH") != "1" {
 		t.Skip("benchmarks: set BENCH=1 (or run `make bench`)")

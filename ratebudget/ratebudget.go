@@ -70,7 +70,9 @@
 //     shape of CUBIC's window around W_max (see rateAtLua in script.go):
 //     flat near the last known limit, where the API's refusals are, and
 //     fast once clearly past it. The probe rises to 1.15 x good over
-//     0.4 s and stays there; the first 429 ends it (sent at once, not
+//     0.4 s (a step that halves with each probe in a row that found the
+//     limit where it was, down to 1.0375 x good) and stays there; the
+//     first 429 ends it (sent at once, not
 //     with the next booking) and the fleet goes back to 0.9 x good, so a
 //     probe of a limit that did not move costs about one refused call: the
 //     API refuses once the excess has spent its burst, and every answer
@@ -227,7 +229,11 @@ const (
 // moved and the rate grows fast. probeConfirm outlasts the API's burst at
 // that excess: an API refusing at the estimate (limit 10/s, a burst of 2)
 // spends the spare call after about 0.7 s at 15% above it, so a limit that
-// did not move is told from one that rose by a 429, not by a guess.
+// did not move is told from one that rose by a 429, not by a guess. The
+// step shrinks to a quarter while probes keep finding the limit where it
+// was; at 3.75% above it the same burst lasts 2.7 s, so such a probe may
+// confirm a limit that did not move, and its fast growth meets the 429 at
+// once: one refused call, as a probe costs anyway.
 const (
 	probeStep     = 0.15
 	probeApproach = 400 * time.Millisecond

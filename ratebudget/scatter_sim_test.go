@@ -210,10 +210,12 @@ func TestAdaptiveScatterBelowDemand(t *testing.T) {
 // reaching the API with some jitter. The scatter test's known weakness:
 // the 429s the jitter meets at the old limit, at the ceiling, match those
 // it meets just below the new one, so they are taken for a scatter and the
-// probes above the new limit run on. Measured 25.2% of the calls after the
-// drop answered 429 (6.3-47% over SIM_SEED=11-44; 7.5% before the
-// scatter was learnt; TestAdaptiveTuning, in real time, 20-29% against
-// 11-12%). A hold at 0.7 of the rate to test the suspicion fixed this case
+// probes above the new limit run on. Measured 19.1% of the calls after the
+// drop answered 429; over SIM_SEED=11, 22, 33, 44 and 100-105 6-11% but
+// for one sequence of 27%, since the slow probe's step shrinks while its
+// probes find the limit where it was (5.5-58%, three over 27%, before;
+// 7.5% before the scatter was learnt; TestAdaptiveTuning, in real time,
+// 20-29% against 11-12%). A hold at 0.7 of the rate to test the suspicion fixed this case
 // but sank the fleet under a 5% scatter for three seeds in four, so it is
 // not in; the bound holds what is known and catches worse (68% in one
 // variant).
@@ -335,9 +337,12 @@ func TestAdaptiveSmallScatterReturnsToTheCeiling(t *testing.T) {
 // --rate-burst 1): it refuses any call that comes sooner than its
 // interval after the last it accepted. Each failed probe cost two 429s
 // there, the second a call booked after the decision but spaced at the
-// rate before it (11.4% of all calls), and the hold after the first cut,
-// a little above the limit, saw every other call refused and was cut to
-// half the limit (lowest rate 4.8, 15 s to climb back).
+// rate before it (11.4% of all calls), the hold after the first cut, a
+// little above the limit, saw every other call refused and was cut to
+// half the limit (lowest rate 4.8, 15 s to climb back), and each probe
+// was refused at its top, 1.15 x the estimate, before it could confirm
+// a limit above the estimate, so the estimate stayed about 10% under the
+// limit (7.9 accepted/s) until the probe's step shrank.
 func TestAdaptiveAPIWithoutBurst(t *testing.T) {
 	api := &apiBucket{rate: 10, burst: 1}
 	var refused int
@@ -354,11 +359,12 @@ func TestAdaptiveAPIWithoutBurst(t *testing.T) {
 	acc := float64(res.acceptedAfterSkip) / res.virtualAfterSkip.Seconds()
 	t.Logf("limit 10/s, no burst: %d of %d calls answered 429 (%.1f%%); %.2f accepted/s after 5 s, lowest rate %.2f",
 		refused, calls, 100*share, acc, res.lowest)
-	// 6.9% and 8.03 measured. Known weakness: the probes are refused at
-	// their top, before they confirm, so the estimate stays about 10%
-	// under the limit (7.9 accepted/s).
+	// 6.2%, 8.67/s and 8.03 measured.
 	if share > 0.085 {
 		t.Errorf("%.1f%% of calls answered 429, want <= 8.5%%", 100*share)
+	}
+	if acc < 8.3 {
+		t.Errorf("%.2f calls/s accepted of a limit of 10, want >= 8.3", acc)
 	}
 	if res.lowest < 6.5 {
 		t.Errorf("the rate fell to %.2f against a limit of 10, want >= 6.5", res.lowest)

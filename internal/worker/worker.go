@@ -231,12 +231,16 @@ func Run(ctx context.Context, cfg Config) error {
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		// Rate-limited and retried tasks come back after about a second;
 		// asynq's default of 5 s between checks of the retry set would idle
-		// the budget, and every 250 ms trims a rollout's retry tail for one
-		// cheap script call per check.
-		DelayedTaskCheckInterval: 250 * time.Millisecond,
-		TaskCheckInterval:        200 * time.Millisecond,
-		Logger:                   asynqLogger{log.With("component", "asynq")},
-		LogLevel:                 asynq.WarnLevel,
+		// the budget. Every 100 ms a task whose Retry-After has passed
+		// waits 50 ms more on average (125 ms at 250 ms: the 2% of 429s of
+		// figure 7 row 4 end a 20-s rollout on such a wait), for one cheap
+		// script call per check and process.
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		// An idle worker looks for new work this often: the first calls of
+		// a rollout enqueued into an idle fleet wait half of it on average.
+		TaskCheckInterval: 100 * time.Millisecond,
+		Logger:            asynqLogger{log.With("component", "asynq")},
+		LogLevel:          asynq.WarnLevel,
 		HealthCheckFunc: func(err error) {
 			if err != nil {
 				log.Warn("redis health check failed; asynq keeps retrying", "err", err)

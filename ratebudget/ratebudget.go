@@ -72,8 +72,8 @@
 //     fast once clearly past it. The probe rises to 1.15 x good over
 //     0.4 s (a step that halves with each probe in a row that found the
 //     limit where it was, down to 1.0375 x good) and stays there; the
-//     first 429 ends it (sent at once, not
-//     with the next booking) and the fleet goes back to 0.9 x good, so a
+//     first 429 ends it (sent at once, not with the next booking) and
+//     the fleet goes back to 0.9 x good, so a
 //     probe of a limit that did not move costs about one refused call: the
 //     API refuses once the excess has spent its burst, and every answer
 //     waited for would be another call above the limit. A probe refused

@@ -137,8 +137,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		if steps, err = versoritest.ParseRateLimitSchedule(*schedule, policy); err != nil {
 			return usageError{fmt.Errorf("--rate-limit-schedule: %w", err)}
 		}
-		for i := range steps {
-			if *rateBurst == 0 {
+		if *rateBurst == 0 {
+			// Each step's own limit sets its burst.
+			for i := range steps {
 				steps[i].Policy.Burst = versoritest.GatewayBurst(steps[i].Policy.PerSecond)
 			}
 		}

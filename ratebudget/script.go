@@ -49,9 +49,10 @@ import "github.com/redis/go-redis/v9"
 // Lua's default number-to-string conversion keeps only 14 significant digits,
 // which would round TAT to 10 µs and drift the schedule.
 
-// rateAtLua defines rateAt, the adaptive rate in force at time t, shared by
-// the booking script and Inspect. After a decision the fleet holds rate
-// (0.95 of good after a cut, 0.9 after a failed probe; good is W_max in
+// rateAtLua defines rateAt, the adaptive rate in force at time t, and
+// probeStepAfter, shared by the booking script and Inspect. After a
+// decision the fleet holds rate (0.95 of good after a cut, 0.9 after a
+// failed probe; good is W_max in
 // CUBIC's terms: the rate at which the API began to refuse) until tp.
 // Then it probes, in two stages, in the shape of CUBIC's window around
 // W_max (flat near the last known limit, fast once clearly past it), each
@@ -81,6 +82,12 @@ import "github.com/redis/go-redis/v9"
 // Never below floor nor above ceil; a good at the ceiling has nothing to
 // probe for.
 const rateAtLua = `
+-- probeStepAfter is the slow probe's step after pf probes in a row that
+-- found the limit where it was: halved with each, down to a quarter.
+local function probeStepAfter(step, pf)
+  return step / 2 ^ math.min(pf, 2)
+end
+
 local function rateAt(t, tp, fs, rate, good, w0, wok, ceil, floor, ramp, step, approach)
   local r
   if t < tp then
@@ -194,9 +201,7 @@ local function cool_down(d)
   if tat < ends + tau then tat = ends + tau end
 end
 
--- The slow probe's step halves with each probe in a row that found the
--- limit where it was, to a quarter (see rateAtLua).
-local function pstep() return step / 2 ^ math.min(pf, 2) end
+local function pstep() return probeStepAfter(step, pf) end
 
 local function current()
   if not adaptive then return ceil end
@@ -648,8 +653,8 @@ local bs = tonumber(v[6]) or 0
 local bu = tonumber(v[7]) or 0
 local r = rate
 if ceil > 0 then
-  local pstep = step / 2 ^ math.min(tonumber(v[11]) or 0, 2)
-  r = rateAt(now, tp, tonumber(v[10]) or 0, rate, good, tonumber(v[8]) or now, tonumber(v[9]) or 0, ceil, 0, ramp, pstep, approach)
+  r = rateAt(now, tp, tonumber(v[10]) or 0, rate, good, tonumber(v[8]) or now, tonumber(v[9]) or 0, ceil, 0, ramp,
+    probeStepAfter(step, tonumber(v[11]) or 0), approach)
 end
 if bs == 1 and bu <= now then bs = 2 end
 local left, hold, c = 0, 0, 0
